@@ -1,0 +1,43 @@
+# The user's verbs. Every target depends on `install`, which builds .venv/ once.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RECIPE ?= recipes/default.yaml
+# Extra CLI arguments, e.g. make data ARGS="--set judge.model=gpt-4o"
+ARGS ?=
+
+.PHONY: install data dry-run test test-quick lint format clean
+
+install: $(VENV)/.installed
+
+# torch first and pinned: the CPU build on disk, never a multi-GB CUDA build pulled by a dependency.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+data: install
+	$(BIN)/tapir data --recipe $(RECIPE) $(ARGS)
+
+dry-run: install
+	$(BIN)/tapir data --recipe $(RECIPE) --dry-run $(ARGS)
+
+test: install
+	$(BIN)/pytest
+
+test-quick: install
+	$(BIN)/pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf outputs .cache

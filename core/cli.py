@@ -1,0 +1,117 @@
+"""The ``tapir`` command: the user's verbs, each reading one recipe.
+
+User errors (bad recipe, missing file, unreachable endpoint) print one line naming the field
+or file and exit with status 2; no traceback, no half-written output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+from rich.console import Console
+
+from tapir import __version__
+from tapir.errors import TapirError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_recipe_args(parser: argparse.ArgumentParser, default: str | None = "recipes/default.yaml") -> None:
+    parser.add_argument("--recipe", "-r", default=default, help="recipe YAML (default: %(default)s)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field, e.g. --set judge.model=gpt-4o (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tapir", description="TAPIR distillation: data, train, eval.")
+    parser.add_argument("--version", action="version", version=f"tapir {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="run the TAPIR data pipeline and write the curriculum datasets")
+    _add_recipe_args(data)
+    data.add_argument("--output", help="output folder (overrides output_dir)")
+    data.add_argument(
+        "--dry-run", action="store_true", help="validate and print the plan; load and call nothing"
+    )
+
+    recipe = sub.add_parser("recipe", help="inspect recipes")
+    recipe_sub = recipe.add_subparsers(dest="recipe_command", required=True)
+    validate = recipe_sub.add_parser("validate", help="validate a recipe and print it resolved")
+    _add_recipe_args(validate)
+    recipe_sub.add_parser("fields", help="list every recipe field with its default and meaning")
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from tapir.recipe import load_recipe
+
+    overrides = list(args.overrides)
+    if getattr(args, "output", None):
+        overrides.append(f"output_dir={args.output}")
+    return load_recipe(args.recipe, overrides)
+
+
+def _quiet_libraries() -> None:
+    warnings.filterwarnings("ignore")
+    for name in ("httpx", "datasets", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False)
+    _quiet_libraries()
+    if args.command == "recipe" and args.recipe_command == "fields":
+        from tapir.recipe import field_reference
+
+        for name, default, description in field_reference():
+            console.print(
+                f"[cyan]{name}[/] = {default}  {description}"
+                if default
+                else f"[bold]{name}[/]  {description}"
+            )
+        return 0
+    recipe = _load(args)
+    if args.command == "recipe":
+        import yaml
+
+        console.print(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        console.print(f"[green]valid[/] (hash {recipe.fingerprint()})")
+        return 0
+    if args.command == "data":
+        if args.dry_run:
+            from tapir.pipelines.dry_run import dry_run
+
+            dry_run(recipe, console)
+            return 0
+        from tapir.pipelines.run import run_data
+
+        run_data(recipe, console, recipe_path=args.recipe)
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = run(argv)
+    except TapirError as error:
+        print(f"tapir: error: {error}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("tapir: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

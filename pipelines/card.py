@@ -1,0 +1,160 @@
+"""The dataset card (README.md) of a run, written by us with the run's real figures.
+
+Its YAML header declares the splits, so ``datasets.load_dataset(<output folder>)`` and the
+Hub viewer read the files directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tapir.manifest import scrub
+from tapir.recipe import Recipe
+
+
+def _header(recipe: Recipe, summary: dict[str, Any]) -> dict[str, Any]:
+    rounds = [f"round_{r}" for r in range(1, recipe.curriculum.rounds + 1)]
+    header: dict[str, Any] = {
+        "configs": [
+            {
+                "config_name": "curriculum",
+                "default": True,
+                "data_files": [{"split": s, "path": f"data/{s}.parquet"} for s in ["warmup", *rounds]],
+            },
+            {"config_name": "selected", "data_files": [{"split": "train", "path": "data/selected.parquet"}]},
+            {"config_name": "pool", "data_files": [{"split": "train", "path": "data/pool.parquet"}]},
+        ],
+        "tags": ["tapir", "distillation", "instruction-tuning", "curriculum", "distilabel", "synthetic"],
+        "task_categories": ["text-generation"],
+    }
+    if summary["steps"] and any(s["step"] == "expand_instructions" and s["ok"] for s in summary["steps"]):
+        header["configs"].append(
+            {
+                "config_name": "expansions",
+                "data_files": [{"split": "train", "path": "data/expansions.parquet"}],
+            }
+        )
+    if recipe.seeds.license:
+        header["license"] = recipe.seeds.license
+    return header
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_card(recipe: Recipe, summary: dict[str, Any], manifest: dict[str, Any]) -> str:
+    header = yaml.safe_dump(_header(recipe, summary), sort_keys=False)
+    models = _table(
+        ["role", "backend", "model"],
+        [[role, m["backend"], m["model"]] for role, m in manifest["models"].items()],
+    )
+    steps = _table(
+        ["step", "rows in", "ok", "failed", "note"],
+        [[s["step"], s["rows_in"], s["ok"], s["failed"], s.get("note", "")] for s in summary["steps"]],
+    )
+    labels = sorted(
+        set(summary["tasks_before"]) | set(summary["tasks_after"]),
+        key=lambda k: -summary["tasks_after"].get(k, 0),
+    )
+    tasks = _table(
+        ["task", "before", "after", "target share"],
+        [
+            [
+                k,
+                summary["tasks_before"].get(k, 0),
+                summary["tasks_after"].get(k, 0),
+                f"{summary['target_mix'].get(k, 0):.3f}",
+            ]
+            for k in labels
+        ],
+    )
+    rounds = _table(
+        ["split", "rows", "hard", "easy", "carried", "hard share (target)", "refined responses"],
+        [
+            [
+                r["split"],
+                r["rows"],
+                r["hard"],
+                r["easy"],
+                r["carried"],
+                "-" if r["hard_share"] is None else f"{r['hard_share']:.2f} ({r['hard_share_target']:.2f})",
+                r["refined"],
+            ]
+            for r in summary["curriculum"]
+        ],
+    )
+    failures = _table(
+        ["LLM output", "parse failures"], [[k, v] for k, v in summary["parse_failures"].items()]
+    )
+    mfd = summary["mfd"]
+    mfd_line = (
+        f"{mfd['count']} rows graded; mean {mfd['mean']:.2f}, median {mfd['median']:.1f}, "
+        f"range {mfd['min']:g} to {mfd['max']:g}"
+        if mfd["count"]
+        else "no row could be graded"
+    )
+    licence = recipe.seeds.license or "not stated in the recipe (check the seed source's licence)"
+    body = f"""# {recipe.name}: TAPIR curriculum data
+
+Made with tapir-distill, following TAPIR (Yue et al., EMNLP Findings 2024):
+a teacher answers the seed instructions, a judge grades teacher and student answers, and the
+**Model Fitting Difficulty** (MFD = teacher grade − student grade) marks where the student
+falls short (hard: MFD > {recipe.difficulty.delta:g}). Hard seeds are expanded with new instructions,
+tasks are re-balanced toward a target mix, responses are refined with task-aware prompts,
+and the examples are split into {recipe.curriculum.rounds} curriculum rounds whose hard share grows.
+
+{recipe.description}
+
+## Models
+
+{models}
+
+## Curriculum schedule
+
+Hard share per round: {", ".join(f"{s:.2f}" for s in recipe.curriculum.hard_share)};
+carry-over {recipe.curriculum.carry_over:g}; warm-up slice {recipe.curriculum.warmup_size} examples.
+
+{rounds}
+
+Each example has `messages` (user, assistant) ready for TRL's SFTTrainer, the original
+`teacher_response` next to the `refined_response` used for training (`response_source` says
+which), the judge grades, `mfd`, `difficulty` and the `task` label.
+
+## Rows per step
+
+{steps}
+
+## Task mix before / after re-balancing
+
+{tasks}
+
+## Model Fitting Difficulty
+
+{mfd_line}. Distribution (rounded MFD: rows): {mfd["histogram"]}.
+
+## Judge and classifier health
+
+Outputs that did not parse are excluded from selection and counted here, never scored as 0.
+
+{failures}
+
+## Licence
+
+Seed data: {licence}. Generated text follows the terms of the models named above.
+
+## Reproduce
+
+Recipe hash `{manifest["recipe_hash"]}`, seed {recipe.seed}; `recipe.yaml` and `manifest.json`
+(library versions, model ids, file checksums) sit next to this card.
+"""
+    return "---\n" + header + "---\n\n" + body
+
+
+def write_card(path: Path, recipe: Recipe, summary: dict[str, Any], manifest: dict[str, Any]) -> None:
+    path.write_text(scrub(render_card(recipe, summary, manifest)), encoding="utf-8")

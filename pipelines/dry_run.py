@@ -1,0 +1,172 @@
+"""``tapir data --dry-run``: validate the recipe, build the graph, print the plan and an upper
+bound on LLM calls and tokens per role, all without loading a model or touching the network.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tapir.llm_factory import LLMContext, model_id
+from tapir.pipelines.graph import build_pipeline
+from tapir.pipelines.prompts import render, template_text
+from tapir.pipelines.seeds import count_seeds_offline, describe_source, load_seeds
+from tapir.recipe import Recipe
+
+# A rough, tokenizer-free estimate; good enough to size a budget.
+CHARS_PER_TOKEN = 4
+TYPICAL_INSTRUCTION = "Explain, step by step, how to compute the area of a triangle from its three sides."
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text) // CHARS_PER_TOKEN)
+
+
+@dataclass
+class RoleEstimate:
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    steps: list[str] = field(default_factory=list)
+
+    def add(self, step: str, calls: int, prompt_tokens: int, max_new_tokens: int) -> None:
+        self.calls += calls
+        self.input_tokens += calls * prompt_tokens
+        self.output_tokens += calls * max_new_tokens
+        self.steps.append(f"{step} ({calls})")
+
+
+def estimate(recipe: Recipe, n_seeds: int) -> dict[str, RoleEstimate]:
+    """Upper bound: every seed turns out hard, every expansion parses, every row is selected."""
+    roles = {"teacher": RoleEstimate(), "student": RoleEstimate(), "judge": RoleEstimate()}
+    instruction_tokens = _tokens(TYPICAL_INSTRUCTION)
+    respond = _tokens(render(template_text("respond"), instruction=TYPICAL_INSTRUCTION, input=""))
+    teacher_out = recipe.teacher.generation.max_new_tokens
+    student_out = recipe.student.generation.max_new_tokens
+    judge_base = _tokens(
+        render(template_text(recipe.judging.template), instruction=TYPICAL_INSTRUCTION, input="", response="")
+    )
+    classify = _tokens(
+        render(
+            template_text("classify_task"),
+            instruction=TYPICAL_INSTRUCTION,
+            input="",
+            labels=recipe.taxonomy.labels,
+            fallback_label=recipe.taxonomy.fallback_label,
+        )
+    )
+    classifier = roles[recipe.taxonomy.classifier_role]
+
+    def grade_and_classify(prefix: str, n: int) -> None:
+        roles["teacher"].add(f"respond_teacher{prefix}", n, respond, teacher_out)
+        roles["student"].add(f"respond_student{prefix}", n, respond, student_out)
+        roles["judge"].add(
+            f"judge_teacher{prefix}", n, judge_base + teacher_out, recipe.judging.max_new_tokens
+        )
+        roles["judge"].add(
+            f"judge_student{prefix}", n, judge_base + student_out, recipe.judging.max_new_tokens
+        )
+        classifier.add(f"classify_task{prefix}", n, classify, recipe.taxonomy.max_new_tokens)
+
+    grade_and_classify("", n_seeds)
+    expanded = 0
+    if recipe.expansion.enabled:
+        hard = min(n_seeds, recipe.expansion.max_hard_seeds or n_seeds)
+        expand_prompt = _tokens(
+            render(
+                template_text(recipe.expansion.template),
+                instruction=TYPICAL_INSTRUCTION,
+                input="",
+                task="Math",
+            )
+        )
+        expanded = hard * recipe.expansion.per_hard_seed
+        roles["teacher"].add("expand_instructions", expanded, expand_prompt, recipe.expansion.max_new_tokens)
+        grade_and_classify("_expanded", expanded)
+    if recipe.refinement.enabled:
+        refine_prompt = _tokens(
+            render(
+                template_text(recipe.refinement.default_prompt),
+                instruction=TYPICAL_INSTRUCTION,
+                input="",
+                response="",
+                task="Math",
+            )
+        )
+        rows = n_seeds + expanded
+        roles["teacher"].add(
+            "refine_responses", rows, refine_prompt + teacher_out, recipe.refinement.max_new_tokens
+        )
+    del instruction_tokens
+    return roles
+
+
+def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
+    """Print the plan; returns the estimate (for tests). Raises TapirError on bad input."""
+    n_seeds, note = count_seeds_offline(recipe.seeds)
+    kind, location = describe_source(recipe.seeds)
+    # Build the real graph (no model is loaded, nothing is called) so its wiring is validated.
+    sample = (
+        load_seeds(recipe.seeds, recipe.seed)[:2]
+        if kind != "hub"
+        else [
+            {
+                "id": "dry-run",
+                "instruction": TYPICAL_INSTRUCTION,
+                "input": "",
+                "origin": "seed",
+                "parent_id": "",
+                "placeholder": False,
+            }
+        ]
+    )
+    context = LLMContext(cache_dir=Path(recipe.cache_dir), seed=recipe.seed, dry_run=True)
+    pipeline = build_pipeline(recipe, sample, context)
+    pipeline.dag.validate()
+
+    console.print(f"[bold]Dry run[/] of recipe [cyan]{recipe.name}[/] (hash {recipe.fingerprint()})")
+    console.print(f"  seeds: {kind} {location}: {n_seeds if n_seeds is not None else '?'} rows ({note})")
+    console.print(
+        f"  runner: distilabel {recipe.pipeline.runner}"
+        + (f" at {recipe.pipeline.ray_address}" if recipe.pipeline.ray_address else "")
+    )
+    console.print(f"  graph: {len(pipeline.dag.G.nodes)} steps: " + ", ".join(pipeline.dag.G.nodes))
+    console.print(
+        f"  MFD delta {recipe.difficulty.delta:g}; {recipe.curriculum.rounds} rounds, hard share "
+        f"{recipe.curriculum.hard_share}; {len(recipe.taxonomy.labels)} task labels"
+    )
+    console.print(f"  output: {recipe.resolved_output_dir}")
+    roles = estimate(recipe, n_seeds or 0)
+    table = Table(
+        title="LLM calls and tokens per role (upper bound: every seed hard, every row kept)",
+        title_justify="left",
+    )
+    for column in ("role", "backend", "model", "calls", "input tokens (≈)", "output tokens (max)"):
+        table.add_column(column, justify="right" if "tokens" in column or column == "calls" else "left")
+    for role, numbers in roles.items():
+        spec = recipe.role(role)  # type: ignore[arg-type]
+        where = spec.backend + (f" @ {spec.base_url}" if spec.base_url else "")
+        table.add_row(
+            role,
+            where,
+            model_id(spec),
+            f"{numbers.calls:,}",
+            f"{numbers.input_tokens:,}",
+            f"{numbers.output_tokens:,}",
+        )
+    console.print(table)
+    if n_seeds is None:
+        console.print("[yellow]seed count unknown: set seeds.expected_rows to estimate calls[/]")
+    for role in ("teacher", "student", "judge"):
+        spec = recipe.role(role)  # type: ignore[arg-type]
+        if spec.backend == "openai" and not os.environ.get(spec.api_key_env):
+            console.print(
+                f"[yellow]note: {role}.api_key_env {spec.api_key_env} is not set here; a real run needs it[/]"
+            )
+    console.print("[green]recipe valid; nothing was loaded or called[/]")
+    return {"seeds": n_seeds, "roles": {r: vars(e) for r, e in roles.items()}}

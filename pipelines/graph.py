@@ -1,0 +1,246 @@
+"""The TAPIR data pipeline as one distilabel step graph.
+
+    load_seeds >> respond_teacher >> respond_student >> judge_teacher >> judge_student
+               >> classify_task >> fitting_difficulty ──────────────────────┐
+    fitting_difficulty >> pick_hard_seeds >> expand_instructions             │
+        expand_instructions >> audit_expansion (leaf)                        │
+        expand_instructions >> expansions_to_seeds >> (the same six steps,   │
+                                                      suffixed _expanded) ───┤
+    [fitting_difficulty, fitting_difficulty_expanded] >> merge_pool <────────┘
+    merge_pool >> audit_pool (leaf)
+    merge_pool >> rebalance_tasks >> refine_responses >> plan_curriculum (leaf)
+                                                      >> audit_selected (leaf)
+
+distilabel validates the graph before it runs and caches every step by its signature, so an
+unchanged recipe re-runs from cache with zero LLM calls, and changing one knob recomputes
+only the steps it affects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from distilabel.pipeline import Pipeline
+from distilabel.steps import LoadDataFromDicts
+from distilabel.steps.base import _Step
+
+from tapir.llm_factory import Constraint, LLMContext, build_llm, choice_grammar, score_grammar
+from tapir.pipelines.prompts import template_text
+from tapir.pipelines.steps import (
+    EXPANDED_SUFFIX,
+    CurriculumPlanner,
+    ExpansionsToSeeds,
+    KeepForReport,
+    MergePool,
+    ModelFittingDifficulty,
+    PickHardSeeds,
+    TaskRebalancer,
+)
+from tapir.pipelines.tasks import (
+    InstructionExpander,
+    ResponseGenerator,
+    ResponseJudge,
+    TaskAwareRefiner,
+    TaskClassifier,
+)
+from tapir.recipe import Recipe
+
+# Leaf steps whose outputs the run reads back.
+POOL, EXPANSION_AUDIT, SELECTED, CURRICULUM = (
+    "audit_pool",
+    "audit_expansion",
+    "audit_selected",
+    "plan_curriculum",
+)
+
+# step name (without suffix) -> role whose model it calls; used by the dry run and summary.
+STEP_ROLES = {
+    "respond_teacher": "teacher",
+    "respond_student": "student",
+    "judge_teacher": "judge",
+    "judge_student": "judge",
+    "classify_task": "classifier",
+    "expand_instructions": "teacher",
+    "refine_responses": "teacher",
+}
+
+
+@dataclass
+class Chain:
+    first: _Step
+    last: _Step
+
+
+def _task_kwargs(recipe: Recipe) -> dict[str, Any]:
+    return {"input_batch_size": recipe.pipeline.batch_size, "add_raw_input": False}
+
+
+def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) -> Chain:
+    """Teacher and student answer, the judge grades both, the task is labelled, MFD computed."""
+    kwargs = _task_kwargs(recipe)
+    respond = template_text("respond")
+    judge_template = template_text(recipe.judging.template, "judging.template")
+    judge_constraint = Constraint(score_grammar(1, 10), "Rating: [[1-10]]")
+
+    def judge_llm():
+        return build_llm(
+            recipe.judge,
+            "judge",
+            context,
+            max_new_tokens=recipe.judging.max_new_tokens,
+            temperature=recipe.judging.temperature,
+            constraint=judge_constraint,
+        )
+
+    classifier_role = recipe.taxonomy.classifier_role
+    steps: list[_Step] = [
+        ResponseGenerator(
+            name=f"respond_teacher{suffix}",
+            llm=build_llm(recipe.teacher, "teacher", context),
+            template=respond,
+            output_mappings={
+                "response": "teacher_response",
+                "response_error": "teacher_response_error",
+                "model_name": "teacher_model",
+            },
+            **kwargs,
+        ),
+        ResponseGenerator(
+            name=f"respond_student{suffix}",
+            llm=build_llm(recipe.student, "student", context),
+            template=respond,
+            output_mappings={
+                "response": "student_response",
+                "response_error": "student_response_error",
+                "model_name": "student_model",
+            },
+            **kwargs,
+        ),
+        ResponseJudge(
+            name=f"judge_teacher{suffix}",
+            llm=judge_llm(),
+            template=judge_template,
+            input_mappings={"response": "teacher_response"},
+            output_mappings={
+                "score": "teacher_score",
+                "score_error": "teacher_score_error",
+                "model_name": "judge_model",
+            },
+            **kwargs,
+        ),
+        ResponseJudge(
+            name=f"judge_student{suffix}",
+            llm=judge_llm(),
+            template=judge_template,
+            input_mappings={"response": "student_response"},
+            output_mappings={
+                "score": "student_score",
+                "score_error": "student_score_error",
+                "model_name": "judge_model",
+            },
+            **kwargs,
+        ),
+        TaskClassifier(
+            name=f"classify_task{suffix}",
+            llm=build_llm(
+                recipe.role(classifier_role),
+                classifier_role,
+                context,
+                max_new_tokens=recipe.taxonomy.max_new_tokens,
+                temperature=0.0,
+                constraint=Constraint(choice_grammar(recipe.taxonomy.labels), "one taxonomy label"),
+            ),
+            template=template_text("classify_task"),
+            labels=recipe.taxonomy.labels,
+            fallback_label=recipe.taxonomy.fallback_label,
+            output_mappings={"model_name": "classifier_model"},
+            **kwargs,
+        ),
+        ModelFittingDifficulty(
+            name=f"fitting_difficulty{suffix}",
+            delta=recipe.difficulty.delta,
+            min_teacher_score=recipe.difficulty.min_teacher_score,
+            input_batch_size=recipe.pipeline.batch_size,
+        ),
+    ]
+    for upstream, downstream in zip(steps, steps[1:]):
+        upstream >> downstream
+    return Chain(steps[0], steps[-1])
+
+
+def build_pipeline(recipe: Recipe, seeds: list[dict[str, Any]], context: LLMContext) -> Pipeline:
+    """The whole graph for one recipe. Building loads no model and makes no call."""
+    kwargs = _task_kwargs(recipe)
+    with Pipeline(
+        name=f"tapir-{recipe.name}",
+        description=recipe.description or "TAPIR curriculum data",
+        cache_dir=str(context.cache_dir / "distilabel"),
+    ) as pipeline:
+        load = LoadDataFromDicts(name="load_seeds", data=seeds, batch_size=recipe.pipeline.batch_size)
+        seeds_chain = _respond_grade_classify(recipe, context, suffix="")
+        load >> seeds_chain.first
+        pool_inputs = [seeds_chain.last]
+
+        if recipe.expansion.enabled:
+            pick = PickHardSeeds(name="pick_hard_seeds", max_seeds=recipe.expansion.max_hard_seeds)
+            expand = InstructionExpander(
+                name="expand_instructions",
+                llm=build_llm(
+                    recipe.teacher,
+                    "teacher",
+                    context,
+                    max_new_tokens=recipe.expansion.max_new_tokens,
+                    temperature=recipe.expansion.temperature,
+                ),
+                template=template_text(recipe.expansion.template, "expansion.template"),
+                num_generations=recipe.expansion.per_hard_seed,
+                group_generations=False,
+                output_mappings={"model_name": "expander_model"},
+                **kwargs,
+            )
+            audit = KeepForReport(name=EXPANSION_AUDIT)
+            to_seeds = ExpansionsToSeeds(name="expansions_to_seeds")
+            expanded_chain = _respond_grade_classify(recipe, context, suffix=EXPANDED_SUFFIX)
+            seeds_chain.last >> pick >> expand >> [audit, to_seeds]
+            to_seeds >> expanded_chain.first
+            pool_inputs.append(expanded_chain.last)
+
+        merge = MergePool(name="merge_pool")
+        pool_inputs >> merge
+        merge >> KeepForReport(name=POOL)
+        rebalancer = TaskRebalancer(
+            name="rebalance_tasks",
+            target_mix=recipe.taxonomy.normalised_mix(),
+            size=recipe.rebalance.size,
+            enabled=recipe.rebalance.enabled,
+            seed=recipe.seed,
+        )
+        planner = CurriculumPlanner(
+            name=CURRICULUM,
+            hard_share=recipe.curriculum.hard_share,
+            round_size=recipe.curriculum.round_size,
+            carry_over=recipe.curriculum.carry_over,
+            warmup_size=recipe.curriculum.warmup_size,
+            seed=recipe.seed,
+            user_template=template_text("respond"),
+        )
+        merge >> rebalancer
+        if recipe.refinement.enabled:
+            names = {recipe.refinement.default_prompt, *recipe.refinement.prompts.values()}
+            refiner = TaskAwareRefiner(
+                name="refine_responses",
+                llm=build_llm(
+                    recipe.teacher, "teacher", context, max_new_tokens=recipe.refinement.max_new_tokens
+                ),
+                templates={n: template_text(n, "refinement.prompts") for n in sorted(names)},
+                prompt_for_task=recipe.refinement.prompts,
+                default_prompt=recipe.refinement.default_prompt,
+                input_mappings={"response": "teacher_response"},
+                output_mappings={"model_name": "refiner_model"},
+                **kwargs,
+            )
+            rebalancer >> refiner >> [planner, KeepForReport(name=SELECTED)]
+        else:
+            rebalancer >> [planner, KeepForReport(name=SELECTED)]
+    return pipeline

@@ -1,0 +1,209 @@
+"""``tapir data``: validate, run the graph, write datasets + card + manifest atomically.
+
+Output is built in a hidden sibling folder and renamed into place only when complete, so a
+failed or interrupted run never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from tapir.errors import DataError, TapirError
+from tapir.llm_factory import LLMContext, model_id, preflight
+from tapir.llms import read_usage
+from tapir.manifest import library_versions, now_utc, sha256_file, write_json
+from tapir.pipelines.card import write_card
+from tapir.pipelines.graph import CURRICULUM, EXPANSION_AUDIT, POOL, SELECTED, build_pipeline
+from tapir.pipelines.report import plot_summary, print_summary, summarise
+from tapir.pipelines.seeds import describe_source, load_seeds
+from tapir.pipelines.steps import PLACEHOLDER
+from tapir.recipe import Recipe
+
+# Columns that only matter inside the graph.
+_INTERNAL = {PLACEHOLDER}
+_ROUND_DROP = {"distilabel_metadata", PLACEHOLDER, "copies"}
+
+
+def _rows(distiset: Any, name: str) -> list[dict[str, Any]]:
+    if name not in distiset:
+        return []
+    rows = distiset[name]["train"].to_list()
+    return [r for r in rows if not r.get(PLACEHOLDER)]
+
+
+def _write_parquet(rows: list[dict[str, Any]], path: Path, drop: set[str]) -> int:
+    import datasets
+
+    clean = [{k: v for k, v in row.items() if k not in drop} for row in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_list(clean).to_parquet(str(path))
+    return len(clean)
+
+
+def _explain_empty(pool: list[dict[str, Any]]) -> str:
+    if not pool:
+        return "the pipeline produced no rows (see the distilabel log above)"
+    reasons: dict[str, int] = {}
+    for row in pool:
+        if row.get("excluded_reason"):
+            key = str(row["excluded_reason"]).split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    top = ", ".join(f"{k} ×{v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+    return f"all {len(pool)} rows were excluded ({top})"
+
+
+def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -> Path:
+    """Run the TAPIR data pipeline for ``recipe``; returns the output folder."""
+    started = time.perf_counter()
+    for role in ("teacher", "student", "judge"):
+        preflight(recipe.role(role), role)
+    seeds = load_seeds(recipe.seeds, recipe.seed)
+    kind, location = describe_source(recipe.seeds)
+    console.print(f"[bold]tapir data[/] {recipe.name}: {len(seeds)} seeds from {kind} {location}")
+
+    out_dir = recipe.resolved_output_dir
+    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "logs").mkdir(parents=True)
+    try:
+        context = LLMContext(cache_dir=Path(recipe.cache_dir), usage_dir=staging / "logs", seed=recipe.seed)
+        pipeline = build_pipeline(recipe, seeds, context)
+        if recipe.pipeline.runner == "ray":
+            pipeline = pipeline.ray(ray_head_node_url=recipe.pipeline.ray_address)
+        distiset = pipeline.run(use_cache=_completed_before(pipeline, context))
+        if distiset is None:
+            raise TapirError("pipeline: distilabel returned no result (see its log above)")
+
+        pool = _rows(distiset, POOL)
+        expansions = _rows(distiset, EXPANSION_AUDIT)
+        selected = _rows(distiset, SELECTED)
+        curriculum = _rows(distiset, CURRICULUM)
+        if not curriculum:
+            raise DataError(f"curriculum: nothing to train on: {_explain_empty(pool)}")
+
+        usage = read_usage(staging / "logs")
+        summary = summarise(
+            pool,
+            expansions,
+            selected,
+            curriculum,
+            usage,
+            recipe.taxonomy.normalised_mix(),
+            recipe.curriculum.hard_share,
+        )
+        files = _write_outputs(staging, pool, expansions, selected, curriculum, recipe)
+        summary["plots"] = [str(p.relative_to(staging)) for p in plot_summary(summary, staging / "plots")]
+        summary["elapsed_s"] = round(time.perf_counter() - started, 1)
+        write_json(staging / "summary.json", summary)
+        (staging / "recipe.yaml").write_text(
+            yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+        )
+        manifest = _manifest(recipe, recipe_path, seeds, files, summary, staging, pipeline)
+        write_json(staging / "manifest.json", manifest)
+        write_card(staging / "README.md", recipe, summary, manifest)
+        _replace(out_dir, staging)
+        _mark_completed(pipeline, context)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print_summary(summary, console)
+    console.print(
+        f"[green]wrote[/] {out_dir} in {summary['elapsed_s']:.0f}s "
+        f"({summary['llm_calls_this_run']} LLM calls this run)"
+    )
+    return out_dir
+
+
+def _write_outputs(staging: Path, pool, expansions, selected, curriculum, recipe: Recipe) -> dict[str, Any]:
+    data = staging / "data"
+    files: dict[str, Any] = {}
+    splits = ["warmup"] + [f"round_{r}" for r in range(1, recipe.curriculum.rounds + 1)]
+    for split in splits:
+        rows = [r for r in curriculum if r["split"] == split]
+        files[f"data/{split}.parquet"] = _write_parquet(rows, data / f"{split}.parquet", _ROUND_DROP)
+    files["data/selected.parquet"] = _write_parquet(selected, data / "selected.parquet", _INTERNAL)
+    files["data/pool.parquet"] = _write_parquet(pool, data / "pool.parquet", _INTERNAL)
+    if expansions:
+        files["data/expansions.parquet"] = _write_parquet(expansions, data / "expansions.parquet", _INTERNAL)
+    return {name: {"rows": rows, "sha256": sha256_file(staging / name)} for name, rows in files.items()}
+
+
+def _manifest(recipe, recipe_path, seeds, files, summary, staging: Path, pipeline) -> dict[str, Any]:
+    kind, location = describe_source(recipe.seeds)
+    seed_file = Path(location)
+    return {
+        "stage": "data",
+        "created": now_utc(),
+        "recipe_name": recipe.name,
+        "recipe_path": recipe_path,
+        "recipe_hash": recipe.fingerprint(),
+        "seed": recipe.seed,
+        "models": {
+            role: {
+                "backend": recipe.role(role).backend,
+                "model": model_id(recipe.role(role)),
+                "base_url": recipe.role(role).base_url,
+            }
+            for role in ("teacher", "student", "judge")
+        },
+        "seeds": {
+            "source": kind,
+            "location": location,
+            "rows_used": len(seeds),
+            "sha256": sha256_file(seed_file) if seed_file.is_file() else None,
+            "license": recipe.seeds.license,
+        },
+        "libraries": library_versions(),
+        "distilabel": {
+            "pipeline": pipeline.name,
+            "signature": pipeline.signature,
+            "cache_dir": str(Path(recipe.cache_dir) / "distilabel"),
+        },
+        "files": files,
+        "llm_calls_this_run": summary["llm_calls_this_run"],
+        "elapsed_s": summary["elapsed_s"],
+    }
+
+
+def _completion_marker(pipeline: Any, context: LLMContext) -> Path:
+    return (
+        context.cache_dir
+        / "distilabel"
+        / "completed"
+        / f"{pipeline.name}-{pipeline.aggregated_steps_signature}"
+    )
+
+
+def _completed_before(pipeline: Any, context: LLMContext) -> bool:
+    """Use distilabel's cache only for an exact re-run of a finished execution.
+
+    distilabel 1.5.3 can stall when it resumes from a *partial* step cache (e.g. only a
+    downstream global step changed; argilla-io/distilabel#1065 is one report of its fragility).
+    Changed recipes therefore run the graph afresh, and the LLMs' response cache answers every
+    prompt that did not change, so they still make no needless calls.
+    """
+    return _completion_marker(pipeline, context).exists()
+
+
+def _mark_completed(pipeline: Any, context: LLMContext) -> None:
+    marker = _completion_marker(pipeline, context)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(now_utc() + "\n", encoding="utf-8")
+
+
+def _replace(out_dir: Path, staging: Path) -> None:
+    """Swap the finished staging folder into place; the old output goes only once it has."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,133 @@
+"""Load and validate the seed pool (METHOD step 1).
+
+Sources: tapir's embedded pool, a local JSON/JSONL/Parquet file, or a Hub dataset id (users
+have the internet; here only local files are read). Bad input fails here, before any LLM
+call, with one line naming the file and column.
+"""
+
+from __future__ import annotations
+
+import random
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from tapir.errors import DataError
+from tapir.recipe import SeedSource
+
+LOCAL_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def embedded_seed_path() -> Path:
+    return Path(str(files("tapir.pipelines").joinpath("seeds/embedded_seeds.jsonl")))
+
+
+def describe_source(source: SeedSource) -> tuple[str, str]:
+    """("embedded" | "local" | "hub", location)."""
+    if source.source == "embedded":
+        return "embedded", str(embedded_seed_path())
+    path = Path(source.source).expanduser()
+    if path.suffix.lower() in LOCAL_SUFFIXES or path.exists() or source.source.startswith((".", "/", "~")):
+        return "local", str(path)
+    return "hub", source.source
+
+
+def _read_rows(source: SeedSource) -> list[dict[str, Any]]:
+    import datasets
+
+    kind, location = describe_source(source)
+    if kind in ("embedded", "local"):
+        path = Path(location)
+        if not path.is_file():
+            raise DataError(f"seeds.source: file not found: {location}")
+        builder = LOCAL_SUFFIXES.get(path.suffix.lower())
+        if builder is None:
+            raise DataError(f"seeds.source: {location}: unsupported format (use .json, .jsonl or .parquet)")
+        try:
+            dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
+        except Exception as exc:  # datasets raises many types for unreadable files
+            raise DataError(f"seeds.source: cannot read {location}: {str(exc).splitlines()[0]}") from None
+    else:
+        try:
+            dataset = datasets.load_dataset(location, split=source.split)
+        except Exception as exc:
+            raise DataError(
+                f"seeds.source: cannot load Hub dataset {location!r} (split {source.split!r}): "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
+    return [dict(row) for row in dataset]
+
+
+def _input_of(row: dict[str, Any], column: str | None) -> str:
+    if column and column in row and row[column] is not None:
+        return str(row[column])
+    instances = row.get("instances")
+    if isinstance(instances, list) and instances and isinstance(instances[0], dict):
+        return str(instances[0].get("input") or "")
+    return ""
+
+
+def load_seeds(source: SeedSource, seed: int) -> list[dict[str, Any]]:
+    """Rows ``{id, instruction, input, origin, parent_id}``; raises :class:`DataError`."""
+    rows = _read_rows(source)
+    _, location = describe_source(source)
+    if not rows:
+        raise DataError(f"seeds.source: {location} has no rows")
+    columns = set(rows[0])
+    if source.instruction_column not in columns:
+        raise DataError(
+            f"seeds.instruction_column: column {source.instruction_column!r} not in {location} "
+            f"(columns: {', '.join(sorted(columns))})"
+        )
+    if source.id_column and source.id_column not in columns:
+        raise DataError(f"seeds.id_column: column {source.id_column!r} not in {location}")
+
+    seeds: list[dict[str, Any]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for number, row in enumerate(rows):
+        instruction = row.get(source.instruction_column)
+        if instruction is None or not str(instruction).strip():
+            raise DataError(f"seeds: row {number} of {location} has an empty {source.instruction_column!r}")
+        text = str(instruction).strip()
+        extra = _input_of(row, source.input_column).strip()
+        key = (" ".join(text.lower().split()), " ".join(extra.lower().split()))
+        if key in seen:
+            raise DataError(
+                f"seeds: rows {seen[key]} and {number} of {location} have the same instruction "
+                f"and input: {text[:60]!r}"
+            )
+        seen[key] = number
+        row_id = str(row[source.id_column]) if source.id_column else f"seed-{number:06d}"
+        seeds.append(
+            {
+                "id": row_id,
+                "instruction": text,
+                "input": extra,
+                "origin": "seed",
+                "parent_id": "",
+                "placeholder": False,
+            }
+        )
+
+    if source.shuffle:
+        random.Random(seed).shuffle(seeds)
+    if source.limit is not None:
+        seeds = seeds[: source.limit]
+    return seeds
+
+
+def count_seeds_offline(source: SeedSource) -> tuple[int | None, str]:
+    """Seed count for --dry-run without network: read local files, trust the recipe for the Hub."""
+    kind, location = describe_source(source)
+    if kind == "hub":
+        count = source.expected_rows
+        note = "from seeds.expected_rows" if count else "unknown (set seeds.expected_rows)"
+    else:
+        path = Path(location)
+        if not path.is_file():
+            raise DataError(f"seeds.source: file not found: {location}")
+        count = len(load_seeds(source.model_copy(update={"limit": None}), seed=0))
+        note = f"counted in {location}"
+    if count is not None and source.limit is not None:
+        count = min(count, source.limit)
+    return count, note

@@ -1,0 +1,294 @@
+"""The non-LLM steps of the TAPIR graph: difficulty, selection, re-balancing, curriculum.
+
+Global steps see all rows at once (selection and resampling need the whole pool); the pure
+logic lives in :mod:`rebalance` and :mod:`curriculum` so it is tested without distilabel.
+Rows are never dropped silently: an excluded row keeps its ``excluded_reason`` in the pool
+that the run summary reads.
+"""
+
+import hashlib
+import random
+from typing import Any
+
+from distilabel.steps import GlobalStep, Step, StepInput
+from pydantic import Field
+
+from tapir.pipelines.curriculum import plan_curriculum
+from tapir.pipelines.prompts import render
+from tapir.pipelines.rebalance import rebalance
+
+HARD, EASY, EXCLUDED = "hard", "easy", "excluded"
+PLACEHOLDER = "placeholder"
+METADATA = "distilabel_metadata"
+EXPANDED_SUFFIX = "_expanded"
+
+# (column with the failure reason, what failed) in the order they are reported.
+FAILURE_COLUMNS = [
+    ("teacher_response_error", "teacher response"),
+    ("student_response_error", "student response"),
+    ("teacher_score_error", "judge grade of teacher"),
+    ("student_score_error", "judge grade of student"),
+    ("task_error", "task label"),
+]
+
+
+def placeholder_row() -> dict[str, Any]:
+    """Stands in for "no rows" (see PlaceholderAwareTask): distilabel stalls on empty batches."""
+    return {"id": "__placeholder__", "instruction": "", "input": "", "task": None, PLACEHOLDER: True}
+
+
+def real_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row for row in rows if not row.get(PLACEHOLDER)]
+
+
+class ModelFittingDifficulty(Step):
+    """MFD(x) = judge(teacher) - judge(student); hard when MFD > delta (METHOD step 4).
+
+    A row whose grades or label failed to parse gets ``difficulty = "excluded"`` and the reason:
+    it is kept out of the selection, never scored as 0.
+    """
+
+    delta: float = 1.0
+    min_teacher_score: float | None = None
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["teacher_score", "student_score", *[c for c, _ in FAILURE_COLUMNS]]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["mfd", "difficulty", "excluded_reason"]
+
+    def classify_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row.get(PLACEHOLDER):
+            return {"mfd": None, "difficulty": EXCLUDED, "excluded_reason": "placeholder"}
+        for column, what in FAILURE_COLUMNS:
+            if row.get(column):
+                return {"mfd": None, "difficulty": EXCLUDED, "excluded_reason": f"{what}: {row[column]}"}
+        teacher, student = row["teacher_score"], row["student_score"]
+        if self.min_teacher_score is not None and teacher < self.min_teacher_score:
+            return {
+                "mfd": None,
+                "difficulty": EXCLUDED,
+                "excluded_reason": f"teacher score {teacher:g} below min_teacher_score",
+            }
+        mfd = float(teacher) - float(student)
+        return {"mfd": mfd, "difficulty": HARD if mfd > self.delta else EASY, "excluded_reason": None}
+
+    def process(self, inputs: StepInput) -> Any:
+        yield [{**row, **self.classify_row(row)} for row in inputs]
+
+
+class PickHardSeeds(GlobalStep):
+    """Chooses the hard seeds to expand: highest MFD first, at most ``max_seeds``."""
+
+    max_seeds: int | None = None
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["id", "instruction", "difficulty", "mfd", "task"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["id", "instruction", "input", "task"]
+
+    def process(self, inputs: StepInput) -> Any:
+        hard = [r for r in real_rows(inputs) if r["difficulty"] == HARD]
+        hard.sort(key=lambda r: (-r["mfd"], r["id"]))
+        if self.max_seeds is not None:
+            hard = hard[: self.max_seeds]
+        picked = [
+            {
+                "id": r["id"],
+                "instruction": r["instruction"],
+                "input": r.get("input") or "",
+                "task": r["task"],
+                PLACEHOLDER: False,
+            }
+            for r in hard
+        ]
+        yield picked or [placeholder_row()]
+
+
+class ExpansionsToSeeds(GlobalStep):
+    """Turns parsed expansions into fresh seed rows; failed or repeated ones stay in the
+    expansion audit (the summary counts them) and are not sent on."""
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["id", "expanded_instruction", "expansion_error", "task"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["id", "instruction", "input", "origin", "parent_id", "parent_task"]
+
+    def process(self, inputs: StepInput) -> Any:
+        seen: set[str] = set()
+        rows = []
+        for row in real_rows(inputs):
+            text = row.get("expanded_instruction")
+            if row.get("expansion_error") or not text:
+                continue
+            key = " ".join(text.lower().split())
+            if key in seen:
+                continue
+            seen.add(key)
+            digest = hashlib.sha1(f"{row['id']}|{key}".encode()).hexdigest()[:8]
+            rows.append(
+                {
+                    "id": f"{row['id']}-x{digest}",
+                    "instruction": text,
+                    "input": "",
+                    "origin": "expansion",
+                    "parent_id": row["id"],
+                    "parent_task": row.get("task") or "",
+                    PLACEHOLDER: False,
+                }
+            )
+        yield rows or [placeholder_row()]
+
+
+def _normalise_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """Expanded rows ran through steps named ``*_expanded``; align their metadata keys."""
+    if not metadata:
+        return {}
+    return {k.replace(EXPANDED_SUFFIX, ""): v for k, v in metadata.items()}
+
+
+class MergePool(GlobalStep):
+    """Joins seed rows and expanded rows into one pool with the same columns.
+
+    An expansion that repeats a seed instruction is excluded (a duplicate, not a new task).
+    """
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["id", "instruction", "difficulty"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["origin", "parent_id", "parent_task"]
+
+    def process(self, *inputs: StepInput) -> Any:
+        rows = [dict(row) for batch in inputs for row in real_rows(batch)]
+        seed_keys = {
+            " ".join(r["instruction"].lower().split()): r["id"]
+            for r in rows
+            if r.get("origin", "seed") == "seed"
+        }
+        for row in rows:
+            row.setdefault("origin", "seed")
+            row.setdefault("parent_id", "")
+            row["parent_task"] = row.get("parent_task") or ""
+            if METADATA in row:
+                row[METADATA] = _normalise_metadata(row[METADATA])
+            if row["origin"] == "expansion":
+                twin = seed_keys.get(" ".join(row["instruction"].lower().split()))
+                if twin is not None and row["difficulty"] != EXCLUDED:
+                    row.update(
+                        difficulty=EXCLUDED, mfd=None, excluded_reason=f"expansion repeats seed {twin}"
+                    )
+        yield rows
+
+
+class KeepForReport(Step):
+    """A leaf that keeps an intermediate table in the run's output (audit of counts)."""
+
+    def process(self, inputs: StepInput) -> Any:
+        yield inputs
+
+
+class TaskRebalancer(GlobalStep):
+    """Re-balances the hard and the easy bucket separately to the target task mix, so any
+    hard/easy blend the curriculum draws keeps that mix. Emits each selected row once with a
+    ``copies`` count, so up-sampled rows are refined once, not once per copy."""
+
+    target_mix: dict[str, float]
+    size: int | None = None
+    enabled: bool = True
+    seed: int = 42
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["id", "task", "difficulty"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["copies"]
+
+    def process(self, inputs: StepInput) -> Any:
+        rng = random.Random(self.seed)
+        out = []
+        for bucket in (HARD, EASY):
+            rows = sorted((r for r in real_rows(inputs) if r["difficulty"] == bucket), key=lambda r: r["id"])
+            if not rows:
+                continue
+            if self.enabled:
+                result = rebalance([r["task"] for r in rows], self.target_mix, self.size or len(rows), rng)
+                copies = result.copies
+            else:
+                copies = [1] * len(rows)
+            out.extend({**row, "copies": count} for row, count in zip(rows, copies) if count)
+        yield out or [placeholder_row()]
+
+
+class CurriculumPlanner(GlobalStep):
+    """Assigns rows to the warm-up slice and to rounds 1..R with the recipe's hard shares, and
+    writes each example in chat format (``messages``) with the response to train on."""
+
+    hard_share: list[float]
+    round_size: int | None = None
+    carry_over: float = 0.0
+    warmup_size: int = 0
+    seed: int = 42
+    user_template: str = Field(..., description="Jinja text of the user turn.")
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["id", "instruction", "difficulty", "copies", "teacher_response"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["split", "round", "carried", "response", "response_source", "messages"]
+
+    def process(self, inputs: StepInput) -> Any:
+        rows = sorted(real_rows(inputs), key=lambda r: r["id"])
+        if not rows:
+            yield [placeholder_row()]  # the run reports why nothing was selected
+            return
+        hard_pool = [i for i, r in enumerate(rows) if r["difficulty"] == HARD for _ in range(r["copies"])]
+        easy_pool = [i for i, r in enumerate(rows) if r["difficulty"] == EASY for _ in range(r["copies"])]
+        plan = plan_curriculum(
+            hard_pool,
+            easy_pool,
+            self.hard_share,
+            random.Random(self.seed),
+            round_size=self.round_size,
+            carry_over=self.carry_over,
+            warmup_pool=list(range(len(rows))),
+            warmup_size=self.warmup_size,
+        )
+        out = [self._example(rows[i], "warmup", 0, False) for i in plan.warmup]
+        for round_plan in plan.rounds:
+            split = f"round_{round_plan.round}"
+            out.extend(
+                self._example(rows[i], split, round_plan.round, False)
+                for i in round_plan.hard + round_plan.easy
+            )
+            out.extend(self._example(rows[i], split, round_plan.round, True) for i in round_plan.carried)
+        yield out
+
+    def _example(self, row: dict[str, Any], split: str, number: int, carried: bool) -> dict[str, Any]:
+        refined = row.get("refined_response")
+        use_refined = bool(refined) and not row.get("refine_error")
+        response = refined if use_refined else row["teacher_response"]
+        user = render(self.user_template, instruction=row["instruction"], input=row.get("input") or "")
+        return {
+            **row,
+            "split": split,
+            "round": number,
+            "carried": carried,
+            "response": response,
+            "response_source": "refined" if use_refined else "teacher",
+            "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": response}],
+        }

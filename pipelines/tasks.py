@@ -1,0 +1,198 @@
+"""The LLM steps of the TAPIR graph, as distilabel Tasks.
+
+Each Task declares its input and output columns, renders its prompt from a template file and
+parses the answer with one function from :mod:`tapir.pipelines.parsing`. A failed parse sets
+the ``*_error`` column (the reason), which the run summary counts and the selection excludes.
+"""
+
+from typing import Any
+
+from distilabel.steps import StepInput
+from distilabel.steps.tasks import Task
+from pydantic import Field
+
+from tapir.pipelines.parsing import (
+    parse_expanded_instruction,
+    parse_judge_score,
+    parse_refined_response,
+    parse_response,
+    parse_task_label,
+)
+from tapir.pipelines.prompts import render
+
+PLACEHOLDER = "placeholder"
+
+
+def _user(content: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": content}]
+
+
+class PlaceholderAwareTask(Task):
+    """Passes placeholder rows through without an LLM call.
+
+    distilabel waits for a non-empty batch from every predecessor of a global step, so a
+    selection that picks nothing (no hard seed, no valid expansion) sends one placeholder row
+    instead of an empty batch; every step after it lets that row through untouched.
+    """
+
+    def process(self, inputs: StepInput) -> Any:  # type: ignore[override]
+        real = [row for row in inputs if not row.get(PLACEHOLDER)]
+        if not real:
+            yield [{**row, **{name: None for name in self.outputs}} for row in inputs]
+            return
+        yield from super().process(real)
+
+
+class ResponseGenerator(PlaceholderAwareTask):
+    """Answers an instruction (teacher and student responses, METHOD steps 2-3)."""
+
+    template: str = Field(..., description="Jinja text of the user prompt.")
+
+    @property
+    def inputs(self) -> dict[str, bool]:
+        return {"instruction": True, "input": False}
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["response", "response_error", "model_name"]
+
+    def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
+        return _user(render(self.template, instruction=input["instruction"], input=input.get("input") or ""))
+
+    def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
+        parsed = parse_response(output)
+        return {"response": parsed.value, "response_error": parsed.error}
+
+
+class ResponseJudge(PlaceholderAwareTask):
+    """Grades one response 1-10, MT-Bench single-answer style (the MFD oracle, step 4)."""
+
+    template: str = Field(..., description="Jinja text of the judge prompt.")
+    low: int = 1
+    high: int = 10
+
+    @property
+    def inputs(self) -> dict[str, bool]:
+        return {"instruction": True, "input": False, "response": True}
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["score", "score_error", "model_name"]
+
+    def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
+        return _user(
+            render(
+                self.template,
+                instruction=input["instruction"],
+                input=input.get("input") or "",
+                response=input.get("response") or "",
+            )
+        )
+
+    def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
+        parsed = parse_judge_score(output, self.low, self.high)
+        return {"score": parsed.value, "score_error": parsed.error}
+
+
+class TaskClassifier(PlaceholderAwareTask):
+    """Gives each instruction one label of the recipe's taxonomy (step 5)."""
+
+    template: str = Field(..., description="Jinja text of the classification prompt.")
+    labels: list[str]
+    fallback_label: str = "Others"
+
+    @property
+    def inputs(self) -> dict[str, bool]:
+        return {"instruction": True, "input": False}
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["task", "task_error", "model_name"]
+
+    def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
+        return _user(
+            render(
+                self.template,
+                instruction=input["instruction"],
+                input=input.get("input") or "",
+                labels=self.labels,
+                fallback_label=self.fallback_label,
+            )
+        )
+
+    def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
+        parsed = parse_task_label(output, self.labels)
+        return {"task": parsed.value, "task_error": parsed.error}
+
+
+class InstructionExpander(PlaceholderAwareTask):
+    """Writes new instructions in the task and style of a hard seed (Lion-style, step 6).
+
+    Run with ``num_generations=k`` and ``group_generations=False``: k rows per hard seed.
+    """
+
+    template: str = Field(..., description="Jinja text of the expansion prompt.")
+
+    @property
+    def inputs(self) -> dict[str, bool]:
+        return {"instruction": True, "input": False, "task": True}
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["expanded_instruction", "expansion_error", "model_name"]
+
+    def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
+        return _user(
+            render(
+                self.template,
+                instruction=input["instruction"],
+                input=input.get("input") or "",
+                task=input.get("task") or "",
+            )
+        )
+
+    def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
+        seed = (input or {}).get("instruction")
+        parsed = parse_expanded_instruction(output, seed)
+        return {"expanded_instruction": parsed.value, "expansion_error": parsed.error}
+
+
+class TaskAwareRefiner(PlaceholderAwareTask):
+    """Rewrites the teacher's response with a prompt chosen by task label (step 8).
+
+    The original response stays in its column next to ``refined_response`` for ablations.
+    """
+
+    templates: dict[str, str] = Field(..., description="Template name -> Jinja text.")
+    prompt_for_task: dict[str, str] = Field(default_factory=dict, description="Task label -> template name.")
+    default_prompt: str = "refine_general"
+
+    @property
+    def inputs(self) -> dict[str, bool]:
+        return {"instruction": True, "input": False, "response": True, "task": True}
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["refined_response", "refine_error", "refine_prompt", "model_name"]
+
+    def prompt_name(self, task: str | None) -> str:
+        return self.prompt_for_task.get(task or "", self.default_prompt)
+
+    def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
+        return _user(
+            render(
+                self.templates[self.prompt_name(input.get("task"))],
+                instruction=input["instruction"],
+                input=input.get("input") or "",
+                response=input.get("response") or "",
+                task=input.get("task") or "",
+            )
+        )
+
+    def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
+        parsed = parse_refined_response(output)
+        return {
+            "refined_response": parsed.value,
+            "refine_error": parsed.error,
+            "refine_prompt": self.prompt_name((input or {}).get("task")),
+        }

@@ -1,0 +1,114 @@
+"""The command line as a user meets it: exit codes, one-line errors, no partial output."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import tiny_recipe_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tapir(*args, cwd=REPO, env_extra=None):
+    import os
+
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "tapir.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+def write_recipe(tmp_path, data):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tapir: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_paper_recipe_dry_runs_offline():
+    result = tapir(
+        "data", "--recipe", "recipes/paper-llama2-7b.yaml", "--dry-run", env_extra={"OPENAI_API_KEY": ""}
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "52002 rows" in out and "distilabel ray" in out
+    # Upper bound per role: 52002 seeds; every seed hard -> 2 expansions each.
+    seeds, expanded = 52002, 104004
+    assert f"{seeds + expanded:,}" in out  # student answers seeds and expansions
+    assert f"{seeds + expanded + seeds + expanded + expanded:,}" in out  # teacher: answer+refine+expand
+    assert "nothing was loaded or called" in out
+    assert "OPENAI_API_KEY is not set" in out
+
+
+def test_default_recipe_validates_and_lists_fields():
+    result = tapir(
+        "recipe", "validate", "--recipe", "recipes/default.yaml", "--set", "curriculum.carry_over=0.25"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "carry_over: 0.25" in result.stdout
+    fields = tapir("recipe", "fields")
+    assert "difficulty.delta" in fields.stdout and "curriculum.hard_share" in fields.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["--set", "judge.backend=ollama"], ["judge.backend"]),
+        (["--set", "teacher.modle=x"], ["teacher.modle: unknown field"]),
+        (["--set", "seeds.source=/nonexistent/seeds.jsonl"], ["seeds.source: file not found"]),
+        (["--set", "seeds.instruction_column=prompt"], ["seeds.instruction_column", "'prompt'"]),
+        (["--set", "student.model=/nonexistent/model.gguf"], ["student.model: GGUF file not found"]),
+        (
+            ["--set", "teacher.backend=openai", "--set", "teacher.base_url=http://127.0.0.1:9/v1"],
+            ["teacher.base_url: cannot reach http://127.0.0.1:9/v1"],
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_no_output(tmp_path, overrides, fragments):
+    recipe = write_recipe(tmp_path, tiny_recipe_dict(tmp_path))
+    result = tapir("data", "--recipe", recipe, *overrides)
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out*"))
+
+
+def test_bad_yaml_and_missing_recipe(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nseed: : 1\n")
+    assert_one_line_error(tapir("data", "--recipe", str(bad)), "invalid YAML (line 2")
+    assert_one_line_error(tapir("data", "--recipe", str(tmp_path / "none.yaml")), "recipe file not found")
+
+
+def test_openai_key_missing_for_openai_endpoint(tmp_path):
+    recipe = write_recipe(
+        tmp_path, tiny_recipe_dict(tmp_path, judge={"backend": "openai", "model": "gpt-4o"})
+    )
+    result = tapir("data", "--recipe", recipe, env_extra={"OPENAI_API_KEY": ""})
+    assert_one_line_error(result, "judge.api_key_env: environment variable OPENAI_API_KEY is not set")
+
+
+def test_dry_run_counts_local_seeds(tmp_path):
+    recipe = write_recipe(tmp_path, tiny_recipe_dict(tmp_path))
+    result = tapir("data", "--recipe", recipe, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "12 rows (counted in" in result.stdout
+    assert not (tmp_path / "out").exists()
+    assert json.dumps  # the dry run writes nothing

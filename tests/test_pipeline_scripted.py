@@ -1,0 +1,151 @@
+"""The whole graph with a scripted LLM (fast tier): outputs, counts, caching, manifest, card."""
+
+import json
+
+import datasets
+import pytest
+from rich.console import Console
+
+import tapir.pipelines.graph as graph
+from tapir.llm_factory import LLMContext
+from tapir.pipelines.run import run_data
+from tapir.recipe import ModelSpec, recipe_from_dict
+from tapir.testing import EMPTY, MALFORMED, ScriptedLLM
+
+from .conftest import tiny_recipe_dict
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """Every role answers with tapir.testing.ScriptedLLM instead of a real model."""
+
+    def build(spec: ModelSpec, role: str, context: LLMContext, **_):
+        return ScriptedLLM(
+            role=role,
+            model_id=f"scripted-{role}",
+            usage_dir=str(context.usage_dir),
+            response_cache_dir=str(context.cache_dir / "responses"),
+            labels=list(LABELS),
+        )
+
+    monkeypatch.setattr(graph, "build_llm", build)
+
+
+LABELS = ["Math", "Writing", "Code Generation", "Others"]
+
+
+def seed_file(tmp_path):
+    rows = [{"instruction": f"Solve math problem number {i} carefully."} for i in range(8)]
+    rows += [{"instruction": f"Write a short poem about topic {i}."} for i in range(8)]
+    rows += [{"instruction": f"{MALFORMED} request number {i} for the judge."} for i in range(2)]
+    rows += [{"instruction": f"{EMPTY} request number {i} for the teacher."} for i in range(2)]
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def make_recipe(tmp_path, **sections):
+    sections.setdefault("seeds", {"source": seed_file(tmp_path), "limit": None})
+    mix = {"Math": 0.5, "Writing": 0.25, "Code Generation": 0.15, "Others": 0.1}
+    data = tiny_recipe_dict(
+        tmp_path, taxonomy={"labels": LABELS, "target_mix": mix}, difficulty={"delta": 1.0}, **sections
+    )
+    return recipe_from_dict(data)
+
+
+def test_full_graph_writes_curriculum_and_counts_failures(tmp_path, scripted):
+    recipe = make_recipe(tmp_path)
+    out = run_data(recipe, Console(quiet=True))
+    summary = json.loads((out / "summary.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+
+    # Parse failures are counted per output, not hidden: 2 malformed judge answers per grade
+    # and 2 unlabelled tasks; 2 empty teacher responses.
+    failures = summary["parse_failures"]
+    assert failures["judge grade of teacher"] == 2 and failures["judge grade of student"] == 2
+    assert failures["task label"] == 2
+    assert failures["teacher response"] == 2
+    pool = datasets.load_dataset("parquet", data_files=str(out / "data/pool.parquet"), split="train")
+    excluded = [r for r in pool if r["difficulty"] == "excluded"]
+    assert len(excluded) == 4 and all(r["mfd"] is None for r in excluded)
+    assert all(r["excluded_reason"] for r in excluded)
+    assert summary["difficulty"]["hard"] + summary["difficulty"]["easy"] + 4 == len(pool)
+
+    # Hard seeds were expanded and the expansions went through the same grading.
+    assert summary["difficulty"]["hard"] > 0
+    expanded = [r for r in pool if r["origin"] == "expansion"]
+    assert 0 < len(expanded) <= 3 * 2
+    assert all(r["parent_id"] and r["teacher_score"] is not None for r in expanded)
+
+    # Curriculum: warm-up + 2 rounds; hard share follows the schedule.
+    rounds = {r["split"]: r for r in summary["curriculum"]}
+    assert set(rounds) == {"warmup", "round_1", "round_2"}
+    for name, target in (("round_1", 0.4), ("round_2", 0.8)):
+        assert rounds[name]["hard_share"] == pytest.approx(target, abs=1 / rounds[name]["rows"] + 1e-9)
+    round_1 = datasets.load_dataset("parquet", data_files=str(out / "data/round_1.parquet"), split="train")
+    assert round_1[0]["messages"][1]["role"] == "assistant"
+    assert all(r["response_source"] == "refined" for r in round_1)
+    assert "distilabel_metadata" not in round_1.column_names
+
+    # Task histogram before/after re-balancing is reported and the mix moved toward the target.
+    assert sum(summary["tasks_after"].values()) == sum(summary["tasks_before"].values())
+    # Usage: every role made calls; teacher includes expansion and refinement.
+    assert {"teacher", "student", "judge"} <= set(summary["usage"])
+    assert summary["llm_calls_this_run"] == sum(u["calls"] for u in summary["usage"].values())
+
+    # Manifest and card.
+    assert manifest["recipe_hash"] == recipe.fingerprint()
+    assert manifest["libraries"]["distilabel"] == "1.5.3"
+    assert manifest["models"]["judge"]["backend"] == "llamacpp"
+    assert manifest["files"]["data/round_1.parquet"]["rows"] == len(round_1)
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nconfigs:") and "## Task mix before / after re-balancing" in card
+    for plot in summary["plots"]:
+        assert (out / plot).stat().st_size > 1000
+
+    # The folder loads with datasets as a Hub dataset would.
+    curriculum = datasets.load_dataset(str(out), "curriculum")
+    assert set(curriculum) == {"warmup", "round_1", "round_2"}
+    assert curriculum["round_2"].num_rows == len(
+        datasets.load_dataset("parquet", data_files=str(out / "data/round_2.parquet"), split="train")
+    )
+
+    # An unchanged re-run comes entirely from distilabel's cache: zero LLM calls.
+    out_again = run_data(recipe, Console(quiet=True))
+    again = json.loads((out_again / "summary.json").read_text())
+    assert again["llm_calls_this_run"] == 0
+    assert again["curriculum"] == summary["curriculum"]
+
+    # Changing only the curriculum re-runs only the curriculum: still zero LLM calls.
+    changed = make_recipe(tmp_path, curriculum={"rounds": 2, "hard_share": [0.5, 0.5], "warmup_size": 2})
+    out_changed = run_data(changed, Console(quiet=True))
+    summary_changed = json.loads((out_changed / "summary.json").read_text())
+    assert summary_changed["llm_calls_this_run"] == 0
+    assert summary_changed["curriculum"][1]["hard_share_target"] == 0.5
+
+
+def test_no_secret_reaches_outputs_or_cache(tmp_path, scripted, monkeypatch):
+    token = "hf_" + "Zx9" * 12
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-" + "q7" * 12)
+    recipe = make_recipe(tmp_path, expansion={"enabled": False}, refinement={"enabled": False})
+    out = run_data(recipe, Console(quiet=True))
+    for folder in (out, tmp_path / "cache"):
+        for path in folder.rglob("*"):
+            if path.is_file() and path.suffix in (".json", ".md", ".yaml", ".jsonl", ".log", ".parquet"):
+                data = path.read_bytes()
+                assert token.encode() not in data, path
+                assert b"sk-test-" not in data, path
+
+
+def test_everything_excluded_is_one_clear_error_and_no_output(tmp_path, scripted):
+    rows = [{"instruction": f"{MALFORMED} request {i} here."} for i in range(4)]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = make_recipe(tmp_path, seeds={"source": str(path), "limit": None})
+    from tapir.errors import DataError
+
+    with pytest.raises(DataError, match=r"nothing to train on: all 4 rows were excluded \(judge grade"):
+        run_data(recipe, Console(quiet=True))
+    assert not (tmp_path / "out").exists()
+    assert not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir())

@@ -1,0 +1,1 @@
+"""Staged curriculum SFT with TRL (issue: "Staged curriculum training with TRL")."""
