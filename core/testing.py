@@ -38,7 +38,7 @@ class ScriptedLLM(UsageLoggingMixin, LLM):
         return f"scripted-{self.role}"
 
     def _answer(self, prompt: str) -> str:
-        h = _digest(prompt)
+        h = _digest(f"{self.model_id}|{prompt}")
         if "Rating: [[" in prompt:  # judge
             if MALFORMED in prompt:
                 return "The answer is fine, I suppose."

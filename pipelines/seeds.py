@@ -7,6 +7,7 @@ call, with one line naming the file and column.
 
 from __future__ import annotations
 
+import json
 import random
 from importlib.resources import files
 from pathlib import Path
@@ -32,29 +33,58 @@ def describe_source(source: SeedSource) -> tuple[str, str]:
     return "hub", source.source
 
 
-def _read_rows(source: SeedSource) -> list[dict[str, Any]]:
-    import datasets
+def _read_local(path: Path, location: str) -> list[dict[str, Any]]:
+    """Read a local seed file directly: no copy into the datasets cache, line-numbered errors."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
 
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as exc:  # pyarrow raises several types for unreadable files
+            raise DataError(f"seeds.source: cannot read {location}: {str(exc).splitlines()[0]}") from None
+    text = path.read_text(encoding="utf-8")
+    if suffix == ".jsonl" or (suffix == ".json" and not text.lstrip().startswith("[")):
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"seeds.source: {location} line {number} is not valid JSON ({exc.msg})"
+                ) from None
+    else:
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"seeds.source: {location} is not valid JSON ({exc.msg}, line {exc.lineno})"
+            ) from None
+    if not all(isinstance(row, dict) for row in rows):
+        raise DataError(f"seeds.source: {location} must hold JSON objects, one per row")
+    return rows
+
+
+def _read_rows(source: SeedSource) -> list[dict[str, Any]]:
     kind, location = describe_source(source)
     if kind in ("embedded", "local"):
         path = Path(location)
         if not path.is_file():
             raise DataError(f"seeds.source: file not found: {location}")
-        builder = LOCAL_SUFFIXES.get(path.suffix.lower())
-        if builder is None:
+        if path.suffix.lower() not in LOCAL_SUFFIXES:
             raise DataError(f"seeds.source: {location}: unsupported format (use .json, .jsonl or .parquet)")
-        try:
-            dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
-        except Exception as exc:  # datasets raises many types for unreadable files
-            raise DataError(f"seeds.source: cannot read {location}: {str(exc).splitlines()[0]}") from None
-    else:
-        try:
-            dataset = datasets.load_dataset(location, split=source.split)
-        except Exception as exc:
-            raise DataError(
-                f"seeds.source: cannot load Hub dataset {location!r} (split {source.split!r}): "
-                f"{str(exc).splitlines()[0]}"
-            ) from None
+        return _read_local(path, location)
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(location, split=source.split)
+    except Exception as exc:  # datasets raises many types (network, missing split, format)
+        raise DataError(
+            f"seeds.source: cannot load Hub dataset {location!r} (split {source.split!r}): "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
     return [dict(row) for row in dataset]
 
 

@@ -22,7 +22,7 @@ def scripted(monkeypatch):
     def build(spec: ModelSpec, role: str, context: LLMContext, **_):
         return ScriptedLLM(
             role=role,
-            model_id=f"scripted-{role}",
+            model_id=f"scripted-{role}-{spec.model}",
             usage_dir=str(context.usage_dir),
             response_cache_dir=str(context.cache_dir / "responses"),
             labels=list(LABELS),
@@ -149,3 +149,18 @@ def test_everything_excluded_is_one_clear_error_and_no_output(tmp_path, scripted
         run_data(recipe, Console(quiet=True))
     assert not (tmp_path / "out").exists()
     assert not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir())
+
+
+def test_new_student_regrades_only_the_student(tmp_path, scripted):
+    """Teacher answers, teacher grades and task labels come from cache when the student
+    changes (as in a later curriculum round): only student answers and their grades are new."""
+    sections = {"expansion": {"enabled": False}, "refinement": {"enabled": False}}
+    first = run_data(make_recipe(tmp_path, **sections), Console(quiet=True))
+    pool_size = json.loads((first / "summary.json").read_text())["steps"][1]["rows_in"]
+    changed = make_recipe(
+        tmp_path, student={"backend": "transformers", "model": "student-round-2"}, **sections
+    )
+    usage = json.loads((run_data(changed, Console(quiet=True)) / "summary.json").read_text())["usage"]
+    assert "teacher" not in usage
+    assert usage["student"]["calls"] == pool_size
+    assert usage["judge"]["calls"] == pool_size  # student grades only; teacher grades and labels cached

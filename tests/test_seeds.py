@@ -87,3 +87,13 @@ def test_offline_count_for_hub_sources_uses_expected_rows():
         count_seeds_offline(SeedSource(source="tatsu-lab/alpaca", expected_rows=52002, limit=100))[0] == 100
     )
     assert count_seeds_offline(SeedSource(source="tatsu-lab/alpaca"))[0] is None
+
+
+def test_malformed_json_lines_are_located(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"instruction": "Say hi."}\n{"instruction": \n')
+    with pytest.raises(DataError, match="line 2 is not valid JSON"):
+        load_seeds(SeedSource(source=str(path)), seed=0)
+    array = tmp_path / "s.json"
+    array.write_text('[{"instruction": "Name a colour."}, {"instruction": "Name a fruit."}]')
+    assert len(load_seeds(SeedSource(source=str(array)), seed=0)) == 2
