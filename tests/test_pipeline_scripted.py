@@ -104,7 +104,7 @@ def test_full_graph_writes_curriculum_and_counts_failures(tmp_path, scripted):
         assert (out / plot).stat().st_size > 1000
 
     # The folder loads with datasets as a Hub dataset would.
-    curriculum = datasets.load_dataset(str(out), "curriculum")
+    curriculum = datasets.load_dataset(str(out), "curriculum", cache_dir=str(tmp_path / "hf-cache"))
     assert set(curriculum) == {"warmup", "round_1", "round_2"}
     assert curriculum["round_2"].num_rows == len(
         datasets.load_dataset("parquet", data_files=str(out / "data/round_2.parquet"), split="train")

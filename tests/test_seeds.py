@@ -19,7 +19,7 @@ def test_real_self_instruct_seeds_load_with_their_inputs(shared_data):
 
 def test_embedded_pool_covers_the_taxonomy():
     rows = [json.loads(line) for line in embedded_seed_path().read_text().splitlines()]
-    assert len(rows) >= 190
+    assert len(rows) >= 230
     assert set(Counter(r["reference_task"] for r in rows)) == set(EASYDISTILL_TAXONOMY)
     seeds = load_seeds(SeedSource(), seed=0)
     assert len(seeds) == len(rows)
