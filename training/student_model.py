@@ -14,8 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
-from tapir.embedded import EMBEDDED_MODEL_ID, chat_template_path, embedded_gguf_path
-from tapir.manifest import now_utc, sha256_file
+from tapir.embedded import EMBEDDED_MODEL_ID, chat_template_path, embedded_gguf_path, embedded_gguf_sha256
+from tapir.manifest import now_utc
 
 CONVERTED_NAME = "gemma-3-270m-hf"
 MARKER = "tapir_conversion.json"
@@ -66,7 +66,7 @@ def materialize_embedded_student(cache_dir: str | Path, dtype: str = "float32") 
         json.dumps(
             {
                 "source": EMBEDDED_MODEL_ID,
-                "gguf_sha256": sha256_file(gguf),
+                "gguf_sha256": embedded_gguf_sha256(),  # verified by embedded_gguf_path
                 "dtype": dtype,
                 "chat_template": template_text,
                 "created": now_utc(),
