@@ -7,7 +7,7 @@ RECIPE ?= recipes/default.yaml
 # Extra CLI arguments, e.g. make data ARGS="--set judge.model=gpt-4o"
 ARGS ?=
 
-.PHONY: install data dry-run test test-quick lint format clean
+.PHONY: install data train distill dry-run test test-quick lint format clean
 
 install: $(VENV)/.installed
 
@@ -22,8 +22,16 @@ $(VENV)/.installed: pyproject.toml
 data: install
 	$(BIN)/tapir data --recipe $(RECIPE) $(ARGS)
 
+# Round by round on the curriculum `make data` wrote; resumes where it stopped.
+train: install
+	$(BIN)/tapir train --recipe $(RECIPE) $(ARGS)
+
+# The whole TAPIR loop: data, then training that re-scores with each new checkpoint.
+distill: install
+	$(BIN)/tapir distill --recipe $(RECIPE) $(ARGS)
+
 dry-run: install
-	$(BIN)/tapir data --recipe $(RECIPE) --dry-run $(ARGS)
+	$(BIN)/tapir distill --recipe $(RECIPE) --dry-run $(ARGS)
 
 test: install
 	$(BIN)/pytest

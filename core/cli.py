@@ -44,6 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="validate and print the plan; load and call nothing"
     )
 
+    train = sub.add_parser("train", help="train the student on the curriculum, round by round (resumable)")
+    _add_recipe_args(train)
+    train.add_argument("--output", help="data folder to read (overrides output_dir)")
+    train.add_argument(
+        "--closed-loop",
+        action="store_true",
+        default=None,
+        help="re-score with each new checkpoint and build the next round from what is still hard",
+    )
+    train.add_argument("--dry-run", action="store_true", help="print the training plan; load nothing")
+
+    distill = sub.add_parser("distill", help="the whole TAPIR loop: data, then closed-loop training")
+    _add_recipe_args(distill)
+    distill.add_argument("--output", help="output folder (overrides output_dir)")
+    distill.add_argument("--dry-run", action="store_true", help="print both plans; load nothing")
+
     recipe = sub.add_parser("recipe", help="inspect recipes")
     recipe_sub = recipe.add_subparsers(dest="recipe_command", required=True)
     validate = recipe_sub.add_parser("validate", help="validate a recipe and print it resolved")
@@ -97,6 +113,25 @@ def run(argv: list[str] | None = None) -> int:
         from tapir.pipelines.run import run_data
 
         run_data(recipe, console, recipe_path=args.recipe)
+        return 0
+    if args.command in ("train", "distill"):
+        closed_loop = True if args.command == "distill" else args.closed_loop
+        if args.dry_run:
+            from tapir.training.dry_run import train_dry_run
+
+            if args.command == "distill":
+                from tapir.pipelines.dry_run import dry_run
+
+                dry_run(recipe, console)
+            train_dry_run(recipe, console, closed_loop)
+            return 0
+        if args.command == "distill":
+            from tapir.pipelines.run import run_data
+
+            run_data(recipe, console, recipe_path=args.recipe)
+        from tapir.training.rounds import run_training
+
+        run_training(recipe, console, recipe_path=args.recipe, closed_loop=closed_loop)
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

@@ -19,3 +19,7 @@ class DataError(TapirError):
 
 class EndpointError(TapirError):
     """A model endpoint named in the recipe cannot be reached or used."""
+
+
+class TrainingError(TapirError):
+    """A training setup that cannot work, found before any weight is loaded or changed."""

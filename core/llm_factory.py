@@ -7,6 +7,7 @@ engine is reported before any step runs, naming the recipe field.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +56,20 @@ class LLMContext:
     dry_run: bool = False  # build everything, call nothing: a missing API key is only noted
 
 
+#: Written by ``tapir train`` into each round's model folder (round name and run key).
+CHECKPOINT_ID = "tapir_checkpoint.json"
+
+
 def model_id(spec: ModelSpec) -> str:
-    return EMBEDDED_MODEL_ID if spec.model == EMBEDDED else spec.model
+    """What the model is. A tapir checkpoint adds its run key: a round re-trained into the same
+    folder is another model, and the response cache must not answer for it."""
+    if spec.model == EMBEDDED:
+        return EMBEDDED_MODEL_ID
+    marker = Path(spec.model).expanduser() / CHECKPOINT_ID
+    if marker.is_file():
+        key = json.loads(marker.read_text(encoding="utf-8")).get("key", "")
+        return f"{spec.model}@{key[:16]}"
+    return spec.model
 
 
 def resolve_chat_template(spec: ModelSpec) -> Path | None:
@@ -129,6 +142,10 @@ def build_llm(
             generation_kwargs=generation,
             **common,
         )
+    if spec.backend == "scripted":
+        from tapir.testing import ScriptedLLM
+
+        return ScriptedLLM(**spec.options, **common)
     if spec.backend == "transformers":
         sampling = {**generation, "do_sample": generation["temperature"] > 0}
         if not sampling["do_sample"]:

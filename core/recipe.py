@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tapir.errors import RecipeError
 
-Backend = Literal["llamacpp", "openai", "vllm", "transformers"]
+Backend = Literal["llamacpp", "openai", "vllm", "transformers", "scripted"]
 Role = Literal["teacher", "student", "judge"]
 
 #: EasyDistill's 32 task categories (METHOD.md, step 5).
@@ -88,7 +89,8 @@ class ModelSpec(StrictModel):
     backend: Backend = Field(
         "llamacpp",
         description="llamacpp (GGUF, in-process), openai (any OpenAI-compatible server: OpenAI, "
-        "vLLM serve, llama.cpp server), vllm (in-process), transformers (in-process).",
+        "vLLM serve, llama.cpp server), vllm (in-process), transformers (in-process), scripted "
+        "(canned deterministic answers, no model: for tests and checking a recipe's plumbing).",
     )
     model: str = Field(
         "embedded",
@@ -302,6 +304,109 @@ class RunnerSettings(StrictModel):
     batch_size: int = Field(8, gt=0, description="Rows per batch sent to each step.")
 
 
+class LoraSettings(StrictModel):
+    """Parameter-efficient training with peft. Adapters are merged into the weights at the end
+    of each round, so every round's checkpoint is a plain model the next round, the closed loop
+    and evaluation can load without peft."""
+
+    enabled: bool = Field(False, description="Train LoRA adapters instead of all weights.")
+    r: int = Field(16, gt=0, description="Adapter rank.")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' (peft's shorthand)."
+    )
+
+
+class TrainingSettings(StrictModel):
+    """Staged curriculum SFT with TRL ``SFTTrainer`` (METHOD step 10). Each value maps onto an
+    ``SFTConfig`` field of the same meaning; ``sft_options`` passes any other one verbatim."""
+
+    model: str | None = Field(
+        None,
+        description="Model to start round 1 from: a Hub id or a local folder. Default: the "
+        "student's model ('embedded' is converted once from its GGUF to a transformers folder).",
+    )
+    chat_template: str | None = Field(
+        None,
+        description="Jinja chat template file for a base model without one (default: "
+        "student.chat_template, else the tokenizer's own; the embedded student uses "
+        "tapir's). Must wrap the assistant turn, its EOS included, in {% generation %} markers.",
+    )
+    output_dir: str | None = Field(
+        None, description="Where round checkpoints go (default: <output_dir>-checkpoints)."
+    )
+    warmup_round: bool = Field(
+        True, description="Train on data/warmup.parquet (random teacher examples) before round 1."
+    )
+    closed_loop: bool = Field(
+        False,
+        description="After round r, re-generate student answers with the new checkpoint, re-grade "
+        "them, recompute MFD and build round r+1 from what is still hard (`make distill`).",
+    )
+    rescore_backend: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="Engine that generates the new checkpoint's answers in the closed loop "
+        "(vllm for GPU clusters).",
+    )
+    rescore_options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra arguments for that engine's distilabel LLM."
+    )
+    epochs: float = Field(3.0, gt=0, description="Epochs over each round's data (paper: 3).")
+    max_steps: int | None = Field(
+        None, gt=0, description="Optimizer steps per round; overrides epochs (a small CPU budget)."
+    )
+    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate (paper: 2e-5).")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Share of steps for linear LR warm-up.")
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    per_device_batch_size: int = Field(4, gt=0, description="Sequences per device per micro-step.")
+    gradient_accumulation_steps: int = Field(
+        1, gt=0, description="Micro-steps per optimizer step. Global batch = this x per-device x devices."
+    )
+    max_length: int = Field(
+        2048, gt=0, description="Tokens per training sequence (longer ones are truncated; paper: 2048)."
+    )
+    packing: bool = Field(False, description="Pack several conversations into each sequence (TRL BFD).")
+    assistant_only_loss: bool = Field(True, description="Loss on assistant tokens only (the answer + EOS).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype at load (auto: the checkpoint's own)."
+    )
+    bf16: bool = Field(False, description="bf16 mixed precision (paper-scale GPUs).")
+    fp16: bool = Field(False, description="fp16 mixed precision.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    logging_steps: int = Field(1, gt=0)
+    save_steps: int = Field(
+        50, gt=0, description="Checkpoint every N steps; an interrupted round resumes from the last."
+    )
+    save_total_limit: int = Field(2, gt=0, description="Mid-round checkpoints kept on disk.")
+    keep_checkpoints: bool = Field(
+        False, description="Keep mid-round checkpoints after the round's final model is saved."
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    launcher: Literal["python", "accelerate"] = Field(
+        "python",
+        description="python: train in this process. accelerate: each round runs under "
+        "`accelerate launch --config_file <accelerate_config>` (multi-GPU, DeepSpeed).",
+    )
+    accelerate_config: str | None = Field(
+        None, description="accelerate config YAML for launcher: accelerate (e.g. DeepSpeed ZeRO-3)."
+    )
+    sft_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra SFTConfig fields passed verbatim (e.g. use_liger_kernel: true).",
+    )
+
+    @model_validator(mode="after")
+    def _check_training(self) -> TrainingSettings:
+        if self.bf16 and self.fp16:
+            raise ValueError("bf16 and fp16: choose one mixed-precision mode")
+        if self.launcher == "accelerate" and not self.accelerate_config:
+            raise ValueError("accelerate_config: required when launcher is accelerate")
+        return self
+
+
 class Recipe(StrictModel):
     """A whole TAPIR run."""
 
@@ -324,6 +429,7 @@ class Recipe(StrictModel):
     refinement: RefinementSettings = Field(default_factory=RefinementSettings)
     curriculum: CurriculumSettings = Field(default_factory=CurriculumSettings)
     pipeline: RunnerSettings = Field(default_factory=RunnerSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
 
     @field_validator("name")
     @classmethod
@@ -349,6 +455,13 @@ class Recipe(StrictModel):
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir) if self.output_dir else Path("outputs") / self.name
 
+    @property
+    def resolved_train_dir(self) -> Path:
+        if self.training.output_dir:
+            return Path(self.training.output_dir)
+        data = self.resolved_output_dir
+        return data.parent / f"{data.name}-checkpoints"
+
     def fingerprint(self) -> str:
         """Hash of the resolved recipe: what the manifest records to say which run made a file."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -367,7 +480,11 @@ def _format_validation_error(error: ValidationError, origin: str) -> str:
             msg = "unknown field"
         elif "input" in item and item["type"] not in ("missing",) and not isinstance(item["input"], dict):
             msg = f"{msg} (got {item['input']!r})"
-        parts.append(f"{loc}: {msg}" if loc else msg)
+        field = re.match(r"^([A-Za-z_][\w.]*): ", msg)  # a section validator naming its field
+        if loc and field:
+            parts.append(f"{loc}.{msg}")
+        else:
+            parts.append(f"{loc}: {msg}" if loc else msg)
     return f"{origin}: " + "; ".join(parts)
 
 

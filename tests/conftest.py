@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+import tapir.pipelines.graph as graph
+from tapir.llm_factory import LLMContext, build_llm
+from tapir.recipe import ModelSpec, recipe_from_dict
+from tapir.testing import EMPTY, MALFORMED, ScriptedLLM
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -40,3 +46,47 @@ def shared_data() -> Path:
     if not SELF_INSTRUCT.is_file():
         pytest.fail(f"shared data missing: {SHARED_DATA} (tests read the real data from there)")
     return SHARED_DATA
+
+
+# --- the scripted pipeline (fast tier) ---------------------------------------------------------
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """Every role answers with tapir.testing.ScriptedLLM instead of a real model, except a
+    transformers model given as an existing folder (a trained tiny student): that one is real."""
+
+    def build(spec: ModelSpec, role: str, context: LLMContext, **kwargs):
+        if spec.backend == "transformers" and Path(spec.model).is_dir():
+            return build_llm(spec, role, context, **kwargs)
+        return ScriptedLLM(
+            role=role,
+            model_id=f"scripted-{role}-{spec.model}",
+            usage_dir=str(context.usage_dir),
+            response_cache_dir=str(context.cache_dir / "responses"),
+            labels=list(LABELS),
+        )
+
+    monkeypatch.setattr(graph, "build_llm", build)
+
+
+LABELS = ["Math", "Writing", "Code Generation", "Others"]
+
+
+def seed_file(tmp_path):
+    rows = [{"instruction": f"Solve math problem number {i} carefully."} for i in range(8)]
+    rows += [{"instruction": f"Write a short poem about topic {i}."} for i in range(8)]
+    rows += [{"instruction": f"{MALFORMED} request number {i} for the judge."} for i in range(2)]
+    rows += [{"instruction": f"{EMPTY} request number {i} for the teacher."} for i in range(2)]
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def make_recipe(tmp_path: Path, **sections: Any):
+    sections.setdefault("seeds", {"source": seed_file(tmp_path), "limit": None})
+    mix = {"Math": 0.5, "Writing": 0.25, "Code Generation": 0.15, "Others": 0.1}
+    data = tiny_recipe_dict(
+        tmp_path, taxonomy={"labels": LABELS, "target_mix": mix}, difficulty={"delta": 1.0}, **sections
+    )
+    return recipe_from_dict(data)

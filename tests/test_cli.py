@@ -112,3 +112,39 @@ def test_dry_run_counts_local_seeds(tmp_path):
     assert "12 rows (counted in" in result.stdout
     assert not (tmp_path / "out").exists()
     assert json.dumps  # the dry run writes nothing
+
+
+def test_paper_recipe_training_plan_dry_runs_offline():
+    result = tapir("train", "--recipe", "recipes/paper-llama2-7b.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "global batch 128 = 4 per device x 4 accumulation x 8 device(s)" in out
+    assert "lr 2e-05 cosine" in out and "max_length 2048" in out and "bf16" in out
+    assert "re-scored after warmup" in out and "closed loop" in out
+    assert "accelerate.commands.launch --config_file training/accelerate/deepspeed_zero3_8gpu.yaml" in out
+    assert "training plan is valid" in out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["training.bf16=true", "training.fp16=true"], ["training", "bf16 and fp16"]),
+        (["training.launcher=accelerate"], ["training.accelerate_config", "required"]),
+        (["training.lr_schedule=cosine"], ["training.lr_schedule", "unknown field"]),
+        (
+            ["training.accelerate_config=nope.yaml", "training.launcher=accelerate"],
+            ["nope.yaml", "not found"],
+        ),
+    ],
+)
+def test_bad_training_settings_are_one_line(tmp_path, overrides, fragments):
+    recipe = write_recipe(tmp_path, tiny_recipe_dict(tmp_path))
+    args = [a for o in overrides for a in ("--set", o)]
+    assert_one_line_error(tapir("train", "--recipe", recipe, "--dry-run", *args), *fragments)
+
+
+def test_train_without_data_says_run_make_data(tmp_path):
+    recipe = write_recipe(tmp_path, tiny_recipe_dict(tmp_path, training={"model": str(tmp_path)}))
+    result = tapir("train", "--recipe", recipe)
+    assert_one_line_error(result, "output_dir", "no finished data run", "make data")
+    assert not (tmp_path / "out-checkpoints").exists()

@@ -6,51 +6,10 @@ import datasets
 import pytest
 from rich.console import Console
 
-import tapir.pipelines.graph as graph
-from tapir.llm_factory import LLMContext
 from tapir.pipelines.run import run_data
-from tapir.recipe import ModelSpec, recipe_from_dict
-from tapir.testing import EMPTY, MALFORMED, ScriptedLLM
+from tapir.testing import MALFORMED
 
-from .conftest import tiny_recipe_dict
-
-
-@pytest.fixture
-def scripted(monkeypatch):
-    """Every role answers with tapir.testing.ScriptedLLM instead of a real model."""
-
-    def build(spec: ModelSpec, role: str, context: LLMContext, **_):
-        return ScriptedLLM(
-            role=role,
-            model_id=f"scripted-{role}-{spec.model}",
-            usage_dir=str(context.usage_dir),
-            response_cache_dir=str(context.cache_dir / "responses"),
-            labels=list(LABELS),
-        )
-
-    monkeypatch.setattr(graph, "build_llm", build)
-
-
-LABELS = ["Math", "Writing", "Code Generation", "Others"]
-
-
-def seed_file(tmp_path):
-    rows = [{"instruction": f"Solve math problem number {i} carefully."} for i in range(8)]
-    rows += [{"instruction": f"Write a short poem about topic {i}."} for i in range(8)]
-    rows += [{"instruction": f"{MALFORMED} request number {i} for the judge."} for i in range(2)]
-    rows += [{"instruction": f"{EMPTY} request number {i} for the teacher."} for i in range(2)]
-    path = tmp_path / "seeds.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def make_recipe(tmp_path, **sections):
-    sections.setdefault("seeds", {"source": seed_file(tmp_path), "limit": None})
-    mix = {"Math": 0.5, "Writing": 0.25, "Code Generation": 0.15, "Others": 0.1}
-    data = tiny_recipe_dict(
-        tmp_path, taxonomy={"labels": LABELS, "target_mix": mix}, difficulty={"delta": 1.0}, **sections
-    )
-    return recipe_from_dict(data)
+from .conftest import make_recipe
 
 
 def test_full_graph_writes_curriculum_and_counts_failures(tmp_path, scripted):

@@ -1,0 +1,287 @@
+"""Curriculum training with TRL on a tiny random model (fast tier): loss, masks, EOS, resume,
+skipping, errors, and the closed loop through the scripted pipeline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+import yaml
+from rich.console import Console
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from tapir.errors import DataError, TrainingError
+from tapir.recipe import recipe_from_dict
+from tapir.testing import build_tiny_student
+from tapir.training.rounds import run_training
+from tapir.training.sft import RoundSpec, build_trainer
+
+from .conftest import LABELS, make_recipe
+
+QUIET = Console(quiet=True)
+ANSWERS = ["Blue is calm.", "Red is loud.", "Green grows.", "Gold shines."]
+
+
+def conversation(i: int) -> dict:
+    return {
+        "messages": [
+            {"role": "user", "content": f"Describe colour number {i}."},
+            {"role": "assistant", "content": ANSWERS[i % len(ANSWERS)]},
+        ]
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    corpus = [m["content"] for i in range(8) for m in conversation(i)["messages"]]
+    corpus += ["### Instruction:\n", "### Response:\n"] * 4
+    return build_tiny_student(tmp_path_factory.mktemp("tiny") / "model", corpus)
+
+
+def data_run(folder: Path, rounds: dict[str, int]) -> Path:
+    """A folder shaped like `tapir data` output, with `rows` conversations per split."""
+    (folder / "data").mkdir(parents=True)
+    for split, rows in rounds.items():
+        table = [conversation(i) for i in range(rows)]
+        if not table:
+            table = {"messages": []}
+            datasets.Dataset.from_dict(table).to_parquet(str(folder / "data" / f"{split}.parquet"))
+            continue
+        datasets.Dataset.from_list(table).to_parquet(str(folder / "data" / f"{split}.parquet"))
+    (folder / "manifest.json").write_text(json.dumps({"stage": "data"}))
+    return folder
+
+
+def recipe_for(tmp_path: Path, model: Path, rounds: int = 2, **training) -> object:
+    settings = {
+        "max_steps": 4,
+        "learning_rate": 5e-3,
+        "per_device_batch_size": 2,
+        "max_length": 128,
+        "save_steps": 2,
+        **training,
+    }
+    return recipe_from_dict(
+        {
+            "name": "tiny-train",
+            "seed": 3,
+            "output_dir": str(tmp_path / "data-run"),
+            "cache_dir": str(tmp_path / "cache"),
+            "student": {"backend": "transformers", "model": str(model)},
+            "curriculum": {"rounds": rounds, "hard_share": [0.5] * rounds, "warmup_size": 2},
+            "training": settings,
+        }
+    )
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_rounds_train_in_order_log_loss_and_change_weights(tmp_path, tiny_model):
+    data_run(tmp_path / "data-run", {"warmup": 2, "round_1": 4, "round_2": 4})
+    recipe = recipe_for(tmp_path, tiny_model)
+    train_dir = run_training(recipe, QUIET)
+
+    assert [p.name for p in sorted(train_dir.iterdir()) if p.is_dir() and p.name != "plots"] == [
+        "round_1",
+        "round_2",
+        "warmup",
+    ]
+    manifests = {n: json.loads((train_dir / n / "manifest.json").read_text()) for n in ("warmup", "round_1")}
+    # Each round starts from the previous one's model and records it.
+    assert manifests["round_1"]["parent"]["model"] == str(train_dir / "warmup" / "model")
+    assert manifests["round_1"]["parent"]["key"] == manifests["warmup"]["key"]
+    assert manifests["warmup"]["data"]["rows"] == 2 and len(manifests["round_1"]["data"]["sha256"]) == 64
+    assert manifests["round_1"]["recipe_hash"] == recipe.fingerprint()
+
+    log = [json.loads(line) for line in (train_dir / "round_1" / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 4 and all(loss > 0 for loss in losses)
+    assert all(r["tokens_per_second"] > 0 for r in log if "loss" in r)
+
+    before, after = weights(tiny_model), weights(train_dir / "round_2" / "model")
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) == len(before)
+    assert not (train_dir / "round_1" / "checkpoints").exists()  # removed once the round is saved
+    summary = json.loads((train_dir / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == ["warmup", "round_1", "round_2"]
+    assert (train_dir / "plots" / "training_loss.png").stat().st_size > 0
+
+    # Nothing changed: every round is skipped and no weight is touched.
+    again = run_training(recipe, QUIET)
+    summary = json.loads((again / "summary.json").read_text())
+    assert {r["status"] for r in summary["rounds"]} == {"skipped"}
+    assert all(torch.equal(after[k], v) for k, v in weights(train_dir / "round_2" / "model").items())
+
+
+def test_only_assistant_tokens_carry_loss(tmp_path, tiny_model):
+    path = data_run(tmp_path / "d", {"round_1": 2}) / "data" / "round_1.parquet"
+    recipe = recipe_for(tmp_path, tiny_model)
+    trainer = build_trainer(recipe, RoundSpec("round_1", path, str(tiny_model), tmp_path / "r1"))
+    tokenizer = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    trained = ids[labels != -100]
+    assert tokenizer.decode(trained) == ANSWERS[0] + tokenizer.eos_token
+    assert torch.equal(labels[labels != -100], trained)
+    prompt = tokenizer.decode(ids[labels == -100])
+    assert "Describe colour number 0." in prompt and "### Response:" in prompt
+
+
+def test_trained_tiny_model_stops_with_eos(tmp_path, tiny_model):
+    data_run(tmp_path / "data-run", {"round_1": 4})
+    recipe = recipe_for(tmp_path, tiny_model, rounds=1, max_steps=80, learning_rate=1e-2, warmup_ratio=0.0)
+    model_dir = run_training(recipe, QUIET) / "round_1" / "model"
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert tokenizer.eos_token_id in _as_list(model.generation_config.eos_token_id)
+    prompt = tokenizer.apply_chat_template(
+        conversation(1)["messages"][:1], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    out = model.generate(**prompt, max_new_tokens=40, do_sample=False)[0][prompt["input_ids"].shape[1] :]
+    assert out[-1].item() == tokenizer.eos_token_id and len(out) < 40
+    assert tokenizer.decode(out, skip_special_tokens=True).strip() == ANSWERS[1]
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+class Interrupt(TrainerCallback):
+    """Ctrl-C after a given optimizer step (its checkpoint already written)."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_round_resumes_from_its_last_checkpoint(tmp_path, tiny_model):
+    data_run(tmp_path / "data-run", {"round_1": 4})
+    recipe = recipe_for(tmp_path, tiny_model, rounds=1, max_steps=6, save_steps=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(recipe, QUIET, callbacks=[Interrupt(at_step=3)])
+    folder = recipe.resolved_train_dir / "round_1"
+    assert (folder / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (folder / "manifest.json").exists() and not (folder / "model").exists()
+
+    run_training(recipe, QUIET)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["metrics"]["resumed_from"] == "checkpoint-2"
+    assert manifest["metrics"]["global_step"] == 6
+    log = map(json.loads, (folder / "train_log.jsonl").read_text().splitlines())
+    steps = [r["step"] for r in log if "loss" in r]
+    # Steps 1-2 before the interruption, 3-6 after it; a restart from scratch would log 1, 2, 1, 2, ...
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_changed_settings_retrain_the_round_and_those_after(tmp_path, tiny_model):
+    data_run(tmp_path / "data-run", {"round_1": 2, "round_2": 2})
+    run_training(recipe_for(tmp_path, tiny_model), QUIET)
+    train_dir = run_training(recipe_for(tmp_path, tiny_model, learning_rate=1e-3), QUIET)
+    statuses = [r["status"] for r in json.loads((train_dir / "summary.json").read_text())["rounds"]]
+    assert statuses == ["trained", "trained"]
+
+
+def test_bad_inputs_fail_with_one_line_naming_the_cause(tmp_path, tiny_model):
+    recipe = recipe_for(tmp_path, tiny_model)
+    with pytest.raises(DataError, match="no finished data run.*make data"):
+        run_training(recipe, QUIET)
+
+    data_run(tmp_path / "data-run", {"round_1": 2, "round_2": 0})
+    with pytest.raises(DataError, match=r"round_2: .*round_2.parquet has no rows"):
+        run_training(recipe, QUIET)
+    assert not recipe.resolved_train_dir.exists()  # refused before training anything
+
+    (tmp_path / "data-run" / "data" / "round_2.parquet").unlink()
+    with pytest.raises(DataError, match="round_2: round file missing"):
+        run_training(recipe, QUIET)
+
+    data_run(tmp_path / "ok", {"round_1": 2, "round_2": 2})
+    ok = {"output_dir": str(tmp_path / "ok")}
+    too_long = r"training.max_length: 4096 exceeds the context of .*\(512 tokens\)"
+    with pytest.raises(TrainingError, match=too_long):
+        run_training(recipe_for(tmp_path, tiny_model, max_length=4096).model_copy(update=ok), QUIET)
+
+    no_eos = tmp_path / "no_eos.jinja"
+    no_eos.write_text("{% for m in messages %}{{ m['content'] }}\n{% endfor %}")
+    with pytest.raises(TrainingError, match="training.chat_template: the template never writes .*'<eos>'"):
+        run_training(recipe_for(tmp_path, tiny_model, chat_template=str(no_eos)).model_copy(update=ok), QUIET)
+
+    no_markers = tmp_path / "no_markers.jinja"
+    no_markers.write_text("{% for m in messages %}{{ m['content'] }}{{ eos_token }}\n{% endfor %}")
+    with pytest.raises(TrainingError, match=r"assistant_only_loss needs \{% generation %\} markers"):
+        recipe = recipe_for(tmp_path, tiny_model, chat_template=str(no_markers))
+        run_training(recipe.model_copy(update=ok), QUIET)
+
+
+def test_lora_rounds_save_merged_models(tmp_path, tiny_model):
+    data_run(tmp_path / "data-run", {"round_1": 2})
+    recipe = recipe_for(tmp_path, tiny_model, rounds=1, lora={"enabled": True, "r": 4, "alpha": 8})
+    model_dir = run_training(recipe, QUIET) / "round_1" / "model"
+    assert not (model_dir / "adapter_config.json").exists()
+    before, after = weights(tiny_model), weights(model_dir)
+    assert before.keys() == after.keys()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all("proj" in k for k in changed)  # adapted linear layers only
+
+
+def test_closed_loop_regrades_only_the_student(tmp_path, tiny_model):
+    """`tapir distill` as a user runs it: data with a scripted teacher and judge, rounds trained
+    on the tiny model, and after each round the real checkpoint answers the pool again. Only
+    those answers are graded anew; teacher answers and grades come from the response cache."""
+    scripted = {"backend": "scripted", "model": "canned", "options": {"labels": list(LABELS)}}
+    recipe = make_recipe(
+        tmp_path,
+        teacher=scripted,
+        judge=scripted,
+        student={"backend": "transformers", "model": str(tiny_model), "generation": {"max_new_tokens": 8}},
+        training={"max_steps": 2, "per_device_batch_size": 2, "max_length": 128, "learning_rate": 1e-3},
+    )
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
+    result = subprocess.run(
+        [sys.executable, "-m", "tapir.cli", "distill", "--recipe", str(recipe_file)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    seen = pool(recipe.resolved_output_dir)  # every instruction answered and graded so far
+    train_dir = recipe.resolved_train_dir
+    names = ["warmup", "round_1", "round_2"]
+    assert all((train_dir / n / "manifest.json").is_file() for n in names)
+    for before, after in zip(names, names[1:]):
+        rescored = train_dir / before / "rescored"
+        manifest = json.loads((rescored / "manifest.json").read_text())
+        assert manifest["models"]["student"]["model"].startswith(str(train_dir / before / "model") + "@")
+        usage = json.loads((rescored / "summary.json").read_text())["usage"]
+        rows = pool(rescored)
+        # Every row got a new student answer and a new grade of it. Teacher answers seen before
+        # were not graded again (cache): the judge's other calls are the grade and the task
+        # label of each instruction new to this pass (expansions of newly hard seeds).
+        new = [i for i in rows if i not in seen]
+        assert usage["student"]["calls"] == len(rows)
+        assert usage["judge"]["calls"] == len(rows) + 2 * len(new)
+        kept = [i for i in rows if i in seen]
+        assert kept and all(rows[i]["teacher_score"] == seen[i]["teacher_score"] for i in kept)
+        assert any(rows[i]["student_response"] != seen[i]["student_response"] for i in kept)
+        trained_on = json.loads((train_dir / after / "manifest.json").read_text())["data"]["path"]
+        assert trained_on == str(rescored / "data" / f"{after}.parquet")
+        seen.update({i: rows[i] for i in new})
+
+
+def pool(run: Path) -> dict[str, dict]:
+    table = datasets.load_dataset("parquet", data_files=str(run / "data" / "pool.parquet"), split="train")
+    return {row["instruction"]: row for row in table}

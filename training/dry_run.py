@@ -1,0 +1,97 @@
+"""``tapir train --dry-run``: the training plan, checked, with nothing loaded or trained.
+
+This is how paper-scale recipes (multi-GPU, DeepSpeed, vLLM re-scoring) are validated on a
+laptop: the rounds, their data, the effective batch and steps, and the exact launch command.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tapir.errors import TrainingError
+from tapir.recipe import Recipe
+from tapir.training.rounds import WARMUP, parquet_rows
+
+
+def planned_rounds(recipe: Recipe) -> list[str]:
+    names = [f"round_{r}" for r in range(1, recipe.curriculum.rounds + 1)]
+    if recipe.training.warmup_round and recipe.curriculum.warmup_size > 0:
+        names.insert(0, WARMUP)
+    return names
+
+
+def accelerate_processes(config: Path) -> int:
+    """Total processes of an accelerate config, read (and so validated) by accelerate itself."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    try:
+        cluster = load_config_from_file(str(config))
+    except Exception as exc:  # accelerate raises ValueError/TypeError/yaml errors
+        raise TrainingError(
+            f"training.accelerate_config: {config} is not an accelerate config ({exc})"
+        ) from None
+    return max(1, int(cluster.num_processes or 1))
+
+
+def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = None) -> None:
+    from tapir.training.launch import accelerate_command
+
+    settings = recipe.training
+    closed_loop = settings.closed_loop if closed_loop is None else closed_loop
+    devices = 1
+    if settings.launcher == "accelerate":
+        config = Path(str(settings.accelerate_config))
+        if not config.is_file():
+            raise TrainingError(f"training.accelerate_config: file not found: {config}")
+        devices = accelerate_processes(config)
+    global_batch = settings.per_device_batch_size * settings.gradient_accumulation_steps * devices
+    start = settings.model or recipe.student.model
+    data_dir = recipe.resolved_output_dir / "data"
+
+    console.print(f"[bold]tapir train --dry-run[/] {recipe.name} (recipe hash {recipe.fingerprint()})")
+    console.print(
+        f"start model: {start}{' (GGUF converted to transformers once)' if start == 'embedded' else ''}; "
+        f"checkpoints: {recipe.resolved_train_dir}"
+    )
+    console.print(
+        f"global batch {global_batch} = {settings.per_device_batch_size} per device x "
+        f"{settings.gradient_accumulation_steps} accumulation x {devices} device(s); lr "
+        f"{settings.learning_rate} {settings.lr_scheduler}; max_length {settings.max_length}; "
+        f"{'LoRA r=' + str(settings.lora.r) if settings.lora.enabled else 'full fine-tuning'}; "
+        f"{'bf16' if settings.bf16 else 'fp16' if settings.fp16 else settings.dtype}"
+    )
+    table = Table(title="Rounds")
+    for column in ("round", "data", "rows", "optimizer steps"):
+        table.add_column(column)
+    for index, name in enumerate(planned_rounds(recipe)):
+        if closed_loop and index > 0 and name != WARMUP:
+            source, rows = f"re-scored after {planned_rounds(recipe)[index - 1]}", None
+        else:
+            path = data_dir / f"{name}.parquet"
+            source = str(path)
+            rows = parquet_rows(path) if path.is_file() else None
+            if rows is None:
+                source += " (not built yet: make data)"
+        if settings.max_steps:
+            steps = str(settings.max_steps)
+        elif rows:
+            steps = str(math.ceil(math.ceil(rows / global_batch) * settings.epochs))
+        else:
+            steps = f"ceil(rows / {global_batch}) x {settings.epochs:g} epochs"
+        table.add_row(name, source, "?" if rows is None else str(rows), steps)
+    console.print(table)
+    if closed_loop:
+        console.print(
+            f"closed loop: after each round the checkpoint answers the pool again "
+            f"({settings.rescore_backend}), the judge grades those answers, and the next round is "
+            "built from what is still hard"
+        )
+    if settings.launcher == "accelerate":
+        job = recipe.resolved_train_dir / "<round>" / "round_job.json"
+        console.print("each round runs as: " + shlex.join(accelerate_command(recipe, job)))
+    console.print("[green]training plan is valid[/] (nothing was loaded or trained)")

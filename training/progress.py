@@ -1,0 +1,52 @@
+"""Training logs: every logging step goes to a JSONL file that survives the run.
+
+The Trainer already prints each log (loss, lr, tokens seen, tokens/s) under its tqdm bar;
+this callback keeps the same records, with the round's name and the tokens/s of each interval,
+in ``<round>/train_log.jsonl`` for the report and for comparing rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from transformers import TrainerCallback
+
+
+class TrainingLog(TrainerCallback):
+    def __init__(self, path: Path, round_name: str, console: Console | None = None) -> None:
+        self.path = path
+        self.round_name = round_name
+        self.console = console
+        self._last_time: float | None = None
+        self._last_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._last_time = time.perf_counter()
+        self._last_tokens = int(state.num_input_tokens_seen or 0)
+        if state.global_step and self.console is not None:
+            self.console.print(f"[yellow]{self.round_name}[/]: resumed at step {state.global_step}")
+
+    def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        now = time.perf_counter()
+        tokens = int(state.num_input_tokens_seen or 0)
+        elapsed = now - (self._last_time or now)
+        record: dict[str, Any] = {"round": self.round_name, "step": state.global_step, **logs}
+        if "loss" in logs and elapsed > 0:
+            record["tokens_per_second"] = round((tokens - self._last_tokens) / elapsed, 1)
+            self._last_time, self._last_tokens = now, tokens
+        record["num_input_tokens_seen"] = tokens
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,36 @@
+"""Read one curriculum round as a chat dataset for TRL, refusing what cannot be trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tapir.errors import DataError
+
+
+def load_round(path: Path, name: str) -> Any:
+    """``messages`` rows of a round file written by ``tapir data``.
+
+    Read with the ``parquet`` builder and explicit ``data_files``: ``datasets`` caches a folder
+    load by its path and would hand back stale rows after ``make data`` rewrote the folder.
+    """
+    import datasets
+
+    if not path.is_file():
+        raise DataError(f"{name}: round file missing: {path} (run `make data` first)")
+    try:
+        dataset = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{name}: cannot read {path} ({exc})") from None
+    if "messages" not in dataset.column_names:
+        raise DataError(f"{name}: {path} has no 'messages' column (not written by `tapir data`?)")
+    if len(dataset) == 0:
+        raise DataError(
+            f"{name}: {path} has no rows; the curriculum left this round empty "
+            "(see the data run's summary: more seeds, a lower difficulty.delta or curriculum.round_size)"
+        )
+    for number, messages in enumerate(dataset["messages"]):
+        roles = [m.get("role") for m in messages or []]
+        if "assistant" not in roles or not all(str(m.get("content") or "").strip() for m in messages):
+            raise DataError(f"{name}: {path} row {number} has no assistant answer or an empty message")
+    return dataset.select_columns(["messages"])

@@ -1,0 +1,206 @@
+"""``tapir train``: the staged curriculum, round by round, resumable, optionally closed-loop.
+
+Each round lives in ``<train_dir>/<round>/``: ``model/`` (the round's final model, the next
+round's start), ``checkpoints/`` (while it trains), ``train_log.jsonl`` and ``manifest.json``.
+A round's *run key* hashes what determines its result (training settings, seed, chat template,
+the round file's bytes, the parent's key). A round whose manifest carries the current key is
+skipped; one whose folder was started with the current key resumes from its last checkpoint;
+anything else is trained afresh, and with it every later round (their parent key changes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from tapir.errors import DataError
+from tapir.manifest import library_versions, now_utc, sha256_file, write_json
+from tapir.recipe import Recipe
+from tapir.training.closed_loop import RESCORED, rescore
+from tapir.training.sft import RoundSpec
+
+WARMUP = "warmup"
+RUN_KEY = "run_key"
+MANIFEST = "manifest.json"
+# Fields that change where or how often things are written, not what a round learns.
+_BOOKKEEPING = {
+    "output_dir",
+    "keep_checkpoints",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "launcher",
+    "accelerate_config",
+    "closed_loop",
+    "rescore_backend",
+    "rescore_options",
+}
+
+
+def round_names(recipe: Recipe, data_dir: Path) -> list[str]:
+    names = [f"round_{r}" for r in range(1, recipe.curriculum.rounds + 1)]
+    warmup = data_dir / "data" / f"{WARMUP}.parquet"
+    if recipe.training.warmup_round and parquet_rows(warmup) > 0:
+        names.insert(0, WARMUP)
+    return names
+
+
+def parquet_rows(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def round_key(recipe: Recipe, name: str, data_path: Path, parent_key: str, template_sha: str) -> str:
+    payload = {
+        "round": name,
+        "training": recipe.training.model_dump(mode="json", exclude=_BOOKKEEPING),
+        "seed": recipe.seed,
+        "data_sha256": sha256_file(data_path),
+        "parent": parent_key,
+        "chat_template_sha256": template_sha,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = folder / MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def check_data(recipe: Recipe, data_dir: Path, names: list[str], closed_loop: bool) -> None:
+    """Every round file the run will need from ``tapir data`` exists and has rows, before any training."""
+    if not (data_dir / "manifest.json").is_file():
+        raise DataError(f"output_dir: no finished data run in {data_dir} (run `make data` first)")
+    for name in names:
+        if closed_loop and name not in (WARMUP, names[0]):
+            continue  # built by the re-score after the previous round
+        path = data_dir / "data" / f"{name}.parquet"
+        if not path.is_file():
+            raise DataError(f"{name}: round file missing: {path} (run `make data` first)")
+        if parquet_rows(path) == 0:
+            raise DataError(
+                f"{name}: {path} has no rows; the curriculum left this round empty "
+                "(more seeds, a lower difficulty.delta or curriculum.round_size)"
+            )
+
+
+def run_training(
+    recipe: Recipe,
+    console: Console,
+    recipe_path: str | None = None,
+    closed_loop: bool | None = None,
+    callbacks: list[Any] | None = None,
+) -> Path:
+    """Train every round of ``recipe``'s curriculum; returns the folder of the checkpoints."""
+    from tapir.training.model_setup import base_model, template_file
+
+    closed_loop = recipe.training.closed_loop if closed_loop is None else closed_loop
+    data_dir = recipe.resolved_output_dir
+    train_dir = recipe.resolved_train_dir
+    names = round_names(recipe, data_dir)
+    check_data(recipe, data_dir, names, closed_loop)
+    template = template_file(recipe)
+    template_sha = hashlib.sha256(template.read_bytes()).hexdigest() if template else "tokenizer"
+    start = base_model(recipe)
+    parent_key = f"base:{recipe.training.model or recipe.student.model}"
+    train_dir.mkdir(parents=True, exist_ok=True)
+    (train_dir / "recipe.yaml").write_text(
+        yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+    )
+    mode = "closed loop" if closed_loop else "fixed curriculum"
+    console.print(f"[bold]tapir train[/] {recipe.name}: {len(names)} rounds ({mode}) from {start}")
+
+    outcomes = []
+    data_source = data_dir
+    for index, name in enumerate(names):
+        folder = train_dir / name
+        if closed_loop and index > 0 and name != WARMUP:
+            previous = train_dir / names[index - 1]
+            data_source = rescore(recipe, previous / "model", previous / RESCORED, console)
+        data_path = data_source / "data" / f"{name}.parquet"
+        spec = RoundSpec(name=name, data_path=data_path, start_model=str(start), folder=folder)
+        if not data_path.is_file():
+            raise DataError(f"{name}: round file missing: {data_path}")
+        key = round_key(recipe, name, data_path, parent_key, template_sha)
+        outcomes.append(_run_round(recipe, spec, key, parent_key, console, callbacks, recipe_path))
+        start, parent_key = spec.model_dir, key
+
+    from tapir.training.report import write_training_report
+
+    write_training_report(train_dir, outcomes, console)
+    return train_dir
+
+
+def _run_round(
+    recipe: Recipe,
+    spec: RoundSpec,
+    key: str,
+    parent_key: str,
+    console: Console,
+    callbacks: list[Any] | None,
+    recipe_path: str | None,
+) -> dict[str, Any]:
+    done = read_manifest(spec.folder)
+    if done and done.get("key") == key and spec.model_dir.is_dir():
+        console.print(f"[dim]{spec.name}: already trained ({spec.model_dir}), skipped[/]")
+        return {**done, "status": "skipped"}
+    key_file = spec.folder / RUN_KEY
+    started_before = key_file.is_file() and key_file.read_text(encoding="utf-8").strip() == key
+    if not started_before:
+        shutil.rmtree(spec.folder, ignore_errors=True)  # another recipe or parent trained here
+        spec.folder.mkdir(parents=True)
+        key_file.write_text(key + "\n", encoding="utf-8")
+    (spec.folder / MANIFEST).unlink(missing_ok=True)
+    shutil.rmtree(spec.model_dir, ignore_errors=True)
+
+    rows = parquet_rows(spec.data_path)
+    console.print(f"[bold]{spec.name}[/]: {rows} conversations from {spec.data_path}")
+    console.print(f"  starts from {spec.start_model}")
+    began = time.perf_counter()
+    identity = {"round": spec.name, "key": key}
+    if recipe.training.launcher == "accelerate":
+        from tapir.training.launch import train_round_with_accelerate
+
+        metrics = train_round_with_accelerate(recipe, spec, identity)
+    else:
+        from tapir.training.sft import train_round
+
+        metrics = train_round(recipe, spec, console, callbacks, identity)
+    manifest = {
+        "stage": "train",
+        "round": spec.name,
+        "key": key,
+        "created": now_utc(),
+        "recipe_name": recipe.name,
+        "recipe_path": recipe_path,
+        "recipe_hash": recipe.fingerprint(),
+        "data": {"path": str(spec.data_path), "sha256": sha256_file(spec.data_path), "rows": rows},
+        "parent": {"model": spec.start_model, "key": parent_key},
+        "model_dir": str(spec.model_dir),
+        "training": recipe.training.model_dump(mode="json"),
+        "metrics": metrics,
+        "elapsed_s": round(time.perf_counter() - began, 1),
+        "libraries": library_versions(),
+    }
+    write_json(spec.folder / MANIFEST, manifest)
+    status = "resumed" if metrics.get("resumed_from") else "trained"
+    console.print(
+        f"[green]{spec.name}[/]: {status}, {metrics.get('global_step')} steps, "
+        f"loss {_fmt(metrics.get('first_loss'))} → {_fmt(metrics.get('final_loss'))}, "
+        f"{manifest['elapsed_s']:.0f}s → {spec.model_dir}"
+    )
+    return {**manifest, "status": status}
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

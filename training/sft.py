@@ -1,0 +1,196 @@
+"""One curriculum round = one TRL ``SFTTrainer`` run, from the previous round's model.
+
+Everything the Trainer already does (chat-template tokenisation with assistant masks, packing,
+LoRA through peft, gradient accumulation, cosine schedule, mid-round checkpoints and resuming
+from them, accelerate/DeepSpeed) is left to it; this module only translates the recipe into an
+``SFTConfig`` and saves the round's final model so the next round and the evaluator can load it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tapir.llm_factory import CHECKPOINT_ID
+from tapir.recipe import Recipe, TrainingSettings
+from tapir.training.model_setup import check_context, load_tokenizer
+from tapir.training.progress import TrainingLog
+from tapir.training.round_data import load_round
+
+CHECKPOINTS = "checkpoints"
+MODEL = "model"
+LOG_FILE = "train_log.jsonl"
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """What one round trains: its data, its starting model and where it writes."""
+
+    name: str  # "warmup", "round_1", ...
+    data_path: Path
+    start_model: str
+    folder: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.folder / MODEL
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.folder / CHECKPOINTS
+
+
+def sft_config(settings: TrainingSettings, output_dir: Path, seed: int, eos_token: str) -> Any:
+    """The recipe's training section as TRL's ``SFTConfig``."""
+    from trl import SFTConfig
+
+    fields: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "num_train_epochs": settings.epochs,
+        "max_steps": settings.max_steps or -1,
+        "learning_rate": settings.learning_rate,
+        "lr_scheduler_type": settings.lr_scheduler,
+        "warmup_steps": settings.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        "weight_decay": settings.weight_decay,
+        "max_grad_norm": settings.max_grad_norm,
+        "per_device_train_batch_size": settings.per_device_batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        "max_length": settings.max_length,
+        "packing": settings.packing,
+        "assistant_only_loss": settings.assistant_only_loss,
+        "eos_token": eos_token,  # TRL adds it to the generation config, so generation stops there
+        "bf16": settings.bf16,
+        "fp16": settings.fp16,
+        "activation_checkpointing": settings.gradient_checkpointing,
+        "logging_steps": settings.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": settings.save_steps,
+        "save_total_limit": settings.save_total_limit,
+        "seed": seed,
+        "data_seed": seed,
+        "include_num_input_tokens_seen": "non_padding",
+        "report_to": "none",
+        "model_init_kwargs": {"dtype": settings.dtype},
+        "dataset_num_proc": None,
+        "dataloader_pin_memory": _has_accelerator(),
+    }
+    fields.update(settings.sft_options)
+    return SFTConfig(**fields)
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def peft_config(settings: TrainingSettings) -> Any:
+    if not settings.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    lora = settings.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def last_checkpoint(spec: RoundSpec) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not spec.checkpoint_dir.is_dir():
+        return None
+    return get_last_checkpoint(str(spec.checkpoint_dir))
+
+
+def build_trainer(
+    recipe: Recipe, spec: RoundSpec, console: Console | None = None, callbacks: list[Any] | None = None
+) -> Any:
+    """An ``SFTTrainer`` for the round, after the checks that can fail without loading weights."""
+    from trl import SFTTrainer
+
+    settings = recipe.training
+    check_context(spec.start_model, settings.max_length)
+    tokenizer = load_tokenizer(spec.start_model, recipe)
+    dataset = load_round(spec.data_path, spec.name)
+    config = sft_config(settings, spec.checkpoint_dir, recipe.seed, tokenizer.eos_token)
+    return SFTTrainer(
+        model=spec.start_model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config(settings),
+        callbacks=[TrainingLog(spec.folder / LOG_FILE, spec.name, console), *(callbacks or [])],
+    )
+
+
+def train_round(
+    recipe: Recipe,
+    spec: RoundSpec,
+    console: Console | None = None,
+    callbacks: list[Any] | None = None,
+    identity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) one round and save its model to ``spec.model_dir``; returns metrics."""
+    trainer = build_trainer(recipe, spec, console, callbacks)
+    resume = last_checkpoint(spec)
+    result = trainer.train(resume_from_checkpoint=resume)
+    state = trainer.state
+    metrics = dict(result.metrics)
+    tokens = int(state.num_input_tokens_seen or 0)
+    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    metrics.update(
+        {
+            "global_step": state.global_step,
+            "resumed_from": Path(resume).name if resume else None,
+            "num_input_tokens_seen": tokens,
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "rows": len(trainer.train_dataset) if not recipe.training.packing else None,
+        }
+    )
+    save_model(trainer, spec, identity)
+    if not recipe.training.keep_checkpoints and trainer.is_world_process_zero():
+        shutil.rmtree(spec.checkpoint_dir, ignore_errors=True)
+    return metrics
+
+
+def save_model(trainer: Any, spec: RoundSpec, identity: dict[str, Any] | None = None) -> None:
+    """Save a plain model + tokenizer atomically: the next round loads it as is.
+
+    ``trainer.save_model`` runs on every process (it gathers ZeRO-3/FSDP shards); LoRA adapters
+    are then merged into the round's starting weights on the main process. ``identity`` (round
+    name and run key) goes into the folder so a response cache can tell two trainings saved at
+    the same path apart.
+    """
+    staging = spec.folder / f".{MODEL}.partial"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    if not trainer.is_world_process_zero():
+        return
+    if (staging / "adapter_config.json").is_file():
+        _merge_adapter(staging)
+    if identity is not None:
+        (staging / CHECKPOINT_ID).write_text(json.dumps(identity, indent=2), encoding="utf-8")
+    shutil.rmtree(spec.model_dir, ignore_errors=True)
+    staging.rename(spec.model_dir)
+
+
+def _merge_adapter(folder: Path) -> None:
+    """The adapter's base (recorded in adapter_config.json) with the adapter merged in."""
+    from peft import AutoPeftModelForCausalLM
+
+    merged = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype="auto").merge_and_unload()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+        (folder / name).unlink(missing_ok=True)
+    merged.save_pretrained(folder)
