@@ -50,3 +50,13 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class NoFinalCheckpoint(TrainerCallback):
+    """The Trainer writes a full checkpoint (weights + optimizer state, 3x the model) when the
+    last step ends; the round saves its final model right after, so that checkpoint only costs
+    time and disk. Mid-round checkpoints, the ones resuming needs, are unaffected."""
+
+    def on_step_end(self, args, state, control, **kwargs: Any) -> None:
+        if state.global_step >= state.max_steps:
+            control.should_save = False

@@ -19,7 +19,7 @@ from rich.console import Console
 from tapir.llm_factory import CHECKPOINT_ID
 from tapir.recipe import Recipe, TrainingSettings
 from tapir.training.model_setup import check_context, load_tokenizer
-from tapir.training.progress import TrainingLog
+from tapir.training.progress import NoFinalCheckpoint, TrainingLog
 from tapir.training.round_data import load_round
 
 CHECKPOINTS = "checkpoints"
@@ -129,7 +129,11 @@ def build_trainer(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config(settings),
-        callbacks=[TrainingLog(spec.folder / LOG_FILE, spec.name, console), *(callbacks or [])],
+        callbacks=[
+            TrainingLog(spec.folder / LOG_FILE, spec.name, console),
+            NoFinalCheckpoint(),
+            *(callbacks or []),
+        ],
     )
 
 
