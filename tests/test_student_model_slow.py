@@ -81,7 +81,7 @@ def test_embedded_student_trains_one_round_with_the_default_recipe(tmp_path):
             f"cache_dir={tmp_path / 'cache'}",
             "curriculum.rounds=1",
             "curriculum.hard_share=[0.5]",
-            "training.max_steps=1",
+            "training.max_steps=1",  # the default recipe has no LR warm-up: step 1 trains
         ],
     )
     train_dir = run_training(recipe, Console(quiet=True))
