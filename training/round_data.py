@@ -8,6 +8,24 @@ from typing import Any
 from tapir.errors import DataError
 
 
+def check_round_file(path: Path, name: str) -> int:
+    """Row count of a round file; one error line if it is missing or empty."""
+    if not path.is_file():
+        raise DataError(f"{name}: round file missing: {path} (run `make data` first)")
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{name}: cannot read {path} ({exc})") from None
+    if rows == 0:
+        raise DataError(
+            f"{name}: {path} has no rows; the curriculum left this round empty "
+            "(see the data run's summary: more seeds, a lower difficulty.delta or curriculum.round_size)"
+        )
+    return rows
+
+
 def load_round(path: Path, name: str) -> Any:
     """``messages`` rows of a round file written by ``tapir data``.
 
@@ -16,19 +34,13 @@ def load_round(path: Path, name: str) -> Any:
     """
     import datasets
 
-    if not path.is_file():
-        raise DataError(f"{name}: round file missing: {path} (run `make data` first)")
+    check_round_file(path, name)
     try:
         dataset = datasets.load_dataset("parquet", data_files=str(path), split="train")
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise DataError(f"{name}: cannot read {path} ({exc})") from None
     if "messages" not in dataset.column_names:
         raise DataError(f"{name}: {path} has no 'messages' column (not written by `tapir data`?)")
-    if len(dataset) == 0:
-        raise DataError(
-            f"{name}: {path} has no rows; the curriculum left this round empty "
-            "(see the data run's summary: more seeds, a lower difficulty.delta or curriculum.round_size)"
-        )
     for number, messages in enumerate(dataset["messages"]):
         roles = [m.get("role") for m in messages or []]
         if "assistant" not in roles or not all(str(m.get("content") or "").strip() for m in messages):

@@ -24,6 +24,7 @@ from tapir.errors import DataError
 from tapir.manifest import library_versions, now_utc, sha256_file, write_json
 from tapir.recipe import Recipe
 from tapir.training.closed_loop import RESCORED, rescore
+from tapir.training.round_data import check_round_file
 from tapir.training.sft import RoundSpec
 
 WARMUP = "warmup"
@@ -77,21 +78,14 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def check_data(recipe: Recipe, data_dir: Path, names: list[str], closed_loop: bool) -> None:
+def check_data(data_dir: Path, names: list[str], closed_loop: bool) -> None:
     """Every round file the run will need from ``tapir data`` exists and has rows, before any training."""
     if not (data_dir / "manifest.json").is_file():
         raise DataError(f"output_dir: no finished data run in {data_dir} (run `make data` first)")
     for name in names:
         if closed_loop and name not in (WARMUP, names[0]):
             continue  # built by the re-score after the previous round
-        path = data_dir / "data" / f"{name}.parquet"
-        if not path.is_file():
-            raise DataError(f"{name}: round file missing: {path} (run `make data` first)")
-        if parquet_rows(path) == 0:
-            raise DataError(
-                f"{name}: {path} has no rows; the curriculum left this round empty "
-                "(more seeds, a lower difficulty.delta or curriculum.round_size)"
-            )
+        check_round_file(data_dir / "data" / f"{name}.parquet", name)
 
 
 def run_training(
@@ -108,7 +102,7 @@ def run_training(
     data_dir = recipe.resolved_output_dir
     train_dir = recipe.resolved_train_dir
     names = round_names(recipe, data_dir)
-    check_data(recipe, data_dir, names, closed_loop)
+    check_data(data_dir, names, closed_loop)
     template = template_file(recipe)
     template_sha = hashlib.sha256(template.read_bytes()).hexdigest() if template else "tokenizer"
     start = base_model(recipe)
@@ -129,8 +123,7 @@ def run_training(
             data_source = rescore(recipe, previous / "model", previous / RESCORED, console)
         data_path = data_source / "data" / f"{name}.parquet"
         spec = RoundSpec(name=name, data_path=data_path, start_model=str(start), folder=folder)
-        if not data_path.is_file():
-            raise DataError(f"{name}: round file missing: {data_path}")
+        check_round_file(data_path, name)
         key = round_key(recipe, name, data_path, parent_key, template_sha)
         outcomes.append(_run_round(recipe, spec, key, parent_key, console, callbacks, recipe_path))
         start, parent_key = spec.model_dir, key
