@@ -93,54 +93,39 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
             constraint=judge_constraint,
         )
 
+    def respond_as(role: str) -> ResponseGenerator:
+        return ResponseGenerator(
+            name=f"respond_{role}{suffix}",
+            llm=build_llm(recipe.role(role), role, context),
+            template=respond,
+            output_mappings={
+                "response": f"{role}_response",
+                "response_error": f"{role}_response_error",
+                "model_name": f"{role}_model",
+            },
+            **kwargs,
+        )
+
+    def judge_answer_of(role: str) -> ResponseJudge:
+        return ResponseJudge(
+            name=f"judge_{role}{suffix}",
+            llm=judge_llm(),
+            template=judge_template,
+            input_mappings={"response": f"{role}_response"},
+            output_mappings={
+                "score": f"{role}_score",
+                "score_error": f"{role}_score_error",
+                "model_name": "judge_model",
+            },
+            **kwargs,
+        )
+
     classifier_role = recipe.taxonomy.classifier_role
     steps: list[_Step] = [
-        ResponseGenerator(
-            name=f"respond_teacher{suffix}",
-            llm=build_llm(recipe.teacher, "teacher", context),
-            template=respond,
-            output_mappings={
-                "response": "teacher_response",
-                "response_error": "teacher_response_error",
-                "model_name": "teacher_model",
-            },
-            **kwargs,
-        ),
-        ResponseGenerator(
-            name=f"respond_student{suffix}",
-            llm=build_llm(recipe.student, "student", context),
-            template=respond,
-            output_mappings={
-                "response": "student_response",
-                "response_error": "student_response_error",
-                "model_name": "student_model",
-            },
-            **kwargs,
-        ),
-        ResponseJudge(
-            name=f"judge_teacher{suffix}",
-            llm=judge_llm(),
-            template=judge_template,
-            input_mappings={"response": "teacher_response"},
-            output_mappings={
-                "score": "teacher_score",
-                "score_error": "teacher_score_error",
-                "model_name": "judge_model",
-            },
-            **kwargs,
-        ),
-        ResponseJudge(
-            name=f"judge_student{suffix}",
-            llm=judge_llm(),
-            template=judge_template,
-            input_mappings={"response": "student_response"},
-            output_mappings={
-                "score": "student_score",
-                "score_error": "student_score_error",
-                "model_name": "judge_model",
-            },
-            **kwargs,
-        ),
+        respond_as("teacher"),
+        respond_as("student"),
+        judge_answer_of("teacher"),
+        judge_answer_of("student"),
         TaskClassifier(
             name=f"classify_task{suffix}",
             llm=build_llm(

@@ -23,8 +23,10 @@ from tapir.pipelines.prompts import render
 PLACEHOLDER = "placeholder"
 
 
-def _user(content: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": content}]
+def _prompt(template: str, input: dict[str, Any], **extra: Any) -> list[dict[str, str]]:
+    """One user message: ``template`` rendered with the row's instruction and input, plus extras."""
+    text = render(template, instruction=input["instruction"], input=input.get("input") or "", **extra)
+    return [{"role": "user", "content": text}]
 
 
 class PlaceholderAwareTask(Task):
@@ -57,7 +59,7 @@ class ResponseGenerator(PlaceholderAwareTask):
         return ["response", "response_error", "model_name"]
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
-        return _user(render(self.template, instruction=input["instruction"], input=input.get("input") or ""))
+        return _prompt(self.template, input)
 
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
         parsed = parse_response(output)
@@ -80,14 +82,7 @@ class ResponseJudge(PlaceholderAwareTask):
         return ["score", "score_error", "model_name"]
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
-        return _user(
-            render(
-                self.template,
-                instruction=input["instruction"],
-                input=input.get("input") or "",
-                response=input.get("response") or "",
-            )
-        )
+        return _prompt(self.template, input, response=input.get("response") or "")
 
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
         parsed = parse_judge_score(output, self.low, self.high)
@@ -110,15 +105,7 @@ class TaskClassifier(PlaceholderAwareTask):
         return ["task", "task_error", "model_name"]
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
-        return _user(
-            render(
-                self.template,
-                instruction=input["instruction"],
-                input=input.get("input") or "",
-                labels=self.labels,
-                fallback_label=self.fallback_label,
-            )
-        )
+        return _prompt(self.template, input, labels=self.labels, fallback_label=self.fallback_label)
 
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
         parsed = parse_task_label(output, self.labels)
@@ -142,14 +129,7 @@ class InstructionExpander(PlaceholderAwareTask):
         return ["expanded_instruction", "expansion_error", "model_name"]
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
-        return _user(
-            render(
-                self.template,
-                instruction=input["instruction"],
-                input=input.get("input") or "",
-                task=input.get("task") or "",
-            )
-        )
+        return _prompt(self.template, input, task=input.get("task") or "")
 
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
         seed = (input or {}).get("instruction")
@@ -179,15 +159,8 @@ class TaskAwareRefiner(PlaceholderAwareTask):
         return self.prompt_for_task.get(task or "", self.default_prompt)
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
-        return _user(
-            render(
-                self.templates[self.prompt_name(input.get("task"))],
-                instruction=input["instruction"],
-                input=input.get("input") or "",
-                response=input.get("response") or "",
-                task=input.get("task") or "",
-            )
-        )
+        template = self.templates[self.prompt_name(input.get("task"))]
+        return _prompt(template, input, response=input.get("response") or "", task=input.get("task") or "")
 
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
         parsed = parse_refined_response(output)
