@@ -285,3 +285,11 @@ def test_closed_loop_regrades_only_the_student(tmp_path, tiny_model):
 def pool(run: Path) -> dict[str, dict]:
     table = datasets.load_dataset("parquet", data_files=str(run / "data" / "pool.parquet"), split="train")
     return {row["instruction"]: row for row in table}
+
+
+def test_packed_rounds_train(tmp_path, tiny_model):
+    data_run(tmp_path / "data-run", {"round_1": 6})
+    recipe = recipe_for(tmp_path, tiny_model, rounds=1, packing=True, max_steps=2)
+    manifest = json.loads((run_training(recipe, QUIET) / "round_1" / "manifest.json").read_text())
+    assert manifest["training"]["packing"] is True
+    assert manifest["metrics"]["global_step"] == 2 and manifest["metrics"]["final_loss"] > 0
