@@ -209,9 +209,11 @@ def test_bad_inputs_fail_with_one_line_naming_the_cause(tmp_path, tiny_model):
 
     data_run(tmp_path / "ok", {"round_1": 2, "round_2": 2})
     ok = {"output_dir": str(tmp_path / "ok")}
+    trained = run_training(recipe.model_copy(update=ok), QUIET) / "round_1" / "model"
     too_long = r"training.max_length: 4096 exceeds the context of .*\(512 tokens\)"
     with pytest.raises(TrainingError, match=too_long):
         run_training(recipe_for(tmp_path, tiny_model, max_length=4096).model_copy(update=ok), QUIET)
+    assert trained.is_dir()  # a setting that cannot work does not cost the rounds already trained
 
     no_eos = tmp_path / "no_eos.jinja"
     no_eos.write_text("{% for m in messages %}{{ m['content'] }}\n{% endfor %}")

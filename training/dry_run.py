@@ -15,7 +15,9 @@ from rich.table import Table
 
 from tapir.errors import TrainingError
 from tapir.recipe import Recipe
-from tapir.training.rounds import WARMUP, parquet_rows
+from tapir.training.model_setup import start_model_name
+from tapir.training.round_data import parquet_rows
+from tapir.training.rounds import WARMUP
 
 
 def planned_rounds(recipe: Recipe) -> list[str]:
@@ -50,7 +52,7 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
             raise TrainingError(f"training.accelerate_config: file not found: {config}")
         devices = accelerate_processes(config)
     global_batch = settings.per_device_batch_size * settings.gradient_accumulation_steps * devices
-    start = settings.model or recipe.student.model
+    start = start_model_name(recipe)
     data_dir = recipe.resolved_output_dir / "data"
 
     console.print(f"[bold]tapir train --dry-run[/] {recipe.name} (recipe hash {recipe.fingerprint()})")
@@ -68,9 +70,10 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
     table = Table(title="Rounds")
     for column in ("round", "data", "rows", "optimizer steps"):
         table.add_column(column)
-    for index, name in enumerate(planned_rounds(recipe)):
-        if closed_loop and index > 0 and name != WARMUP:
-            source, rows = f"re-scored after {planned_rounds(recipe)[index - 1]}", None
+    names = planned_rounds(recipe)
+    for index, name in enumerate(names):
+        if closed_loop and index > 0:
+            source, rows = f"re-scored after {names[index - 1]}", None
         else:
             path = data_dir / f"{name}.parquet"
             source = str(path)

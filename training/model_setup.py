@@ -22,9 +22,14 @@ PROBE = [
 ]
 
 
+def start_model_name(recipe: Recipe) -> str:
+    """The model round 1 starts from, as the recipe names it: ``training.model``, else the student's."""
+    return recipe.training.model or recipe.student.model
+
+
 def base_model(recipe: Recipe) -> str:
-    """Round 1's starting point: ``training.model``, else the student (embedded: converted)."""
-    name = recipe.training.model or recipe.student.model
+    """Round 1's starting point as a loadable path or Hub id (embedded: converted once)."""
+    name = start_model_name(recipe)
     if name == EMBEDDED:
         from tapir.training.student_model import materialize_embedded_student
 
@@ -48,7 +53,7 @@ def template_file(recipe: Recipe) -> Path | None:
             field = "training.chat_template" if recipe.training.chat_template else "student.chat_template"
             raise TrainingError(f"{field}: file not found: {chosen}")
         return path
-    if (recipe.training.model or recipe.student.model) == EMBEDDED:
+    if start_model_name(recipe) == EMBEDDED:
         return chat_template_path()
     return None
 
@@ -103,6 +108,13 @@ def check_template(tokenizer: Any, assistant_only_loss: bool, field: str) -> Non
             f"{field}: the assistant's EOS lies outside {{% generation %}}...{{% endgeneration %}}, "
             "so it would carry no loss and the student would not learn to stop"
         )
+
+
+def preflight(model: str, recipe: Recipe) -> None:
+    """Every check that can refuse the run, before any round folder is touched: a setting that
+    cannot work must not cost the rounds already trained."""
+    check_context(model, recipe.training.max_length)
+    load_tokenizer(model, recipe)
 
 
 def check_context(model: str, max_length: int) -> None:

@@ -8,14 +8,21 @@ from typing import Any
 from tapir.errors import DataError
 
 
+def parquet_rows(path: Path) -> int:
+    """Rows of a parquet file from its footer (0 when the file does not exist)."""
+    if not path.is_file():
+        return 0
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
 def check_round_file(path: Path, name: str) -> int:
     """Row count of a round file; one error line if it is missing or empty."""
     if not path.is_file():
         raise DataError(f"{name}: round file missing: {path} (run `make data` first)")
-    import pyarrow.parquet as pq
-
     try:
-        rows = pq.ParquetFile(path).metadata.num_rows
+        rows = parquet_rows(path)
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise DataError(f"{name}: cannot read {path} ({exc})") from None
     if rows == 0:

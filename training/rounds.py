@@ -24,7 +24,7 @@ from tapir.errors import DataError
 from tapir.manifest import library_versions, now_utc, sha256_file, write_json
 from tapir.recipe import Recipe
 from tapir.training.closed_loop import RESCORED, rescore
-from tapir.training.round_data import check_round_file
+from tapir.training.round_data import check_round_file, parquet_rows
 from tapir.training.sft import RoundSpec
 
 WARMUP = "warmup"
@@ -53,20 +53,12 @@ def round_names(recipe: Recipe, data_dir: Path) -> list[str]:
     return names
 
 
-def parquet_rows(path: Path) -> int:
-    if not path.is_file():
-        return 0
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
-
-
-def round_key(recipe: Recipe, name: str, data_path: Path, parent_key: str, template_sha: str) -> str:
+def round_key(recipe: Recipe, name: str, data_sha: str, parent_key: str, template_sha: str) -> str:
     payload = {
         "round": name,
         "training": recipe.training.model_dump(mode="json", exclude=_BOOKKEEPING),
         "seed": recipe.seed,
-        "data_sha256": sha256_file(data_path),
+        "data_sha256": data_sha,
         "parent": parent_key,
         "chat_template_sha256": template_sha,
     }
@@ -83,7 +75,7 @@ def check_data(data_dir: Path, names: list[str], closed_loop: bool) -> None:
     if not (data_dir / "manifest.json").is_file():
         raise DataError(f"output_dir: no finished data run in {data_dir} (run `make data` first)")
     for name in names:
-        if closed_loop and name not in (WARMUP, names[0]):
+        if closed_loop and name != names[0]:
             continue  # built by the re-score after the previous round
         check_round_file(data_dir / "data" / f"{name}.parquet", name)
 
@@ -96,7 +88,7 @@ def run_training(
     callbacks: list[Any] | None = None,
 ) -> Path:
     """Train every round of ``recipe``'s curriculum; returns the folder of the checkpoints."""
-    from tapir.training.model_setup import base_model, template_file
+    from tapir.training.model_setup import base_model, preflight, start_model_name, template_file
 
     closed_loop = recipe.training.closed_loop if closed_loop is None else closed_loop
     data_dir = recipe.resolved_output_dir
@@ -106,7 +98,8 @@ def run_training(
     template = template_file(recipe)
     template_sha = hashlib.sha256(template.read_bytes()).hexdigest() if template else "tokenizer"
     start = base_model(recipe)
-    parent_key = f"base:{recipe.training.model or recipe.student.model}"
+    preflight(start, recipe)
+    parent_key = f"base:{start_model_name(recipe)}"
     train_dir.mkdir(parents=True, exist_ok=True)
     (train_dir / "recipe.yaml").write_text(
         yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
@@ -118,14 +111,15 @@ def run_training(
     data_source = data_dir
     for index, name in enumerate(names):
         folder = train_dir / name
-        if closed_loop and index > 0 and name != WARMUP:
+        if closed_loop and index > 0:
             previous = train_dir / names[index - 1]
             data_source = rescore(recipe, previous / "model", previous / RESCORED, console)
         data_path = data_source / "data" / f"{name}.parquet"
         spec = RoundSpec(name=name, data_path=data_path, start_model=str(start), folder=folder)
-        check_round_file(data_path, name)
-        key = round_key(recipe, name, data_path, parent_key, template_sha)
-        outcomes.append(_run_round(recipe, spec, key, parent_key, console, callbacks, recipe_path))
+        rows = check_round_file(data_path, name)  # before hashing: a missing file is one error line
+        data = {"path": str(data_path), "sha256": sha256_file(data_path), "rows": rows}
+        key = round_key(recipe, name, data["sha256"], parent_key, template_sha)
+        outcomes.append(_run_round(recipe, spec, data, key, parent_key, console, callbacks, recipe_path))
         start, parent_key = spec.model_dir, key
 
     from tapir.training.report import write_training_report
@@ -137,6 +131,7 @@ def run_training(
 def _run_round(
     recipe: Recipe,
     spec: RoundSpec,
+    data: dict[str, Any],
     key: str,
     parent_key: str,
     console: Console,
@@ -156,8 +151,7 @@ def _run_round(
     (spec.folder / MANIFEST).unlink(missing_ok=True)
     shutil.rmtree(spec.model_dir, ignore_errors=True)
 
-    rows = parquet_rows(spec.data_path)
-    console.print(f"[bold]{spec.name}[/]: {rows} conversations from {spec.data_path}")
+    console.print(f"[bold]{spec.name}[/]: {data['rows']} conversations from {spec.data_path}")
     console.print(f"  starts from {spec.start_model}")
     began = time.perf_counter()
     identity = {"round": spec.name, "key": key}
@@ -177,7 +171,7 @@ def _run_round(
         "recipe_name": recipe.name,
         "recipe_path": recipe_path,
         "recipe_hash": recipe.fingerprint(),
-        "data": {"path": str(spec.data_path), "sha256": sha256_file(spec.data_path), "rows": rows},
+        "data": data,
         "parent": {"model": spec.start_model, "key": parent_key},
         "model_dir": str(spec.model_dir),
         "training": recipe.training.model_dump(mode="json"),

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from tapir.llm_factory import CHECKPOINT_ID
 from tapir.recipe import Recipe, TrainingSettings
-from tapir.training.model_setup import check_context, load_tokenizer
+from tapir.training.model_setup import load_tokenizer
 from tapir.training.progress import NoFinalCheckpoint, TrainingLog
 from tapir.training.round_data import load_round
 
@@ -115,11 +115,10 @@ def last_checkpoint(spec: RoundSpec) -> str | None:
 def build_trainer(
     recipe: Recipe, spec: RoundSpec, console: Console | None = None, callbacks: list[Any] | None = None
 ) -> Any:
-    """An ``SFTTrainer`` for the round, after the checks that can fail without loading weights."""
+    """An ``SFTTrainer`` for the round (``model_setup.preflight`` has checked the setup)."""
     from trl import SFTTrainer
 
     settings = recipe.training
-    check_context(spec.start_model, settings.max_length)
     tokenizer = load_tokenizer(spec.start_model, recipe)
     dataset = load_round(spec.data_path, spec.name)
     config = sft_config(settings, spec.checkpoint_dir, recipe.seed, tokenizer.eos_token)
