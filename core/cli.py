@@ -60,6 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--output", help="output folder (overrides output_dir)")
     distill.add_argument("--dry-run", action="store_true", help="print both plans; load nothing")
 
+    evaluate = sub.add_parser(
+        "eval", help="AlpacaEval 2.0 + MT-Bench on every checkpoint; leaderboard, plots, HTML report"
+    )
+    _add_recipe_args(evaluate)
+    evaluate.add_argument(
+        "--models", nargs="+", help="evaluate only these: round names, 'rounds', 'student', folders, Hub ids"
+    )
+    evaluate.add_argument(
+        "--dry-run", action="store_true", help="check files, models and judge; load nothing"
+    )
+    eval_sub = evaluate.add_subparsers(dest="eval_command")
+    score_alpaca = eval_sub.add_parser(
+        "score-alpaca", help="alpaca_eval's metrics for stored annotations, as one JSON object"
+    )
+    score_alpaca.add_argument("--annotations", required=True, help="alpaca_eval annotations.json")
+    score_alpaca.add_argument(
+        "--difficulty",
+        help="instruction_difficulty.csv or df_gamed.csv, or a folder of annotation JSONs to estimate from "
+        "(default: alpaca_eval downloads the official file)",
+    )
+    score_alpaca.add_argument("--cache-dir", default=".cache/tapir", help="where an estimate is cached")
+    score_mt = eval_sub.add_parser(
+        "score-mt-bench", help="per-turn, per-category and overall MT-Bench scores"
+    )
+    score_mt.add_argument("--judgments", required=True, help="fschat-style judgment JSONL (judgment texts)")
+    score_mt.add_argument("--questions", help="question.jsonl, for records without a category")
+
     recipe = sub.add_parser("recipe", help="inspect recipes")
     recipe_sub = recipe.add_subparsers(dest="recipe_command", required=True)
     validate = recipe_sub.add_parser("validate", help="validate a recipe and print it resolved")
@@ -97,7 +124,22 @@ def run(argv: list[str] | None = None) -> int:
                 else f"[bold]{name}[/]  {description}"
             )
         return 0
+    if args.command == "eval" and args.eval_command:
+        from tapir.evaluation.scoring_cli import score_command
+
+        print(score_command(args))
+        return 0
     recipe = _load(args)
+    if args.command == "eval":
+        if args.dry_run:
+            from tapir.evaluation.dry_run import eval_dry_run
+
+            eval_dry_run(recipe, console, args.models)
+            return 0
+        from tapir.evaluation.run import run_eval
+
+        run_eval(recipe, console, args.models)
+        return 0
     if args.command == "recipe":
         import yaml
 

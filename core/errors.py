@@ -23,3 +23,7 @@ class EndpointError(TapirError):
 
 class TrainingError(TapirError):
     """A training setup that cannot work, found before any weight is loaded or changed."""
+
+
+class EvaluationError(TapirError):
+    """A model, benchmark file or judge that evaluation cannot use."""

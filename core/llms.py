@@ -36,7 +36,7 @@ class UsageLoggingMixin(BaseModel):
     response_cache_dir: str | None = Field(None, exclude=True)
 
     def generate_outputs(self, inputs: list[Any], num_generations: int = 1, **kwargs: Any):  # type: ignore[override]
-        cache = _open_cache(self.response_cache_dir)
+        cache = open_cache(self.response_cache_dir)
         keys = [self._cache_key(i, num_generations, kwargs) for i in inputs]
         outputs: list[Any] = [cache.get(k) if cache is not None else None for k in keys]
         missing = [n for n, out in enumerate(outputs) if out is None]
@@ -86,7 +86,7 @@ class UsageLoggingMixin(BaseModel):
 _CACHES: dict[str, Any] = {}
 
 
-def _open_cache(folder: str | None) -> Any:
+def open_cache(folder: str | None) -> Any:
     """One diskcache per folder and process (safe across distilabel's worker processes)."""
     if not folder:
         return None

@@ -407,6 +407,140 @@ class TrainingSettings(StrictModel):
         return self
 
 
+#: FastChat's MT-Bench data (lm-sys/FastChat, fastchat/llm_judge/data): the PyPI wheel ships none.
+FASTCHAT_DATA = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"
+#: fschat's gen_model_answer temperatures per MT-Bench category (fastchat.llm_judge.common).
+MT_BENCH_TEMPERATURES = {
+    "writing": 0.7,
+    "roleplay": 0.7,
+    "extraction": 0.0,
+    "math": 0.0,
+    "coding": 0.0,
+    "reasoning": 0.0,
+    "stem": 0.1,
+    "humanities": 0.1,
+}
+
+
+class AlpacaEvalSettings(StrictModel):
+    """AlpacaEval 2.0: the student's answers against the reference outputs, judged pairwise."""
+
+    enabled: bool = True
+    reference: str = Field(
+        "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json",
+        description="Instructions + reference outputs: local JSON/JSONL, https URL or hf://datasets/ file.",
+    )
+    limit: int | None = Field(
+        None,
+        gt=0,
+        description="Evaluate this many instructions (alpaca_eval's seeded shuffle); None = all 805.",
+    )
+    annotator: str = Field(
+        "judge",
+        description="'judge': the eval judge with alpaca_eval's prompt; "
+        "'alpaca_eval:<config>': alpaca_eval's own annotator (its API clients).",
+    )
+    prompt: str = Field(
+        "alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt",
+        description="alpaca_eval prompt template (relative to its evaluators_configs) for annotator 'judge'.",
+    )
+    difficulty: str | None = Field(
+        None,
+        description="LC win rate's instruction difficulty: alpaca_eval's instruction_difficulty.csv or "
+        "df_gamed.csv, or a folder of annotation JSONs to estimate it from; None = alpaca_eval's download.",
+    )
+    randomize_order: bool = Field(
+        True, description="Show the two outputs in a seeded random order, as alpaca_eval does."
+    )
+    max_new_tokens: int = Field(1024, gt=0, description="Answer budget per instruction.")
+    temperature: float = Field(0.0, ge=0.0, description="Answer sampling temperature (0 = greedy).")
+    judge_max_new_tokens: int = Field(
+        16, gt=0, description="Verdict budget (the prompt asks for 'm' or 'M')."
+    )
+
+
+class MTBenchSettings(StrictModel):
+    """MT-Bench: 80 two-turn questions, single-answer grading 1-10 with fschat's prompts."""
+
+    enabled: bool = True
+    questions: str = Field(
+        f"{FASTCHAT_DATA}/mt_bench/question.jsonl", description="question.jsonl (path or URL)."
+    )
+    judge_prompts: str = Field(
+        f"{FASTCHAT_DATA}/judge_prompts.jsonl", description="judge_prompts.jsonl (path or URL)."
+    )
+    reference_answers: str = Field(
+        f"{FASTCHAT_DATA}/mt_bench/reference_answer/gpt-4.jsonl",
+        description="Reference answers for math, reasoning and coding (path or URL).",
+    )
+    per_category: int | None = Field(
+        None, gt=0, description="Evaluate the first N questions of each category; None = all 10."
+    )
+    max_new_tokens: int = Field(1024, gt=0, description="Answer budget per turn (fschat: 1024).")
+    temperatures: dict[str, float] = Field(
+        default_factory=lambda: dict(MT_BENCH_TEMPERATURES),
+        description="Sampling temperature per category (fschat's defaults).",
+    )
+    judge_max_new_tokens: int = Field(2048, gt=0, description="Judgment budget (fschat: 2048).")
+
+
+class EvaluationSettings(StrictModel):
+    """``tapir eval``: which models, which benchmarks, which judge, where results go."""
+
+    models: list[str] = Field(
+        default_factory=lambda: ["rounds"],
+        description="'rounds' = every trained round; 'student' = the untrained student; folders; Hub ids.",
+    )
+    baselines: list[str] = Field(
+        default_factory=list, description="More models to evaluate beside ours (folders or Hub ids)."
+    )
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="Answer generation engine (vllm on GPU machines)."
+    )
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to vllm.LLM(...) or from_pretrained(...)."
+    )
+    batch_size: int = Field(8, gt=0, description="Prompts per generation batch.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype.")
+    judge: ModelSpec | None = Field(None, description="Judge for evaluation (default: the recipe's judge).")
+    judge_batch_size: int = Field(8, gt=0, description="Judge prompts per call batch.")
+    judge_retries: int = Field(1, ge=0, description="Re-asks (sampled) of a verdict that does not parse.")
+    constrain_judge: bool = Field(
+        True, description="llama.cpp judges: a grammar makes the verdict follow the benchmark's format."
+    )
+    output_dir: str | None = Field(None, description="Where results go (default: outputs/<name>-eval).")
+    published: list[str] = Field(
+        default_factory=lambda: [
+            "gpt4_1106_preview",
+            "gpt-3.5-turbo-1106",
+            "vicuna-13b-v1.3",
+            "vicuna-13b",
+            "llama-2-13b-chat-hf",
+            "llama-2-7b-chat-hf",
+            "alpaca-7b",
+        ],
+        description="Rows of alpaca_eval's AlpacaEval 2.0 leaderboard to show beside ours.",
+    )
+    paper_rows: bool = Field(True, description="Show the TAPIR paper's reported rows.")
+    price_per_million_tokens: dict[str, float] | None = Field(
+        None, description="Judge price {input: $, output: $} per million tokens, for the cost column."
+    )
+    alpaca_eval: AlpacaEvalSettings = Field(default_factory=AlpacaEvalSettings)
+    mt_bench: MTBenchSettings = Field(default_factory=MTBenchSettings)
+
+    @model_validator(mode="after")
+    def _check_evaluation(self) -> EvaluationSettings:
+        if not self.models and not self.baselines:
+            raise ValueError("models: name at least one model (or baselines)")
+        if self.alpaca_eval.annotator != "judge" and not self.alpaca_eval.annotator.startswith(
+            "alpaca_eval:"
+        ):
+            raise ValueError("alpaca_eval.annotator: 'judge' or 'alpaca_eval:<annotator config>'")
+        if self.price_per_million_tokens and set(self.price_per_million_tokens) - {"input", "output"}:
+            raise ValueError("price_per_million_tokens: keys are input and output")
+        return self
+
+
 class Recipe(StrictModel):
     """A whole TAPIR run."""
 
@@ -430,6 +564,7 @@ class Recipe(StrictModel):
     curriculum: CurriculumSettings = Field(default_factory=CurriculumSettings)
     pipeline: RunnerSettings = Field(default_factory=RunnerSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
 
     @field_validator("name")
     @classmethod
@@ -461,6 +596,13 @@ class Recipe(StrictModel):
             return Path(self.training.output_dir)
         data = self.resolved_output_dir
         return data.parent / f"{data.name}-checkpoints"
+
+    @property
+    def resolved_eval_dir(self) -> Path:
+        if self.evaluation.output_dir:
+            return Path(self.evaluation.output_dir)
+        data = self.resolved_output_dir
+        return data.parent / f"{data.name}-eval"
 
     def fingerprint(self) -> str:
         """Hash of the resolved recipe: what the manifest records to say which run made a file."""

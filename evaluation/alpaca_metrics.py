@@ -1,0 +1,232 @@
+"""AlpacaEval 2.0 scores from pairwise annotations, with alpaca_eval's own metrics code.
+
+The win rate and its standard error need nothing but the annotations. The length-controlled
+win rate fits alpaca_eval's GLM, which needs a per-instruction difficulty that alpaca_eval
+downloads from the Hub (``df_gamed.csv``: difficulty plus the annotations of two gamed
+baselines it regularises towards). Three ways to supply it:
+
+* alpaca_eval's ``df_gamed.csv`` as a local file: the exact published GLM
+  (``length_controlled_v1``) -- the result equals alpaca_eval's own;
+* alpaca_eval's ``instruction_difficulty.csv``: the same GLM without the gamed-baseline
+  regularisation (``length_controlled_noreg``), since those annotations are not in that file;
+* a folder of annotation files (any judge, many models): the difficulty is estimated with a
+  joint logistic model -- one intercept and one length slope per model, one term per
+  instruction -- the per-instruction term being the difficulty (alpaca_eval's notebook fits the
+  same kind of model; its authors note the metric's properties hold however the term is got).
+
+With no source, alpaca_eval downloads the official file (needs the internet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tapir.errors import DataError
+
+REQUIRED_COLUMNS = ("instruction", "output_1", "output_2", "generator_1", "generator_2", "preference")
+SCORE_KEYS = ("win_rate", "standard_error", "length_controlled_winrate", "n_total")
+#: The joint model is fitted almost unregularised, like alpaca_eval's own GLM (C=100).
+ESTIMATE_C = 100.0
+
+
+def load_annotations(path: str | Path) -> pd.DataFrame:
+    """Annotations as alpaca_eval writes them (``annotations.json``), checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--annotations: file not found: {path}")
+    try:
+        df = pd.read_json(path)
+    except ValueError as exc:
+        raise DataError(f"--annotations: {path} is not an alpaca_eval annotations JSON ({exc})") from None
+    return check_annotations(df, str(path))
+
+
+def check_annotations(df: pd.DataFrame, origin: str) -> pd.DataFrame:
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"annotations: {origin} lacks column(s) {', '.join(missing)}")
+    if df.empty:
+        raise DataError(f"annotations: {origin} has no rows")
+    if df["generator_2"].nunique() != 1 or df["generator_1"].nunique() != 1:
+        raise DataError(f"annotations: {origin} mixes several models; score one model per file")
+    df = df.copy()
+    df["preference"] = pd.to_numeric(df["preference"], errors="coerce")
+    return df
+
+
+# --- difficulty --------------------------------------------------------------------------------
+
+
+def estimate_difficulty(annotation_files: list[Path]) -> pd.Series:
+    """Per-instruction difficulty (indexed by instruction text) from many models' annotations."""
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    frames = []
+    for number, path in enumerate(sorted(annotation_files)):
+        df = check_annotations(pd.read_json(path), str(path))
+        delta = df["output_1"].str.len() - df["output_2"].str.len()
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": number,
+                    "instruction": df["instruction"],
+                    "tanh_len": np.tanh(delta / delta.std()),
+                    # alpaca_eval's encoding: 1 = reference wins, 2 = model wins, 0 = draw
+                    "p": df["preference"].replace({0.0: 1.5}) - 1,
+                }
+            )
+        )
+    if len(frames) < 2:
+        raise DataError("difficulty: estimating needs the annotations of at least two models")
+    data = pd.concat(frames, ignore_index=True).dropna(subset=["p"])
+    instructions = pd.Index(sorted(data["instruction"].unique()))
+    rows = np.arange(len(data))
+    models = len(frames)
+    design = sparse.hstack(
+        [
+            sparse.csr_matrix((np.ones(len(data)), (rows, data["model"])), shape=(len(data), models)),
+            sparse.csr_matrix((data["tanh_len"], (rows, data["model"])), shape=(len(data), models)),
+            sparse.csr_matrix(
+                (np.ones(len(data)), (rows, instructions.get_indexer(data["instruction"]))),
+                shape=(len(data), len(instructions)),
+            ),
+        ]
+    ).tocsr()
+    # Soft labels, as alpaca_eval fits them: each row once as "model wins" weighted by p and
+    # once as "reference wins" weighted by 1 - p.
+    fit = LogisticRegression(C=ESTIMATE_C, fit_intercept=False, max_iter=5000, tol=1e-8)
+    fit.fit(
+        sparse.vstack([design, design]),
+        np.r_[np.ones(len(data)), np.zeros(len(data))],
+        sample_weight=np.r_[data["p"], 1 - data["p"]],
+    )
+    difficulty = fit.coef_[0][2 * models :]
+    return pd.Series(difficulty - difficulty.mean(), index=instructions, name="instruction_difficulty")
+
+
+def estimated_difficulty(folder: Path, cache_dir: str | Path) -> pd.Series:
+    """``estimate_difficulty`` over a folder's ``*.json``, cached by the files' content."""
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise DataError(f"difficulty: no annotation *.json files in {folder}")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    cached = Path(cache_dir) / "alpaca_eval" / f"difficulty-{digest.hexdigest()[:16]}.csv"
+    if cached.is_file():
+        return pd.read_csv(cached, index_col=0).squeeze("columns")
+    difficulty = estimate_difficulty(files)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    difficulty.to_csv(cached)
+    return difficulty
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+
+def score(
+    annotations: pd.DataFrame,
+    difficulty: str | Path | None = None,
+    cache_dir: str | Path = ".cache/tapir",
+) -> dict[str, Any]:
+    """alpaca_eval's metrics for one model's annotations (percentages, as alpaca_eval reports)."""
+    from alpaca_eval.metrics import get_length_controlled_winrate
+
+    annotations = check_annotations(annotations, "annotations")
+    source = Path(difficulty).expanduser() if difficulty is not None else None
+    if source is not None and not source.exists():
+        raise DataError(f"difficulty: file not found: {difficulty}")
+    glm_name, df_gamed = "length_controlled_v1", None
+    method = "official df_gamed (alpaca_eval download)"
+    if source is not None and source.is_dir():
+        glm_name, method = "length_controlled_noreg", f"estimated from {source}"
+        df_gamed = _aligned_difficulty(annotations, estimated_difficulty(source, cache_dir), str(source))
+    elif source is not None:
+        table = pd.read_csv(source)
+        if {"model", "not_gamed_baseline", "instruction_difficulty"} <= set(table.columns):
+            method = f"official df_gamed {source}"
+            df_gamed = source
+        elif "instruction_difficulty" in table.columns:
+            glm_name, method = "length_controlled_noreg", f"instruction difficulty {source}"
+            by_position = pd.read_csv(source, index_col=0)["instruction_difficulty"]
+            df_gamed = _frame_for_glm(by_position.reindex(range(len(annotations))).to_numpy(), str(source))
+        else:
+            raise DataError(
+                f"difficulty: {source} has no instruction_difficulty column "
+                "(give alpaca_eval's instruction_difficulty.csv or df_gamed.csv, or a folder of annotations)"
+            )
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    with _local_df_gamed(df_gamed), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # sklearn's notes on alpaca_eval's arguments
+        try:
+            metrics = get_length_controlled_winrate(
+                annotations,
+                glm_name=glm_name,
+                save_weights_dir=None,  # alpaca_eval's default writes into its own package folder
+                is_warn_extreme_changes=False,
+            )
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+            raise DataError(
+                "difficulty: the LC win rate needs alpaca_eval's instruction difficulty and it cannot be "
+                f"downloaded ({type(exc).__name__}); give a local df_gamed.csv / instruction_difficulty.csv "
+                "or a folder of annotation JSONs to estimate it from"
+            ) from None
+    metrics = {k: _plain(v) for k, v in metrics.items()}
+    metrics["lc_method"] = method
+    return metrics
+
+
+def _aligned_difficulty(annotations: pd.DataFrame, difficulty: pd.Series, origin: str) -> Path:
+    """alpaca_eval looks difficulty up by row position; give each row its instruction's value."""
+    values = annotations["instruction"].map(difficulty)
+    if values.isna().any():
+        raise DataError(
+            f"difficulty: {int(values.isna().sum())} annotated instruction(s) are not in the "
+            f"annotations of {origin}, so their difficulty is unknown"
+        )
+    return _frame_for_glm(values.to_numpy(), origin)
+
+
+def _frame_for_glm(values: np.ndarray, origin: str) -> Path:
+    if np.isnan(values).any():
+        raise DataError(f"difficulty: {origin} has no value for {int(np.isnan(values).sum())} row(s)")
+    frame = pd.DataFrame(
+        {"model": "difficulty", "index": range(len(values)), "instruction_difficulty": values}
+    )
+    path = Path(tempfile.mkdtemp(prefix="tapir-difficulty-")) / "df_gamed.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@contextmanager
+def _local_df_gamed(path: Path | None) -> Iterator[None]:
+    """alpaca_eval's GLM always fetches df_gamed.csv with hf_hub_download and has no parameter
+    for a local file: only that call is redirected, the fit itself is alpaca_eval's."""
+    if path is None:
+        yield
+        return
+    import alpaca_eval.metrics.glm_winrate as glm
+
+    original = glm.hf_hub_download
+    glm.hf_hub_download = lambda **kwargs: str(path)
+    try:
+        yield
+    finally:
+        glm.hf_hub_download = original
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

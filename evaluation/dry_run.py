@@ -1,0 +1,76 @@
+"""``tapir eval --dry-run``: what would be evaluated, with what, and how many calls -- checked,
+with no model loaded and nothing downloaded (remote sources are listed, not fetched)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tapir.errors import EvaluationError
+from tapir.evaluation.models import resolve_models
+from tapir.evaluation.published import published_rows
+from tapir.llm_factory import model_id
+from tapir.recipe import Recipe
+
+REMOTE = ("https://", "http://", "hf://")
+
+
+def _check_source(value: str | None, field: str, console: Console) -> None:
+    if value is None:
+        console.print(f"  {field}: alpaca_eval's official file (downloaded at run time)")
+    elif value.startswith(REMOTE):
+        console.print(f"  {field}: {value} (downloaded at run time)")
+    elif not Path(value).expanduser().exists():
+        raise EvaluationError(f"{field}: not found: {value}")
+    else:
+        console.print(f"  {field}: {value}")
+
+
+def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None) -> None:
+    settings = recipe.evaluation
+    judge = settings.judge or recipe.judge
+    models = resolve_models(recipe, only, materialize=False)
+    published = published_rows(settings.published, settings.paper_rows)
+    console.print(f"[bold]tapir eval --dry-run[/] {recipe.name} (recipe hash {recipe.fingerprint()})")
+    console.print(f"judge: {judge.backend} {model_id(judge)}; answers by {settings.backend}")
+    if settings.backend == "vllm":
+        import importlib.util
+
+        found = importlib.util.find_spec("vllm") is not None
+        console.print(
+            f"  vllm {'is installed' if found else 'is not installed here (GPU machines: pip install vllm)'}"
+        )
+    ae, mt = settings.alpaca_eval, settings.mt_bench
+    calls = 0
+    if ae.enabled:
+        console.print(f"AlpacaEval 2.0: {ae.limit or 805} instructions, annotator {ae.annotator}")
+        _check_source(ae.reference, "evaluation.alpaca_eval.reference", console)
+        _check_source(ae.difficulty, "evaluation.alpaca_eval.difficulty", console)
+        if ae.annotator.startswith("alpaca_eval:"):
+            from alpaca_eval.constants import EVALUATORS_CONFIG_DIR
+
+            config = ae.annotator.split(":", 1)[1]
+            if not (Path(EVALUATORS_CONFIG_DIR) / config).is_dir():
+                raise EvaluationError(
+                    f"evaluation.alpaca_eval.annotator: alpaca_eval has no config {config!r}"
+                )
+        calls += ae.limit or 805
+    if mt.enabled:
+        per_category = mt.per_category or 10
+        console.print(f"MT-Bench: {per_category} question(s) per category, 2 turns, fschat single grading")
+        for name in ("questions", "judge_prompts", "reference_answers"):
+            _check_source(getattr(mt, name), f"evaluation.mt_bench.{name}", console)
+        calls += 8 * per_category * 2
+    view = Table(title="models")
+    for column in ("name", "kind", "path", "cache key"):
+        view.add_column(column)
+    for model in models:
+        view.add_row(model.name, model.kind, model.path, model.key[:16])
+    console.print(view)
+    console.print(
+        f"per model: about {calls} answers and {calls} judge verdicts "
+        f"(cached ones are free); {len(published)} published row(s) beside ours"
+    )
+    console.print(f"results: {recipe.resolved_eval_dir}")

@@ -1,0 +1,172 @@
+"""Answer generation for evaluation: the model's own chat template, batched.
+
+FastChat's ``gen_model_answer`` answers one prompt at a time; on a GPU that leaves most of the
+device idle. We batch (left padding, prompts sorted by length so a batch pads little) with
+transformers, or hand the whole list to vLLM. The chat template is always the one saved with
+the model's tokenizer -- a model without one is refused, never given a template guessed from its
+name. Answers are cached by model identity, prompt and sampling settings, so re-evaluating an
+unchanged checkpoint generates nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from tapir.errors import EvaluationError
+from tapir.llms import open_cache
+
+Conversation = list[dict[str, str]]
+
+
+class Generator(Protocol):
+    def generate(
+        self, conversations: list[Conversation], max_new_tokens: int, temperature: float, seed: int
+    ) -> list[str]: ...
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+class TransformersGenerator:
+    """Batched ``model.generate`` on left-padded prompts rendered with the tokenizer's template."""
+
+    def __init__(
+        self,
+        model: str,
+        batch_size: int = 8,
+        dtype: str = "auto",
+        options: dict[str, Any] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
+        except OSError as exc:
+            raise EvaluationError(
+                f"evaluation.models: cannot load a tokenizer from {model} ({exc})"
+            ) from None
+        if not self.tokenizer.chat_template:
+            raise EvaluationError(
+                f"evaluation.models: {model} has no chat template saved with its tokenizer "
+                "(tapir never guesses one from the model name; save one with the tokenizer)"
+            )
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype(dtype), **(options or {}))
+        self.model.eval()
+        self.batch_size = batch_size
+        self.on_batch = on_batch
+
+    def render(self, conversation: Conversation) -> list[int]:
+        encoded = self.tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(encoded["input_ids"])
+
+    def generate(
+        self, conversations: list[Conversation], max_new_tokens: int, temperature: float, seed: int
+    ) -> list[str]:
+        import torch
+
+        prompts = [self.render(c) for c in conversations]
+        order = sorted(range(len(prompts)), key=lambda n: len(prompts[n]))
+        answers: list[str] = [""] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            batch = self.tokenizer.pad({"input_ids": [prompts[n] for n in chunk]}, return_tensors="pt")
+            sampling: dict[str, Any] = {"do_sample": temperature > 0}
+            if temperature > 0:
+                sampling["temperature"] = temperature
+                torch.manual_seed(seed + start)
+            with torch.inference_mode():
+                output = self.model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    **sampling,
+                )
+            new_tokens = output[:, batch["input_ids"].shape[1] :]
+            for n, tokens in zip(chunk, new_tokens):
+                answers[n] = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            if self.on_batch:
+                self.on_batch(len(chunk))
+        return answers
+
+
+class VLLMGenerator:
+    """vLLM's ``LLM.chat`` (GPU machines): it applies the tokenizer's chat template itself."""
+
+    def __init__(self, model: str, dtype: str = "auto", options: dict[str, Any] | None = None) -> None:
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise EvaluationError(
+                "evaluation.backend: vllm is not installed here (GPU machines: pip install vllm)"
+            ) from None
+        self.llm = LLM(model=model, dtype=dtype, **(options or {}))
+        if not self.llm.get_tokenizer().chat_template:
+            raise EvaluationError(f"evaluation.models: {model} has no chat template saved with its tokenizer")
+
+    def generate(
+        self, conversations: list[Conversation], max_new_tokens: int, temperature: float, seed: int
+    ) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        outputs = self.llm.chat(conversations, params, use_tqdm=True)
+        return [o.outputs[0].text.strip() for o in outputs]
+
+
+class CachedGenerator:
+    """Answers from the cache when this model already answered this prompt with these settings;
+    the engine is only loaded when something is missing."""
+
+    def __init__(
+        self,
+        model_key: str,
+        make_engine: Callable[[], Generator],
+        cache_dir: Path,
+        on_cached: Callable[[int], None] | None = None,
+    ) -> None:
+        self.model_key = model_key
+        self.on_cached = on_cached
+        self.make_engine = make_engine
+        self.engine: Generator | None = None
+        self.cache = open_cache(str(cache_dir / "eval_generations"))
+        self.generated = 0
+        self.cached = 0
+
+    def _key(self, conversation: Conversation, max_new_tokens: int, temperature: float, seed: int) -> str:
+        payload = json.dumps(
+            [self.model_key, conversation, max_new_tokens, temperature, seed], sort_keys=True
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def generate(
+        self, conversations: list[Conversation], max_new_tokens: int, temperature: float, seed: int
+    ) -> list[str]:
+        keys = [self._key(c, max_new_tokens, temperature, seed) for c in conversations]
+        answers: list[str | None] = [self.cache.get(k) for k in keys]
+        missing = [n for n, a in enumerate(answers) if a is None]
+        self.cached += len(conversations) - len(missing)
+        if self.on_cached and len(conversations) > len(missing):
+            self.on_cached(len(conversations) - len(missing))
+        if missing:
+            if self.engine is None:
+                self.engine = self.make_engine()
+            fresh = self.engine.generate(
+                [conversations[n] for n in missing], max_new_tokens, temperature, seed
+            )
+            for n, answer in zip(missing, fresh):
+                answers[n] = answer
+                self.cache.set(keys[n], answer)
+            self.generated += len(missing)
+        return [a or "" for a in answers]

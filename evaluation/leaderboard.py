@@ -1,0 +1,124 @@
+"""The leaderboard: our models (per round), baselines and published rows in one table.
+
+Written as CSV (for tools) and Markdown (for people and PRs); ``plots`` and ``html_report`` draw
+from the same table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+MT_CATEGORIES = ["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"]
+COLUMNS = [
+    "model",
+    "kind",
+    "stage",
+    "judge",
+    "win_rate",
+    "standard_error",
+    "length_controlled_winrate",
+    "lc_standard_error",
+    "n_total",
+    "avg_length",
+    "mt_bench",
+    "mt_bench_turn_1",
+    "mt_bench_turn_2",
+    *[f"mt_{c}" for c in MT_CATEGORIES],
+    "judge_parse_failures",
+    "source",
+]
+
+
+def model_row(name: str, kind: str, stage: int | None, judge: str, results: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "model": name,
+        "kind": kind,
+        "stage": stage,
+        "judge": judge,
+        "source": "tapir eval",
+    }
+    failures = 0
+    if "alpaca_eval" in results:
+        metrics = results["alpaca_eval"]["metrics"]
+        for key in (
+            "win_rate",
+            "standard_error",
+            "length_controlled_winrate",
+            "lc_standard_error",
+            "n_total",
+        ):
+            row[key] = metrics.get(key)
+        row["avg_length"] = metrics.get("avg_length")
+        failures += results["alpaca_eval"]["judge_health"]["parse_failures"]
+    if "mt_bench" in results:
+        metrics = results["mt_bench"]["metrics"]
+        row["mt_bench"] = metrics["overall"]
+        row["mt_bench_turn_1"] = metrics["turn_1"]
+        row["mt_bench_turn_2"] = metrics["turn_2"]
+        for category, value in metrics["categories"].items():
+            row[f"mt_{category}"] = value
+        failures += results["mt_bench"]["judge_health"]["parse_failures"]
+    row["judge_parse_failures"] = failures
+    return row
+
+
+def build(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    for column in COLUMNS:
+        if column not in table.columns:
+            table[column] = None
+    return table[COLUMNS]
+
+
+def write(table: pd.DataFrame, folder: Path) -> None:
+    table.to_csv(folder / "leaderboard.csv", index=False)
+    (folder / "leaderboard.md").write_text(markdown(table), encoding="utf-8")
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The columns people read first, numbers rounded; empty cells where a row has no value."""
+    shown = table[
+        [
+            "model",
+            "kind",
+            "judge",
+            "win_rate",
+            "standard_error",
+            "length_controlled_winrate",
+            "n_total",
+            "mt_bench",
+            "mt_bench_turn_1",
+            "mt_bench_turn_2",
+            "judge_parse_failures",
+        ]
+    ].rename(
+        columns={
+            "win_rate": "AE2 win rate",
+            "standard_error": "± s.e.",
+            "length_controlled_winrate": "AE2 LC win rate",
+            "n_total": "AE2 n",
+            "mt_bench": "MT-Bench",
+            "mt_bench_turn_1": "turn 1",
+            "mt_bench_turn_2": "turn 2",
+            "judge_parse_failures": "unparsed verdicts",
+        }
+    )
+    header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
+    counts = {"AE2 n", "unparsed verdicts"}
+    lines = []
+    for _, row in shown.iterrows():
+        cells = []
+        for column, value in row.items():
+            if value is None or (isinstance(value, float) and pd.isna(value)):
+                cells.append("")
+            elif column in counts:
+                cells.append(str(int(value)))
+            elif isinstance(value, float):
+                cells.append(f"{value:.2f}")
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return header + "\n".join(lines) + "\n"

@@ -1,0 +1,102 @@
+"""Which models an evaluation covers, and what makes each one the same model next time.
+
+``rounds`` expands to every trained round of the recipe (in curriculum order), ``student`` to
+the model training starts from; anything else is a model folder or a Hub id. A model's key --
+the tapir run key of a round, else the folder's config and weight files, else the Hub id --
+addresses the generation cache, so an unchanged checkpoint is never asked twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tapir.errors import EvaluationError
+from tapir.llm_factory import CHECKPOINT_ID
+from tapir.recipe import Recipe
+
+ROUNDS = "rounds"
+STUDENT = "student"
+
+
+@dataclass(frozen=True)
+class EvalModel:
+    name: str
+    path: str
+    key: str
+    kind: str  # "round", "student" or "baseline"
+    stage: int | None = None  # position on the round curve: student 0, warmup 1, round_r r+1
+
+
+def model_key(path: str) -> str:
+    folder = Path(path).expanduser()
+    marker = folder / CHECKPOINT_ID
+    if marker.is_file():
+        return json.loads(marker.read_text(encoding="utf-8"))["key"]
+    if folder.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(folder.iterdir()):
+            if file.is_file():
+                stat = file.stat()
+                digest.update(f"{file.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        config = folder / "config.json"
+        if config.is_file():
+            digest.update(config.read_bytes())
+        return digest.hexdigest()
+    return f"hub:{path}"
+
+
+def trained_rounds(recipe: Recipe) -> list[EvalModel]:
+    found = []
+    train_dir = recipe.resolved_train_dir
+    for folder in sorted(train_dir.glob("*/manifest.json")):
+        name = folder.parent.name
+        model = folder.parent / "model"
+        if not (model / CHECKPOINT_ID).is_file():
+            continue
+        stage = 1 if name == "warmup" else int(name.split("_")[-1]) + 1 if name.startswith("round_") else None
+        found.append(EvalModel(name, str(model), model_key(str(model)), "round", stage))
+    return sorted(found, key=lambda m: (m.stage is None, m.stage or 0, m.name))
+
+
+def _named(path: str, kind: str) -> EvalModel:
+    folder = Path(path).expanduser()
+    looks_local = path.startswith((".", "/", "~"))
+    if looks_local and not folder.is_dir():
+        raise EvaluationError(f"evaluation.models: model folder not found: {path}")
+    name = folder.name if folder.is_dir() else path.replace("/", "--")
+    if folder.name == "model" and (folder / CHECKPOINT_ID).is_file():
+        name = folder.parent.name
+    return EvalModel(name, path, model_key(path), kind)
+
+
+def resolve_models(
+    recipe: Recipe, only: list[str] | None = None, materialize: bool = True
+) -> list[EvalModel]:
+    """The recipe's models and baselines (or ``only``: names, ``rounds``, ``student``, paths).
+    ``materialize=False`` (dry runs) names the student without converting the embedded GGUF."""
+    wanted = only if only else [*recipe.evaluation.models, *recipe.evaluation.baselines]
+    baselines = set(recipe.evaluation.baselines) if not only else set()
+    rounds = trained_rounds(recipe)
+    chosen: list[EvalModel] = []
+    for entry in wanted:
+        if entry == ROUNDS:
+            chosen += rounds
+        elif entry == STUDENT:
+            from tapir.training.model_setup import base_model, start_model_name
+
+            path = base_model(recipe) if materialize else start_model_name(recipe)
+            chosen.append(EvalModel(STUDENT, path, model_key(path), STUDENT, 0))
+        elif any(r.name == entry for r in rounds):
+            chosen += [r for r in rounds if r.name == entry]
+        else:
+            chosen.append(_named(entry, "baseline" if entry in baselines else "model"))
+    unique = list({m.name: m for m in chosen}.values())
+    if not unique:
+        raise EvaluationError(
+            f"evaluation.models: nothing to evaluate (no trained rounds in {recipe.resolved_train_dir}; "
+            "run `make train`, or add 'student' or a model folder)"
+        )
+    return unique

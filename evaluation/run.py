@@ -1,0 +1,217 @@
+"""``tapir eval``: every model answers both benchmarks, one judge grades, one leaderboard.
+
+Order of work: check everything that can be wrong (benchmark files, models, judge) before any
+model is loaded; then per model generate (cached), judge (cached) and score; then the
+leaderboard, plots, HTML page and a summary with the judge's health for every result.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tapir.errors import EvaluationError
+from tapir.evaluation import alpaca_eval_bench, html_report, leaderboard, mt_bench_bench, plots
+from tapir.evaluation.generation import CachedGenerator, TransformersGenerator, VLLMGenerator
+from tapir.evaluation.judging import JudgeClient, usage_summary
+from tapir.evaluation.models import EvalModel, resolve_models
+from tapir.evaluation.published import published_rows
+from tapir.llm_factory import Constraint, LLMContext, choice_grammar, model_id, score_grammar
+from tapir.manifest import library_versions, now_utc, write_json
+from tapir.recipe import Recipe
+
+NOTE = (
+    "Published rows were judged by GPT-4 Turbo (alpaca_eval's annotator); tapir rows by the judge "
+    "named in their row. Compare rows with the same judge."
+)
+
+
+def _engine(recipe: Recipe, model: EvalModel, on_batch):
+    settings = recipe.evaluation
+    if settings.backend == "vllm":
+        return VLLMGenerator(model.path, settings.dtype, settings.backend_options)
+    return TransformersGenerator(
+        model.path, settings.batch_size, settings.dtype, settings.backend_options, on_batch=on_batch
+    )
+
+
+def _judge(recipe: Recipe, context: LLMContext, *, mt_bench: bool, on_batch) -> JudgeClient:
+    settings = recipe.evaluation
+    spec = settings.judge or recipe.judge
+    if mt_bench:
+        grammar, budget = score_grammar(1, 10), settings.mt_bench.judge_max_new_tokens
+    else:
+        grammar, budget = choice_grammar(["m", "M"]), settings.alpaca_eval.judge_max_new_tokens
+    return JudgeClient(
+        spec,
+        context,
+        max_new_tokens=budget,
+        temperature=0.0,
+        constraint=Constraint(grammar) if settings.constrain_judge else None,
+        batch_size=settings.judge_batch_size,
+        retries=settings.judge_retries,
+        on_batch=on_batch,
+    )
+
+
+def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) -> Path:
+    settings = recipe.evaluation
+    if not settings.alpaca_eval.enabled and not settings.mt_bench.enabled:
+        raise EvaluationError("evaluation: both alpaca_eval and mt_bench are disabled")
+    out_dir = recipe.resolved_eval_dir
+    started = time.perf_counter()
+    # Everything that can be wrong is found before any model loads.
+    models = resolve_models(recipe, only)
+    reference = (
+        alpaca_eval_bench.load_reference(settings.alpaca_eval, recipe.cache_dir)
+        if settings.alpaca_eval.enabled
+        else None
+    )
+    mt_data = (
+        mt_bench_bench.MTBenchData(settings.mt_bench, recipe.cache_dir) if settings.mt_bench.enabled else None
+    )
+    published = published_rows(settings.published, settings.paper_rows)
+    difficulty = settings.alpaca_eval.difficulty
+    if difficulty and not Path(difficulty).expanduser().exists():
+        raise EvaluationError(f"evaluation.alpaca_eval.difficulty: not found: {difficulty}")
+    judge_spec = settings.judge or recipe.judge
+    judge_name = model_id(judge_spec)
+    console.print(
+        f"[bold]tapir eval[/] {recipe.name}: {len(models)} model(s) "
+        f"({', '.join(m.name for m in models)}); judge {judge_name}; "
+        f"AlpacaEval {len(reference) if reference is not None else 0} instructions, "
+        f"MT-Bench {len(mt_data.questions) if mt_data else 0} questions"
+    )
+
+    context = LLMContext(cache_dir=Path(recipe.cache_dir), usage_dir=out_dir / "usage", seed=recipe.seed)
+    results: dict[str, dict[str, Any]] = {}
+    rows = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("starting", total=1)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        def phase(description: str, total: int) -> None:
+            progress.reset(task, total=total, description=description)
+
+        alpaca_judge = mt_judge = None
+        if reference is not None and settings.alpaca_eval.annotator == "judge":
+            alpaca_judge = _judge(recipe, context, mt_bench=False, on_batch=advance)
+        if mt_data is not None:
+            mt_judge = _judge(recipe, context, mt_bench=True, on_batch=advance)
+        for model in models:
+            generator = CachedGenerator(
+                model.key, lambda m=model: _engine(recipe, m, advance), Path(recipe.cache_dir), advance
+            )
+            model_results: dict[str, Any] = {}
+            model_dir = out_dir / model.name
+            if reference is not None:
+                usage = model_dir / "alpaca_eval" / "usage"
+                if alpaca_judge is not None:
+                    alpaca_judge.llm.usage_dir = str(usage)
+                phase(f"{model.name}: AlpacaEval answers", len(reference))
+                outputs_done = alpaca_eval_bench.generate(
+                    reference, generator, settings.alpaca_eval, recipe.seed, model.name
+                )
+                phase(f"{model.name}: AlpacaEval verdicts", len(reference))
+                result = alpaca_eval_bench.score_outputs(
+                    model.name,
+                    outputs_done,
+                    alpaca_judge,
+                    settings.alpaca_eval,
+                    reference,
+                    model_dir / "alpaca_eval",
+                    recipe.seed,
+                    recipe.cache_dir,
+                )
+                result["judge_health"]["usage"] = usage_summary(usage, settings.price_per_million_tokens)
+                model_results["alpaca_eval"] = result
+            if mt_data is not None and mt_judge is not None:
+                usage = model_dir / "mt_bench" / "usage"
+                mt_judge.llm.usage_dir = str(usage)
+                phase(f"{model.name}: MT-Bench answers", 2 * len(mt_data.questions))
+                result = mt_bench_bench.evaluate(
+                    model.name,
+                    generator,
+                    mt_judge,
+                    settings.mt_bench,
+                    mt_data,
+                    model_dir / "mt_bench",
+                    recipe.seed,
+                    on_judging=lambda n, name=model.name: phase(f"{name}: MT-Bench judgments", n),
+                )
+                result["judge_health"]["usage"] = usage_summary(usage, settings.price_per_million_tokens)
+                model_results["mt_bench"] = result
+            model_results["generation"] = {"generated": generator.generated, "from_cache": generator.cached}
+            results[model.name] = model_results
+            rows.append(leaderboard.model_row(model.name, model.kind, model.stage, judge_name, model_results))
+            del generator
+            gc.collect()
+        phase("done", 1)
+        advance(1)
+
+    table = leaderboard.build(rows + published)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    leaderboard.write(table, out_dir)
+    drawn = plots.draw_all(table, out_dir / "plots")
+    health = {
+        name: {k: v["judge_health"] for k, v in r.items() if "judge_health" in v}
+        for name, r in results.items()
+    }
+    page = html_report.write(
+        out_dir / "report.html", f"tapir eval: {recipe.name}", table, health, drawn, [NOTE]
+    )
+    summary = {
+        "recipe": recipe.name,
+        "recipe_hash": recipe.fingerprint(),
+        "finished": now_utc(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "judge": judge_name,
+        "models": {m.name: {"path": m.path, "key": m.key, "kind": m.kind} for m in models},
+        "results": results,
+        "libraries": library_versions(),
+    }
+    write_json(out_dir / "summary.json", summary)
+    _print(console, table, results, out_dir, page)
+    return out_dir
+
+
+def _print(console: Console, table, results: dict[str, Any], out_dir: Path, page: Path) -> None:
+    view = Table(title="Leaderboard")
+    for column in ("model", "kind", "AE2 win", "± s.e.", "AE2 LC", "MT-Bench", "unparsed"):
+        view.add_column(column)
+
+    def fmt(value: Any) -> str:
+        return "" if value is None or value != value else f"{value:.2f}"
+
+    for _, row in table.iterrows():
+        failures = row["judge_parse_failures"]
+        view.add_row(
+            str(row["model"]),
+            str(row["kind"]),
+            fmt(row["win_rate"]),
+            fmt(row["standard_error"]),
+            fmt(row["length_controlled_winrate"]),
+            fmt(row["mt_bench"]),
+            "" if failures is None or failures != failures else str(int(failures)),
+        )
+    console.print(view)
+    for name, result in results.items():
+        generation = result["generation"]
+        console.print(
+            f"{name}: {generation['generated']} answers generated, {generation['from_cache']} from cache"
+        )
+    console.print(f"leaderboard, plots and report: {out_dir} ({page.name})")
