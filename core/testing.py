@@ -46,6 +46,10 @@ class ScriptedLLM(UsageLoggingMixin, LLM):
             is_teacher = "[teacher]" in prompt
             score = 7 + h % 4 if is_teacher else 2 + h % 8
             return f"The answer is adequate. Rating: [[{score}]]"
+        if "Best Model Identifier" in prompt:  # AlpacaEval pairwise judge
+            if MALFORMED in prompt:
+                return "Both outputs have merits."
+            return "m" if h % 2 else "M"
         if "Categories:" in prompt:  # classifier
             if MALFORMED in prompt:
                 return "I am not sure what this is."

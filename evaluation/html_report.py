@@ -102,6 +102,6 @@ def check_renders(page: Path, timeout_s: float = 60.0) -> dict[str, Any]:
     return {
         "rendered": rendered.group(1) if rendered else None,
         "images": int(images.group(1)) if images else 0,
-        "table_rows": dom.count("<tr>"),
+        "table_rows": dom.count("<tr"),
         "returncode": result.returncode,
     }

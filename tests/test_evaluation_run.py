@@ -1,0 +1,171 @@
+"""`tapir eval` end to end on a tiny real transformers model with a scripted judge: answers with
+the model's own template, verdicts parsed (failures counted), alpaca_eval/fschat files, the
+leaderboard, plots, an HTML page that renders, and a re-run that generates and judges nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from tapir.evaluation import html_report
+from tapir.evaluation.run import run_eval
+from tapir.llms import read_usage
+from tapir.recipe import recipe_from_dict
+from tapir.testing import MALFORMED, build_tiny_student
+
+from .conftest import SHARED_DATA, tiny_recipe_dict
+
+QUIET = Console(quiet=True)
+MT = SHARED_DATA / "mt_bench"
+INSTRUCTIONS = [
+    "Give three tips for staying healthy.",
+    "Write a haiku about autumn leaves.",
+    f"{MALFORMED} Explain recursion to a child.",
+    "Translate 'good morning' into French.",
+    "List two prime numbers above ten.",
+    "Summarise the plot of a fairy tale in one sentence.",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    corpus = INSTRUCTIONS + ["### Instruction:\n", "### Response:\n", "An answer."] * 4
+    return build_tiny_student(tmp_path_factory.mktemp("tiny") / "model", corpus)
+
+
+def eval_recipe(tmp_path: Path, model: Path, **evaluation):
+    reference = tmp_path / "reference.json"
+    reference.write_text(
+        json.dumps(
+            [
+                {"instruction": i, "output": f"A reference answer to: {i}", "generator": "ref"}
+                for i in INSTRUCTIONS
+            ]
+        )
+    )
+    difficulty = tmp_path / "instruction_difficulty.csv"
+    pd.DataFrame({"instruction_difficulty": [0.1 * k for k in range(len(INSTRUCTIONS))]}).to_csv(difficulty)
+    settings = {
+        "models": [str(model)],
+        "batch_size": 4,
+        "published": ["gpt4_1106_preview", "vicuna-13b"],
+        "judge": {"backend": "scripted", "model": "judge"},
+        "alpaca_eval": {"reference": str(reference), "difficulty": str(difficulty), "max_new_tokens": 8},
+        "mt_bench": {
+            "questions": str(MT / "question.jsonl"),
+            "judge_prompts": str(MT / "judge_prompts.jsonl"),
+            "reference_answers": str(MT / "reference_answer" / "gpt-4.jsonl"),
+            "per_category": 1,
+            "max_new_tokens": 8,
+        },
+        **evaluation,
+    }
+    return recipe_from_dict(tiny_recipe_dict(tmp_path, evaluation=settings))
+
+
+def test_eval_writes_leaderboard_plots_and_report_then_reuses_caches(tmp_path, tiny_model):
+    recipe = eval_recipe(tmp_path, tiny_model)
+    out = run_eval(recipe, QUIET)
+    name = tiny_model.name  # "model"
+
+    board = pd.read_csv(out / "leaderboard.csv")
+    ours = board[board["model"] == name].iloc[0]
+    assert list(board["kind"]) == ["model", "published", "published", "paper", "paper", "paper"]
+    annotations = pd.read_json(out / name / "alpaca_eval" / "annotations.json")
+    assert len(annotations) == len(INSTRUCTIONS)
+    # the scripted judge cannot answer the MALFORMED pair: asked twice, counted, never scored
+    failed = annotations[annotations["preference"].isna()]
+    assert list(failed["instruction"]) == [INSTRUCTIONS[2]]
+    assert failed["judge_attempts"].tolist() == [2]
+    parsed = annotations["preference"].dropna()
+    assert set(parsed) <= {1.0, 2.0}
+    assert ours["n_total"] == len(INSTRUCTIONS) - 1
+    assert ours["win_rate"] == pytest.approx(100 * (parsed == 2.0).mean())
+    metrics = json.loads((out / name / "alpaca_eval" / "metrics.json").read_text())
+    assert metrics["judge_health"]["parse_failures"] == 1
+    assert metrics["judge_health"]["retries"] == 1
+    assert metrics["metrics"]["lc_method"].startswith("instruction difficulty")
+    # the verdict is mapped back through the shown order: "m" means the first output shown
+    for row in annotations.dropna(subset=["preference"]).itertuples():
+        model_won = row.preference == 2.0
+        said_first = row.raw_completion == "m"
+        assert model_won == (said_first == row.model_shown_first)
+
+    # MT-Bench: 8 questions x 2 turns in fschat's files; the model answered with its own template
+    judgments = pd.read_json(out / name / "mt_bench" / "model_judgment" / "judge_single.jsonl", lines=True)
+    assert len(judgments) == 16 and judgments["score"].between(1, 10).all()
+    assert ours["mt_bench"] == pytest.approx(judgments["score"].mean())
+    assert ours["mt_bench_turn_2"] == pytest.approx(judgments.loc[judgments["turn"] == 2, "score"].mean())
+    answers = [json.loads(x) for x in (out / name / "mt_bench" / "model_answer" / f"{name}.jsonl").open()]
+    assert len(answers) == 8 and all(len(a["choices"][0]["turns"]) == 2 for a in answers)
+    math = judgments[judgments["category"] == "math"]
+    assert set(math["judge"].map(lambda j: j[1])) == {"single-math-v1", "single-math-v1-multi-turn"}
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["results"][name]["generation"] == {"generated": 6 + 16, "from_cache": 0}
+    calls = read_usage(out / name / "alpaca_eval" / "usage")["judge"]["calls"]
+    assert calls == len(INSTRUCTIONS) + 1  # one retry
+    # a model outside the curriculum has no round curve
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [
+        "alpaca_eval_winrates.png",
+        "mt_bench_radar.png",
+    ]
+    assert "| model |" in (out / "leaderboard.md").read_text()
+
+    if html_report.chromium_binary() or os.environ.get("CI"):
+        rendered = html_report.check_renders(out / "report.html")
+        assert rendered["rendered"] == "yes" and rendered["images"] >= 2, rendered
+        assert rendered["table_rows"] >= len(board) + 1
+
+    # Unchanged model, unchanged settings: nothing generated, nothing judged, same board.
+    for usage in (out / name).glob("*/usage"):
+        for file in usage.iterdir():
+            file.unlink()
+    run_eval(recipe, QUIET)
+    again = json.loads((out / "summary.json").read_text())
+    assert again["results"][name]["generation"] == {"generated": 0, "from_cache": 22}
+    assert read_usage(out / name / "alpaca_eval" / "usage").get("judge", {}).get("calls", 0) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "leaderboard.csv"), board)
+
+
+def test_eval_errors_are_one_line_and_write_nothing(tmp_path, tiny_model):
+    recipe = eval_recipe(tmp_path, tiny_model)
+    path = tmp_path / "recipe.yaml"
+    data = recipe.model_dump(mode="json")
+    import yaml
+
+    cases = {
+        "evaluation.alpaca_eval.reference": {
+            "alpaca_eval": {**data["evaluation"]["alpaca_eval"], "reference": "nope.json"}
+        },
+        "evaluation.models": {"models": [str(tmp_path / "missing-model")]},
+        "evaluation.published": {"published": ["no-such-model"]},
+    }
+    no_template = tmp_path / "no-template"
+    no_template.mkdir()
+    for file in tiny_model.iterdir():
+        if file.name not in ("chat_template.jinja",):
+            (no_template / file.name).write_bytes(file.read_bytes())
+    config = json.loads((no_template / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (no_template / "tokenizer_config.json").write_text(json.dumps(config))
+    cases["evaluation.models: "] = {"models": [str(no_template)]}
+    for field, change in cases.items():
+        broken = {**data, "evaluation": {**data["evaluation"], **change}}
+        path.write_text(yaml.safe_dump(broken))
+        done = subprocess.run(
+            [sys.executable, "-m", "tapir.cli", "eval", "--recipe", str(path)], capture_output=True, text=True
+        )
+        assert done.returncode == 2, (field, done.stderr[-2000:])
+        lines = done.stderr.strip().splitlines()
+        assert lines[-1].startswith(f"tapir: error: {field.rstrip(': ')}"), (field, lines[-3:])
+        if field != "evaluation.models: ":
+            assert not recipe.resolved_eval_dir.exists(), field
+    assert "no chat template" in lines[-1]
