@@ -36,6 +36,8 @@ REQUIRED_COLUMNS = ("instruction", "output_1", "output_2", "generator_1", "gener
 SCORE_KEYS = ("win_rate", "standard_error", "length_controlled_winrate", "n_total")
 #: The joint model is fitted almost unregularised, like alpaca_eval's own GLM (C=100).
 ESTIMATE_C = 100.0
+#: alpaca_eval's length_controlled GLMs cross-validate with n_splits=5 (GLM_INFO kwargs).
+GLM_FOLDS = 5
 
 
 def load_annotations(path: str | Path) -> pd.DataFrame:
@@ -140,9 +142,18 @@ def score(
     cache_dir: str | Path = ".cache/tapir",
 ) -> dict[str, Any]:
     """alpaca_eval's metrics for one model's annotations (percentages, as alpaca_eval reports)."""
-    from alpaca_eval.metrics import get_length_controlled_winrate
+    from alpaca_eval.metrics import get_length_controlled_winrate, get_winrate
 
     annotations = check_annotations(annotations, "annotations")
+    judged = int(annotations["preference"].notna().sum())
+    if judged < GLM_FOLDS:
+        metrics = {k: _plain(v) for k, v in get_winrate(annotations).items()}
+        metrics["length_controlled_winrate"] = None
+        metrics["lc_method"] = (
+            f"not computed: alpaca_eval's GLM is fitted with {GLM_FOLDS}-fold cross-validation "
+            f"and needs at least {GLM_FOLDS} judged instructions ({judged} here)"
+        )
+        return metrics
     source = Path(difficulty).expanduser() if difficulty is not None else None
     if source is not None and not source.exists():
         raise DataError(f"difficulty: file not found: {difficulty}")
