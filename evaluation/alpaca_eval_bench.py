@@ -29,6 +29,20 @@ ALPACA_EVAL_SHUFFLE_SEED = 123
 IDENTIFIERS = {1: r"(?:^|\s)[\"'`]?m[\"'`]?(?:$|[\s.])", 2: r"(?:^|\s)[\"'`]?M[\"'`]?(?:$|[\s.])"}
 
 
+def check_annotator(settings: AlpacaEvalSettings) -> None:
+    """``alpaca_eval:<name>`` must name one of alpaca_eval's configs or a configs.yaml file."""
+    if not settings.annotator.startswith("alpaca_eval:"):
+        return
+    from alpaca_eval.constants import EVALUATORS_CONFIG_DIR
+
+    config = settings.annotator.split(":", 1)[1]
+    if not (Path(EVALUATORS_CONFIG_DIR) / config).is_dir() and not Path(config).is_file():
+        raise EvaluationError(
+            f"evaluation.alpaca_eval.annotator: {config!r} is neither an alpaca_eval config "
+            "nor a configs.yaml file"
+        )
+
+
 def load_reference(settings: AlpacaEvalSettings, cache_dir: str | Path) -> pd.DataFrame:
     """The instructions and reference outputs, in alpaca_eval's order (then sampled as it does)."""
     field = "evaluation.alpaca_eval.reference"
@@ -137,7 +151,7 @@ def annotate_with_alpaca_eval(reference: pd.DataFrame, outputs: pd.DataFrame, co
     """alpaca_eval's own annotator and clients (OpenAI-compatible, Anthropic, ...): online only."""
     from alpaca_eval.annotators import PairwiseAnnotator
 
-    annotator = PairwiseAnnotator(annotators_config=config)
+    annotator = PairwiseAnnotator(annotators_config=config, caching_path=None)
     records = annotator.annotate_head2head(
         outputs_1=reference.to_dict("records"), outputs_2=outputs.to_dict("records")
     )

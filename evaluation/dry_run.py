@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tapir.errors import EvaluationError
+from tapir.evaluation.alpaca_eval_bench import check_annotator
 from tapir.evaluation.models import resolve_models
 from tapir.evaluation.published import published_rows
 from tapir.llm_factory import model_id
@@ -48,14 +49,7 @@ def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None
         console.print(f"AlpacaEval 2.0: {ae.limit or 805} instructions, annotator {ae.annotator}")
         _check_source(ae.reference, "evaluation.alpaca_eval.reference", console)
         _check_source(ae.difficulty, "evaluation.alpaca_eval.difficulty", console)
-        if ae.annotator.startswith("alpaca_eval:"):
-            from alpaca_eval.constants import EVALUATORS_CONFIG_DIR
-
-            config = ae.annotator.split(":", 1)[1]
-            if not (Path(EVALUATORS_CONFIG_DIR) / config).is_dir():
-                raise EvaluationError(
-                    f"evaluation.alpaca_eval.annotator: alpaca_eval has no config {config!r}"
-                )
+        check_annotator(ae)
         calls += ae.limit or 805
     if mt.enabled:
         per_category = mt.per_category or 10

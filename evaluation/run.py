@@ -77,6 +77,7 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
         mt_bench_bench.MTBenchData(settings.mt_bench, recipe.cache_dir) if settings.mt_bench.enabled else None
     )
     published = published_rows(settings.published, settings.paper_rows)
+    alpaca_eval_bench.check_annotator(settings.alpaca_eval)
     difficulty = settings.alpaca_eval.difficulty
     if difficulty and not Path(difficulty).expanduser().exists():
         raise EvaluationError(f"evaluation.alpaca_eval.difficulty: not found: {difficulty}")

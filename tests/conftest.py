@@ -90,3 +90,15 @@ def make_recipe(tmp_path: Path, **sections: Any):
         tmp_path, taxonomy={"labels": LABELS, "target_mix": mix}, difficulty={"delta": 1.0}, **sections
     )
     return recipe_from_dict(data)
+
+
+# --- ordering ------------------------------------------------------------------------------------
+
+#: Modules that run distilabel pipelines in this process; distilabel forks its step workers.
+FORKING_MODULES = ("test_pipeline_scripted", "test_embedded_slow")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the in-process pipelines first: once this process has run torch (training, the
+    evaluation's generation), a forked distilabel worker hangs in its first OpenMP region."""
+    items.sort(key=lambda item: item.module.__name__.rsplit(".", 1)[-1] not in FORKING_MODULES)

@@ -148,3 +148,34 @@ def test_train_without_data_says_run_make_data(tmp_path):
     result = tapir("train", "--recipe", recipe)
     assert_one_line_error(result, "output_dir", "no finished data run", "make data")
     assert not (tmp_path / "out-checkpoints").exists()
+
+
+def test_paper_recipe_eval_plan_dry_runs_offline():
+    result = tapir("eval", "--recipe", "recipes/paper-llama2-7b.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "AlpacaEval 2.0: 805 instructions, annotator alpaca_eval:weighted_alpaca_eval_gpt4_turbo" in out
+    assert "MT-Bench: 10 question(s) per category" in out
+    assert "(downloaded at run time)" in out and "answers by vllm" in out
+    assert "meta-llama--Llama-2-7b-chat-hf" in out and "baseline" in out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["evaluation.alpaca_eval.annotator=gpt4"], ["evaluation", "alpaca_eval:<annotator config>"]),
+        (["evaluation.alpaca_eval.annotator=alpaca_eval:nope"], ["evaluation.alpaca_eval.annotator", "nope"]),
+        (["evaluation.mt_bench.questions=missing.jsonl"], ["evaluation.mt_bench.questions", "not found"]),
+        (["evaluation.published=[nobody]"], ["evaluation.published", "nobody"]),
+        (["evaluation.models=[./no/such/folder]"], ["evaluation.models", "not found"]),
+    ],
+)
+def test_bad_evaluation_settings_are_one_line(tmp_path, overrides, fragments):
+    recipe = write_recipe(tmp_path, tiny_recipe_dict(tmp_path, evaluation={"models": ["student"]}))
+    args = [a for o in overrides for a in ("--set", o)]
+    assert_one_line_error(tapir("eval", "--recipe", recipe, "--dry-run", *args), *fragments)
+
+
+def test_eval_without_models_says_what_to_do(tmp_path):
+    recipe = write_recipe(tmp_path, tiny_recipe_dict(tmp_path))
+    assert_one_line_error(tapir("eval", "--recipe", recipe, "--dry-run"), "evaluation.models", "make train")

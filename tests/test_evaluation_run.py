@@ -40,7 +40,7 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_student(tmp_path_factory.mktemp("tiny") / "model", corpus)
 
 
-def eval_recipe(tmp_path: Path, model: Path, **evaluation):
+def eval_recipe(tmp_path: Path, model: Path, alpaca_eval_annotator: str = "judge", **evaluation):
     reference = tmp_path / "reference.json"
     reference.write_text(
         json.dumps(
@@ -57,7 +57,12 @@ def eval_recipe(tmp_path: Path, model: Path, **evaluation):
         "batch_size": 4,
         "published": ["gpt4_1106_preview", "vicuna-13b"],
         "judge": {"backend": "scripted", "model": "judge"},
-        "alpaca_eval": {"reference": str(reference), "difficulty": str(difficulty), "max_new_tokens": 8},
+        "alpaca_eval": {
+            "reference": str(reference),
+            "difficulty": str(difficulty),
+            "max_new_tokens": 8,
+            "annotator": alpaca_eval_annotator,
+        },
         "mt_bench": {
             "questions": str(MT / "question.jsonl"),
             "judge_prompts": str(MT / "judge_prompts.jsonl"),
@@ -169,3 +174,17 @@ def test_eval_errors_are_one_line_and_write_nothing(tmp_path, tiny_model):
         if field != "evaluation.models: ":
             assert not recipe.resolved_eval_dir.exists(), field
     assert "no chat template" in lines[-1]
+
+
+def test_judge_usage_is_priced_only_when_a_price_table_is_given(tmp_path):
+    from tapir.evaluation.judging import usage_summary
+
+    (tmp_path / "usage.judge.1.jsonl").write_text(
+        json.dumps(
+            {"role": "judge", "calls": 3, "input_tokens": 2_000_000, "output_tokens": 500_000, "seconds": 2}
+        )
+        + "\n"
+    )
+    assert "cost_usd" not in usage_summary(tmp_path, None)
+    priced = usage_summary(tmp_path, {"input": 10.0, "output": 30.0})
+    assert priced["calls"] == 3 and priced["cost_usd"] == pytest.approx(2 * 10.0 + 0.5 * 30.0)
