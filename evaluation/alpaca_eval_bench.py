@@ -194,18 +194,11 @@ def score_outputs(
     if annotations["preference"].notna().sum() == 0:
         raise EvaluationError(
             f"judge: none of the {len(annotations)} AlpacaEval verdicts for {name} could be parsed "
-            "(see raw_completion in the annotations)"
+            f"({stats.last_error or 'see raw_completion in the annotations'})"
         )
     metrics = alpaca_metrics.score(annotations, settings.difficulty, cache_dir)
     metrics["avg_length"] = int(outputs["output"].str.len().mean())
-    health = {
-        "judgments": stats.judgments,
-        "parse_failures": stats.parse_failures,
-        "retries": stats.retries,
-        "recovered_by_retry": stats.recovered_by_retry,
-        **stats.extra,
-        **length_stats(annotations),
-    }
+    health = {**stats.health(), **length_stats(annotations)}
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs.to_json(out_dir / "model_outputs.json", orient="records", indent=1, force_ascii=False)
     annotations.to_json(out_dir / "annotations.json", orient="records", indent=1, force_ascii=False)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from tapir.errors import EvaluationError
 from tapir.llm_factory import Constraint, LLMContext, build_llm, preflight
 from tapir.llms import read_usage
 from tapir.recipe import ModelSpec
@@ -34,7 +33,23 @@ class JudgeStats:
     parse_failures: int = 0
     retries: int = 0
     recovered_by_retry: int = 0
+    call_errors: int = 0  # prompts the judge could not answer at all (e.g. longer than its context)
+    last_error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def health(self) -> dict[str, Any]:
+        """What every benchmark reports about its judge."""
+        report = {
+            "judgments": self.judgments,
+            "parse_failures": self.parse_failures,
+            "retries": self.retries,
+            "recovered_by_retry": self.recovered_by_retry,
+            "call_errors": self.call_errors,
+            **self.extra,
+        }
+        if self.last_error:
+            report["last_call_error"] = self.last_error
+        return report
 
 
 class JudgeClient:
@@ -67,7 +82,7 @@ class JudgeClient:
         self.on_batch = on_batch
         self.model_id = getattr(self.llm, "model_id", spec.model)
 
-    def _call(self, conversations: list[list[dict[str, str]]], retry: bool) -> list[str]:
+    def _call(self, conversations: list[list[dict[str, str]]], retry: bool, stats: JudgeStats) -> list[str]:
         kwargs = dict(self.llm.generation_kwargs or {})
         if retry:
             kwargs["temperature"] = max(RETRY_TEMPERATURE, kwargs.get("temperature", 0.0))
@@ -78,31 +93,44 @@ class JudgeClient:
             batch = conversations[start : start + self.batch_size]
             try:
                 outputs = self.llm.generate_outputs(inputs=batch, num_generations=1, **kwargs)
-            except Exception as exc:  # an endpoint that went away mid-run: one line, no traceback
-                raise EvaluationError(
-                    f"judge: the judge model failed ({type(exc).__name__}: {exc})"
-                ) from None
-            texts += [((o.get("generations") or [None])[0] or "") for o in outputs]
+            except Exception:  # a prompt too long for the judge's context, or the judge went away
+                outputs = [self._one(conversation, kwargs, stats) for conversation in batch]
+            texts += [_first_text(o) for o in outputs]
             if self.on_batch:
                 self.on_batch(len(batch))
         return texts
 
+    def _one(self, conversation: list[dict[str, str]], kwargs: dict[str, Any], stats: JudgeStats) -> Any:
+        """A single prompt after its batch failed: an error here is that prompt's, counted."""
+        try:
+            return self.llm.generate_outputs(inputs=[conversation], num_generations=1, **kwargs)[0]
+        except Exception as exc:
+            stats.call_errors += 1
+            stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            return None
+
     def judge(
         self, conversations: list[list[dict[str, str]]], parse: Callable[[str], T | None], stats: JudgeStats
     ) -> list[Verdict[T]]:
-        verdicts = [Verdict(text, parse(text)) for text in self._call(conversations, retry=False)]
+        verdicts = [Verdict(text, parse(text)) for text in self._call(conversations, False, stats)]
         for _ in range(self.retries):
             failed = [n for n, v in enumerate(verdicts) if v.value is None]
             if not failed:
                 break
             stats.retries += len(failed)
-            for n, text in zip(failed, self._call([conversations[n] for n in failed], retry=True)):
+            for n, text in zip(failed, self._call([conversations[n] for n in failed], True, stats)):
                 value = parse(text)
                 verdicts[n] = Verdict(text, value, verdicts[n].attempts + 1)
                 stats.recovered_by_retry += value is not None
         stats.judgments += len(verdicts)
         stats.parse_failures += sum(v.value is None for v in verdicts)
         return verdicts
+
+
+def _first_text(output: Any) -> str:
+    if not output:
+        return ""
+    return (output.get("generations") or [None])[0] or ""
 
 
 def usage_summary(usage_dir: Path, price: dict[str, float] | None) -> dict[str, Any]:

@@ -93,10 +93,17 @@ def resolve_models(
             chosen += [r for r in rounds if r.name == entry]
         else:
             chosen.append(_named(entry, "baseline" if entry in baselines else "model"))
-    unique = list({m.name: m for m in chosen}.values())
+    unique: dict[str, EvalModel] = {}
+    for model in chosen:
+        if model.name in unique and unique[model.name].path != model.path:
+            raise EvaluationError(
+                f"evaluation.models: two models are named {model.name!r} ({unique[model.name].path}, "
+                f"{model.path}); results are filed by name, so rename one folder"
+            )
+        unique.setdefault(model.name, model)
     if not unique:
         raise EvaluationError(
             f"evaluation.models: nothing to evaluate (no trained rounds in {recipe.resolved_train_dir}; "
             "run `make train`, or add 'student' or a model folder)"
         )
-    return unique
+    return list(unique.values())

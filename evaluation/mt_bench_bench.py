@@ -135,15 +135,12 @@ def evaluate(
     if judgments["score"].notna().sum() == 0:
         raise EvaluationError(
             f"judge: none of the {len(judgments)} MT-Bench judgments for {name} could be parsed "
-            "(see model_judgment/ for the texts)"
+            f"({stats.last_error or 'see model_judgment/ for the texts'})"
         )
     summary = mt_bench_metrics.summarize(judgments)
     scores = judgments["score"].dropna()
     health = {
-        "judgments": stats.judgments,
-        "parse_failures": stats.parse_failures,
-        "retries": stats.retries,
-        "recovered_by_retry": stats.recovered_by_retry,
+        **stats.health(),
         "score_histogram": {str(int(k)): int(v) for k, v in scores.value_counts().sort_index().items()},
         "score_std": float(scores.std()) if len(scores) > 1 else 0.0,
     }

@@ -83,6 +83,9 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
         raise EvaluationError(f"evaluation.alpaca_eval.difficulty: not found: {difficulty}")
     judge_spec = settings.judge or recipe.judge
     judge_name = model_id(judge_spec)
+    judge_label = judge_name
+    if settings.alpaca_eval.annotator != "judge":
+        judge_label = f"AlpacaEval: {settings.alpaca_eval.annotator}; MT-Bench: {judge_name}"
     console.print(
         f"[bold]tapir eval[/] {recipe.name}: {len(models)} model(s) "
         f"({', '.join(m.name for m in models)}); judge {judge_name}; "
@@ -158,7 +161,9 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
                 model_results["mt_bench"] = result
             model_results["generation"] = {"generated": generator.generated, "from_cache": generator.cached}
             results[model.name] = model_results
-            rows.append(leaderboard.model_row(model.name, model.kind, model.stage, judge_name, model_results))
+            rows.append(
+                leaderboard.model_row(model.name, model.kind, model.stage, judge_label, model_results)
+            )
             del generator
             gc.collect()
         phase("done", 1)

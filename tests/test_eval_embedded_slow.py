@@ -45,3 +45,26 @@ def test_default_recipe_eval_on_the_embedded_model(tmp_path):
     assert summary["results"]["student"]["mt_bench"]["metrics"]["n_judgments"] == 16
     if html_report.chromium_binary() or os.environ.get("CI"):
         assert html_report.check_renders(out / "report.html")["rendered"] == "yes"
+
+
+def test_a_prompt_too_long_for_the_judge_is_counted_not_fatal(tmp_path):
+    from tapir.evaluation.judging import JudgeClient, JudgeStats
+    from tapir.llm_factory import Constraint, LLMContext, choice_grammar
+    from tapir.recipe import ModelSpec
+
+    judge = JudgeClient(
+        ModelSpec(backend="llamacpp", model="embedded", context_length=512),
+        LLMContext(cache_dir=REPO / ".cache" / "tapir", usage_dir=tmp_path),
+        max_new_tokens=2,
+        temperature=0.0,
+        constraint=Constraint(choice_grammar(["m", "M"])),
+        batch_size=4,
+    )
+    short = [{"role": "user", "content": "Answer m or M."}]
+    long = [{"role": "user", "content": "word " * 3000 + "Answer m or M."}]
+    stats = JudgeStats()
+    verdicts = judge.judge([short, long], lambda text: text if text in ("m", "M") else None, stats)
+    assert verdicts[0].value in ("m", "M")
+    assert verdicts[1].value is None and verdicts[1].text == ""
+    assert stats.call_errors == 2  # the first ask and the retry
+    assert stats.parse_failures == 1 and "context" in stats.last_error.lower()
