@@ -53,37 +53,26 @@ class JudgeStats:
 
 
 class JudgeClient:
-    """One judge model for a whole evaluation run."""
+    """The judge for one benchmark: its verdict budget, batching and retries over a loaded LLM."""
 
     def __init__(
         self,
-        spec: ModelSpec,
-        context: LLMContext,
+        llm: Any,
         *,
         max_new_tokens: int,
-        temperature: float,
-        constraint: Constraint | None,
         batch_size: int,
         retries: int = 1,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        preflight(spec, "judge")
-        self.llm = build_llm(
-            spec,
-            "judge",
-            context,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            constraint=constraint,
-        )
-        self.llm.load()
+        self.llm = llm
+        self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.retries = retries
         self.on_batch = on_batch
-        self.model_id = getattr(self.llm, "model_id", spec.model)
+        self.model_id = getattr(llm, "model_id", "") or llm.model_name
 
     def _call(self, conversations: list[list[dict[str, str]]], retry: bool, stats: JudgeStats) -> list[str]:
-        kwargs = dict(self.llm.generation_kwargs or {})
+        kwargs = {**(self.llm.generation_kwargs or {}), "max_new_tokens": self.max_new_tokens}
         if retry:
             kwargs["temperature"] = max(RETRY_TEMPERATURE, kwargs.get("temperature", 0.0))
             if "do_sample" in kwargs:
@@ -125,6 +114,40 @@ class JudgeClient:
         stats.judgments += len(verdicts)
         stats.parse_failures += sum(v.value is None for v in verdicts)
         return verdicts
+
+
+def build_judges(
+    spec: ModelSpec,
+    context: LLMContext,
+    budgets: dict[str, tuple[int, str | None]],
+    *,
+    constrain: bool,
+    batch_size: int,
+    retries: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, JudgeClient]:
+    """One JudgeClient per benchmark (name -> (verdict budget, GBNF grammar)).
+
+    A llama.cpp judge gets one instance per grammar (the grammar is fixed at load; the
+    instances are small). Every other backend is loaded once and shared -- two vLLM engines
+    would not fit one GPU -- and the benchmarks' verdict formats are left to their parsers.
+    """
+    preflight(spec, "judge")
+    shared = None
+    judges = {}
+    for name, (budget, grammar) in budgets.items():
+        if spec.backend == "llamacpp" and constrain and grammar:
+            llm = build_llm(spec, "judge", context, temperature=0.0, constraint=Constraint(grammar))
+            llm.load()
+        else:
+            if shared is None:
+                shared = build_llm(spec, "judge", context, temperature=0.0)
+                shared.load()
+            llm = shared
+        judges[name] = JudgeClient(
+            llm, max_new_tokens=budget, batch_size=batch_size, retries=retries, on_batch=on_batch
+        )
+    return judges
 
 
 def _first_text(output: Any) -> str:

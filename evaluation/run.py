@@ -19,10 +19,10 @@ from rich.table import Table
 from tapir.errors import EvaluationError
 from tapir.evaluation import alpaca_eval_bench, html_report, leaderboard, mt_bench_bench, plots
 from tapir.evaluation.generation import CachedGenerator, TransformersGenerator, VLLMGenerator
-from tapir.evaluation.judging import JudgeClient, usage_summary
+from tapir.evaluation.judging import build_judges, usage_summary
 from tapir.evaluation.models import EvalModel, resolve_models
 from tapir.evaluation.published import published_rows
-from tapir.llm_factory import Constraint, LLMContext, choice_grammar, model_id, score_grammar
+from tapir.llm_factory import LLMContext, choice_grammar, model_id, score_grammar
 from tapir.manifest import library_versions, now_utc, write_json
 from tapir.recipe import Recipe
 
@@ -41,25 +41,6 @@ def _engine(recipe: Recipe, model: EvalModel, on_batch):
     )
 
 
-def _judge(recipe: Recipe, context: LLMContext, *, mt_bench: bool, on_batch) -> JudgeClient:
-    settings = recipe.evaluation
-    spec = settings.judge or recipe.judge
-    if mt_bench:
-        grammar, budget = score_grammar(1, 10), settings.mt_bench.judge_max_new_tokens
-    else:
-        grammar, budget = choice_grammar(["m", "M"]), settings.alpaca_eval.judge_max_new_tokens
-    return JudgeClient(
-        spec,
-        context,
-        max_new_tokens=budget,
-        temperature=0.0,
-        constraint=Constraint(grammar) if settings.constrain_judge else None,
-        batch_size=settings.judge_batch_size,
-        retries=settings.judge_retries,
-        on_batch=on_batch,
-    )
-
-
 def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) -> Path:
     settings = recipe.evaluation
     if not settings.alpaca_eval.enabled and not settings.mt_bench.enabled:
@@ -67,7 +48,6 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
     out_dir = recipe.resolved_eval_dir
     started = time.perf_counter()
     # Everything that can be wrong is found before any model loads.
-    models = resolve_models(recipe, only)
     reference = (
         alpaca_eval_bench.load_reference(settings.alpaca_eval, recipe.cache_dir)
         if settings.alpaca_eval.enabled
@@ -81,6 +61,7 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
     difficulty = settings.alpaca_eval.difficulty
     if difficulty and not Path(difficulty).expanduser().exists():
         raise EvaluationError(f"evaluation.alpaca_eval.difficulty: not found: {difficulty}")
+    models = resolve_models(recipe, only)
     judge_spec = settings.judge or recipe.judge
     judge_name = model_id(judge_spec)
     judge_label = judge_name
@@ -111,11 +92,21 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
         def phase(description: str, total: int) -> None:
             progress.reset(task, total=total, description=description)
 
-        alpaca_judge = mt_judge = None
+        budgets: dict[str, tuple[int, str | None]] = {}
         if reference is not None and settings.alpaca_eval.annotator == "judge":
-            alpaca_judge = _judge(recipe, context, mt_bench=False, on_batch=advance)
+            budgets["alpaca_eval"] = (settings.alpaca_eval.judge_max_new_tokens, choice_grammar(["m", "M"]))
         if mt_data is not None:
-            mt_judge = _judge(recipe, context, mt_bench=True, on_batch=advance)
+            budgets["mt_bench"] = (settings.mt_bench.judge_max_new_tokens, score_grammar(1, 10))
+        judges = build_judges(
+            judge_spec,
+            context,
+            budgets,
+            constrain=settings.constrain_judge,
+            batch_size=settings.judge_batch_size,
+            retries=settings.judge_retries,
+            on_batch=advance,
+        )
+        alpaca_judge, mt_judge = judges.get("alpaca_eval"), judges.get("mt_bench")
         for model in models:
             generator = CachedGenerator(
                 model.key, lambda m=model: _engine(recipe, m, advance), Path(recipe.cache_dir), advance

@@ -48,18 +48,18 @@ def test_default_recipe_eval_on_the_embedded_model(tmp_path):
 
 
 def test_a_prompt_too_long_for_the_judge_is_counted_not_fatal(tmp_path):
-    from tapir.evaluation.judging import JudgeClient, JudgeStats
-    from tapir.llm_factory import Constraint, LLMContext, choice_grammar
+    from tapir.evaluation.judging import JudgeStats, build_judges
+    from tapir.llm_factory import LLMContext, choice_grammar
     from tapir.recipe import ModelSpec
 
-    judge = JudgeClient(
+    judge = build_judges(
         ModelSpec(backend="llamacpp", model="embedded", context_length=512),
         LLMContext(cache_dir=REPO / ".cache" / "tapir", usage_dir=tmp_path),
-        max_new_tokens=2,
-        temperature=0.0,
-        constraint=Constraint(choice_grammar(["m", "M"])),
+        {"pairs": (2, choice_grammar(["m", "M"]))},
+        constrain=True,
         batch_size=4,
-    )
+        retries=1,
+    )["pairs"]
     short = [{"role": "user", "content": "Answer m or M."}]
     long = [{"role": "user", "content": "word " * 3000 + "Answer m or M."}]
     stats = JudgeStats()

@@ -188,3 +188,20 @@ def test_judge_usage_is_priced_only_when_a_price_table_is_given(tmp_path):
     assert "cost_usd" not in usage_summary(tmp_path, None)
     priced = usage_summary(tmp_path, {"input": 10.0, "output": 30.0})
     assert priced["calls"] == 3 and priced["cost_usd"] == pytest.approx(2 * 10.0 + 0.5 * 30.0)
+
+
+def test_one_judge_instance_is_shared_unless_llamacpp_needs_a_grammar_each(tmp_path):
+    from tapir.evaluation.judging import build_judges
+    from tapir.llm_factory import LLMContext
+    from tapir.recipe import ModelSpec
+
+    judges = build_judges(
+        ModelSpec(backend="scripted", model="judge"),
+        LLMContext(cache_dir=tmp_path),
+        {"alpaca_eval": (16, 'root ::= "m" | "M"'), "mt_bench": (2048, None)},
+        constrain=True,
+        batch_size=2,
+        retries=0,
+    )
+    assert judges["alpaca_eval"].llm is judges["mt_bench"].llm  # e.g. one vLLM engine, not two
+    assert (judges["alpaca_eval"].max_new_tokens, judges["mt_bench"].max_new_tokens) == (16, 2048)
