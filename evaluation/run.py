@@ -8,6 +8,7 @@ leaderboard, plots, HTML page and a summary with the judge's health for every re
 from __future__ import annotations
 
 import gc
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,13 @@ def _engine(recipe: Recipe, model: EvalModel, on_batch):
     return TransformersGenerator(
         model.path, settings.batch_size, settings.dtype, settings.backend_options, on_batch=on_batch
     )
+
+
+def fresh_usage_dir(folder: Path) -> Path:
+    """Usage records count this run's judge calls only (cached verdicts cost nothing)."""
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    return folder
 
 
 def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) -> Path:
@@ -114,7 +122,7 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
             model_results: dict[str, Any] = {}
             model_dir = out_dir / model.name
             if reference is not None:
-                usage = model_dir / "alpaca_eval" / "usage"
+                usage = fresh_usage_dir(model_dir / "alpaca_eval" / "usage")
                 if alpaca_judge is not None:
                     alpaca_judge.llm.usage_dir = str(usage)
                 phase(f"{model.name}: AlpacaEval answers", len(reference))
@@ -135,7 +143,7 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
                 result["judge_health"]["usage"] = usage_summary(usage, settings.price_per_million_tokens)
                 model_results["alpaca_eval"] = result
             if mt_data is not None and mt_judge is not None:
-                usage = model_dir / "mt_bench" / "usage"
+                usage = fresh_usage_dir(model_dir / "mt_bench" / "usage")
                 mt_judge.llm.usage_dir = str(usage)
                 phase(f"{model.name}: MT-Bench answers", 2 * len(mt_data.questions))
                 result = mt_bench_bench.evaluate(

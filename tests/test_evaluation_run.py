@@ -130,13 +130,11 @@ def test_eval_writes_leaderboard_plots_and_report_then_reuses_caches(tmp_path, t
         assert rendered["table_rows"] >= len(board) + 1
 
     # Unchanged model, unchanged settings: nothing generated, nothing judged, same board.
-    for usage in (out / name).glob("*/usage"):
-        for file in usage.iterdir():
-            file.unlink()
     run_eval(recipe, QUIET)
-    again = json.loads((out / "summary.json").read_text())
-    assert again["results"][name]["generation"] == {"generated": 0, "from_cache": 22}
-    assert read_usage(out / name / "alpaca_eval" / "usage").get("judge", {}).get("calls", 0) == 0
+    again = json.loads((out / "summary.json").read_text())["results"][name]
+    assert again["generation"] == {"generated": 0, "from_cache": 22}
+    assert again["alpaca_eval"]["judge_health"]["usage"]["calls"] == 0
+    assert again["mt_bench"]["judge_health"]["usage"]["calls"] == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "leaderboard.csv"), board)
 
 
