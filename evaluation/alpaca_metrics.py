@@ -195,6 +195,12 @@ def score(
             ) from None
     metrics = {k: _plain(v) for k, v in metrics.items()}
     metrics["lc_method"] = method
+    # alpaca_eval's own test for a GLM that moved the win rate implausibly far (it only logs it).
+    from alpaca_eval.metrics.glm_winrate import get_is_extreme_changes
+
+    metrics["lc_extreme_change"] = bool(
+        get_is_extreme_changes(metrics["win_rate"], metrics["length_controlled_winrate"])
+    )
     return metrics
 
 

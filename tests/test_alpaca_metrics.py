@@ -55,6 +55,8 @@ def test_offline_lc_win_rate_is_within_three_points_of_published(scored, publish
     for name, value in deviation.items():
         if name not in GAMED:
             assert abs(value) < 3.0, (name, value)
+            assert not scored[name]["lc_extreme_change"], name
+
     # The estimate is informative: far closer than the raw win rate on length-biased models.
     assert abs(deviation["gpt-3.5-turbo-1106"]) < abs(
         scored["gpt-3.5-turbo-1106"]["win_rate"]
