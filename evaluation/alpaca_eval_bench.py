@@ -56,6 +56,7 @@ def load_reference(settings: AlpacaEvalSettings, cache_dir: str | Path) -> pd.Da
         raise DataError(f"{field}: {int(empty.sum())} empty instruction(s)")
     df["generator"] = df.get("generator", pd.Series(["reference"] * len(df)))
     df["dataset"] = df.get("dataset", pd.Series(["alpaca_eval"] * len(df)))
+    df["position"] = range(len(df))  # where alpaca_eval's difficulty files look each row up
     if settings.limit is not None and settings.limit < len(df):
         df = df.sample(frac=1, random_state=ALPACA_EVAL_SHUFFLE_SEED)[: settings.limit]
     return df.reset_index(drop=True)
@@ -196,7 +197,9 @@ def score_outputs(
             f"judge: none of the {len(annotations)} AlpacaEval verdicts for {name} could be parsed "
             f"({stats.last_error or 'see raw_completion in the annotations'})"
         )
-    metrics = alpaca_metrics.score(annotations, settings.difficulty, cache_dir)
+    metrics = alpaca_metrics.score(
+        annotations, settings.difficulty, cache_dir, positions=reference["position"].tolist()
+    )
     metrics["avg_length"] = int(outputs["output"].str.len().mean())
     health = {**stats.health(), **length_stats(annotations)}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -140,8 +140,14 @@ def score(
     annotations: pd.DataFrame,
     difficulty: str | Path | None = None,
     cache_dir: str | Path = ".cache/tapir",
+    positions: list[int] | None = None,
 ) -> dict[str, Any]:
-    """alpaca_eval's metrics for one model's annotations (percentages, as alpaca_eval reports)."""
+    """alpaca_eval's metrics for one model's annotations (percentages, as alpaca_eval reports).
+
+    alpaca_eval's official difficulty files are indexed by position in the 805-instruction set
+    and looked up by row position; ``positions`` (each row's position there) keeps a sample's rows
+    on their own instructions' difficulty. Without it rows are taken to be in the set's order.
+    """
     from alpaca_eval.metrics import get_length_controlled_winrate, get_winrate
 
     annotations = check_annotations(annotations, "annotations")
@@ -166,11 +172,12 @@ def score(
         table = pd.read_csv(source)
         if {"model", "not_gamed_baseline", "instruction_difficulty"} <= set(table.columns):
             method = f"official df_gamed {source}"
-            df_gamed = source
+            df_gamed = _sample_first(source, positions)
         elif "instruction_difficulty" in table.columns:
             glm_name, method = "length_controlled_noreg", f"instruction difficulty {source}"
             by_position = pd.read_csv(source, index_col=0)["instruction_difficulty"]
-            df_gamed = _frame_for_glm(by_position.reindex(range(len(annotations))).to_numpy(), str(source))
+            rows = positions if positions is not None else range(len(annotations))
+            df_gamed = _frame_for_glm(by_position.reindex(rows).to_numpy(), str(source))
         else:
             raise DataError(
                 f"difficulty: {source} has no instruction_difficulty column "
@@ -178,6 +185,11 @@ def score(
             )
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    if source is None and positions is not None and list(positions) != list(range(len(annotations))):
+        try:
+            df_gamed = _sample_first(Path(_download_df_gamed()), positions)
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+            raise DataError(_DOWNLOAD_FAILED.format(type(exc).__name__)) from None
     with _local_df_gamed(df_gamed), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # sklearn's notes on alpaca_eval's arguments
         try:
@@ -188,11 +200,7 @@ def score(
                 is_warn_extreme_changes=False,
             )
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-            raise DataError(
-                "difficulty: the LC win rate needs alpaca_eval's instruction difficulty and it cannot be "
-                f"downloaded ({type(exc).__name__}); give a local df_gamed.csv / instruction_difficulty.csv "
-                "or a folder of annotation JSONs to estimate it from"
-            ) from None
+            raise DataError(_DOWNLOAD_FAILED.format(type(exc).__name__)) from None
     metrics = {k: _plain(v) for k, v in metrics.items()}
     metrics["lc_method"] = method
     # alpaca_eval's own test for a GLM that moved the win rate implausibly far (it only logs it).
@@ -202,6 +210,46 @@ def score(
         get_is_extreme_changes(metrics["win_rate"], metrics["length_controlled_winrate"])
     )
     return metrics
+
+
+_DOWNLOAD_FAILED = (
+    "difficulty: the LC win rate needs alpaca_eval's instruction difficulty and it cannot be "
+    "downloaded ({}); give a local df_gamed.csv / instruction_difficulty.csv "
+    "or a folder of annotation JSONs to estimate it from"
+)
+
+
+def _download_df_gamed() -> str:
+    """The file alpaca_eval's GLM downloads, fetched the way it does."""
+    from alpaca_eval import constants
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(
+        repo_id="tatsu-lab/alpaca_eval",
+        filename="df_gamed.csv",
+        repo_type="dataset",
+        token=constants.DATASETS_TOKEN,
+        cache_dir=constants.DEFAULT_CACHE_DIR,
+    )
+
+
+def _sample_first(df_gamed: Path, positions: list[int] | None) -> Path:
+    """A copy of df_gamed whose difficulty lookup (the g-th first-seen ``index``) gives row g of a
+    sample its own instruction's value: the first model's rows for the sample's positions move to
+    the front. The rows themselves are unchanged, so the full set in order is the file as is."""
+    if positions is None or list(positions) == list(range(len(positions))):
+        return df_gamed
+    table = pd.read_csv(df_gamed)
+    first = table[table["model"] == table["model"].iloc[0]]
+    if first["index"].duplicated().any() or not set(positions) <= set(first["index"]):
+        raise DataError(f"difficulty: {df_gamed} does not cover the sampled instructions once each")
+    wanted = list(positions)
+    order = wanted + [i for i in first["index"] if i not in set(wanted)]
+    moved = first.set_index("index", drop=False).loc[order]
+    frame = pd.concat([moved, table[table["model"] != table["model"].iloc[0]]], ignore_index=True)
+    path = Path(tempfile.mkdtemp(prefix="tapir-difficulty-")) / "df_gamed.csv"
+    frame.to_csv(path, index=False)
+    return path
 
 
 def _aligned_difficulty(annotations: pd.DataFrame, difficulty: pd.Series, origin: str) -> Path:

@@ -173,3 +173,25 @@ def test_score_alpaca_command_prints_one_json_object(tmp_path):
     assert offline.stdout == ""
     assert offline.stderr.strip().splitlines() == [offline.stderr.strip()]
     assert "difficulty" in offline.stderr
+
+
+def test_a_sample_looks_up_its_own_instructions_difficulty(tmp_path):
+    gamed, plain = _official_like_files(tmp_path)
+    positions = [700, 3, 511, 42, 99, 250, 8, 640]
+    moved = alpaca_metrics._sample_first(gamed, positions)
+    table = pd.read_csv(gamed)
+    # what alpaca_eval's _get_featurized_data looks up for row g: the g-th first-seen index
+    lookup = pd.read_csv(moved).drop_duplicates("index")["instruction_difficulty"]
+    first = table[table["model"] == table["model"].iloc[0]].set_index("index")["instruction_difficulty"]
+    assert [lookup[g] for g in range(len(positions))] == [first[p] for p in positions]
+    assert len(pd.read_csv(moved)) == len(table)  # same rows, reordered
+    assert alpaca_metrics._sample_first(gamed, list(range(805))) == gamed  # the full set: the file as is
+
+    reference = pd.read_json(ALPACA / "alpaca_eval_gpt4_1106_preview_reference.json")
+    annotations = alpaca_metrics.load_annotations(ANNOTATIONS / "vicuna-13b.json")
+    at = {i: n for n, i in enumerate(reference["instruction"])}
+    sample = annotations.set_index(annotations["instruction"].map(at)).loc[positions].reset_index(drop=True)
+    aligned = alpaca_metrics.score(sample, plain, tmp_path, positions=positions)
+    unaligned = alpaca_metrics.score(sample, plain, tmp_path)
+    assert aligned["length_controlled_winrate"] != unaligned["length_controlled_winrate"]
+    assert alpaca_metrics.score(sample, gamed, tmp_path, positions=positions)["length_controlled_winrate"] > 0
