@@ -592,17 +592,18 @@ class Recipe(StrictModel):
 
     @property
     def resolved_train_dir(self) -> Path:
-        if self.training.output_dir:
-            return Path(self.training.output_dir)
-        data = self.resolved_output_dir
-        return data.parent / f"{data.name}-checkpoints"
+        return self._beside_output(self.training.output_dir, "checkpoints")
 
     @property
     def resolved_eval_dir(self) -> Path:
-        if self.evaluation.output_dir:
-            return Path(self.evaluation.output_dir)
+        return self._beside_output(self.evaluation.output_dir, "eval")
+
+    def _beside_output(self, chosen: str | None, suffix: str) -> Path:
+        """A stage's folder: the one the recipe names, else ``<output_dir>-<suffix>`` beside it."""
+        if chosen:
+            return Path(chosen)
         data = self.resolved_output_dir
-        return data.parent / f"{data.name}-eval"
+        return data.parent / f"{data.name}-{suffix}"
 
     def fingerprint(self) -> str:
         """Hash of the resolved recipe: what the manifest records to say which run made a file."""

@@ -246,10 +246,9 @@ def _sample_first(df_gamed: Path, positions: list[int] | None) -> Path:
     wanted = list(positions)
     order = wanted + [i for i in first["index"] if i not in set(wanted)]
     moved = first.set_index("index", drop=False).loc[order]
-    frame = pd.concat([moved, table[table["model"] != table["model"].iloc[0]]], ignore_index=True)
-    path = Path(tempfile.mkdtemp(prefix="tapir-difficulty-")) / "df_gamed.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return _temporary_df_gamed(
+        pd.concat([moved, table[table["model"] != table["model"].iloc[0]]], ignore_index=True)
+    )
 
 
 def _aligned_difficulty(annotations: pd.DataFrame, difficulty: pd.Series, origin: str) -> Path:
@@ -266,9 +265,13 @@ def _aligned_difficulty(annotations: pd.DataFrame, difficulty: pd.Series, origin
 def _frame_for_glm(values: np.ndarray, origin: str) -> Path:
     if np.isnan(values).any():
         raise DataError(f"difficulty: {origin} has no value for {int(np.isnan(values).sum())} row(s)")
-    frame = pd.DataFrame(
-        {"model": "difficulty", "index": range(len(values)), "instruction_difficulty": values}
+    return _temporary_df_gamed(
+        pd.DataFrame({"model": "difficulty", "index": range(len(values)), "instruction_difficulty": values})
     )
+
+
+def _temporary_df_gamed(frame: pd.DataFrame) -> Path:
+    """A df_gamed.csv for ``_local_df_gamed`` to hand to alpaca_eval's GLM."""
     path = Path(tempfile.mkdtemp(prefix="tapir-difficulty-")) / "df_gamed.csv"
     frame.to_csv(path, index=False)
     return path

@@ -28,12 +28,6 @@ class Generator(Protocol):
     ) -> list[str]: ...
 
 
-def torch_dtype(name: str) -> Any:
-    import torch
-
-    return "auto" if name == "auto" else getattr(torch, name)
-
-
 class TransformersGenerator:
     """Batched ``model.generate`` on left-padded prompts rendered with the tokenizer's template."""
 
@@ -60,7 +54,8 @@ class TransformersGenerator:
             )
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype(dtype), **(options or {}))
+        # transformers takes the dtype by name, as training passes it (training/sft.py)
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, **(options or {}))
         self.model.eval()
         self.batch_size = batch_size
         self.on_batch = on_batch

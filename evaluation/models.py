@@ -16,6 +16,7 @@ from pathlib import Path
 from tapir.errors import EvaluationError
 from tapir.llm_factory import CHECKPOINT_ID
 from tapir.recipe import Recipe
+from tapir.training.round_data import WARMUP
 
 ROUNDS = "rounds"
 STUDENT = "student"
@@ -56,7 +57,7 @@ def trained_rounds(recipe: Recipe) -> list[EvalModel]:
         model = folder.parent / "model"
         if not (model / CHECKPOINT_ID).is_file():
             continue
-        stage = 1 if name == "warmup" else int(name.split("_")[-1]) + 1 if name.startswith("round_") else None
+        stage = 1 if name == WARMUP else int(name.split("_")[-1]) + 1 if name.startswith("round_") else None
         found.append(EvalModel(name, str(model), model_key(str(model)), "round", stage))
     return sorted(found, key=lambda m: (m.stage is None, m.stage or 0, m.name))
 

@@ -82,7 +82,8 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
         f"MT-Bench {len(mt_data.questions) if mt_data else 0} questions"
     )
 
-    context = LLMContext(cache_dir=Path(recipe.cache_dir), usage_dir=out_dir / "usage", seed=recipe.seed)
+    # usage_dir is set per model and benchmark below (fresh_usage_dir), so none here
+    context = LLMContext(cache_dir=Path(recipe.cache_dir), seed=recipe.seed)
     results: dict[str, dict[str, Any]] = {}
     rows = []
     with Progress(

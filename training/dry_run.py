@@ -16,8 +16,7 @@ from rich.table import Table
 from tapir.errors import TrainingError
 from tapir.recipe import Recipe
 from tapir.training.model_setup import start_model_name
-from tapir.training.round_data import parquet_rows
-from tapir.training.rounds import WARMUP
+from tapir.training.round_data import WARMUP, parquet_rows
 
 
 def planned_rounds(recipe: Recipe) -> list[str]:

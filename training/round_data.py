@@ -7,6 +7,9 @@ from typing import Any
 
 from tapir.errors import DataError
 
+#: The round before round 1, trained on the easiest rows (its file: ``data/warmup.parquet``).
+WARMUP = "warmup"
+
 
 def parquet_rows(path: Path) -> int:
     """Rows of a parquet file from its footer (0 when the file does not exist)."""

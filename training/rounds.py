@@ -24,10 +24,9 @@ from tapir.errors import DataError
 from tapir.manifest import library_versions, now_utc, sha256_file, write_json
 from tapir.recipe import Recipe
 from tapir.training.closed_loop import RESCORED, rescore
-from tapir.training.round_data import check_round_file, parquet_rows
+from tapir.training.round_data import WARMUP, check_round_file, parquet_rows
 from tapir.training.sft import RoundSpec
 
-WARMUP = "warmup"
 RUN_KEY = "run_key"
 MANIFEST = "manifest.json"
 # Fields that change where or how often things are written, not what a round learns.
