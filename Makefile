@@ -7,7 +7,7 @@ RECIPE ?= recipes/default.yaml
 # Extra CLI arguments, e.g. make data ARGS="--set judge.model=gpt-4o"
 ARGS ?=
 
-.PHONY: install data train distill eval dry-run test test-quick lint format clean
+.PHONY: install data train distill eval dry-run review review-pull push argilla-env argilla-server test test-quick lint format clean
 
 install: $(VENV)/.installed
 
@@ -34,10 +34,37 @@ distill: install
 eval: install
 	$(BIN)/tapir eval --recipe $(RECIPE) $(ARGS)
 
+# Human spot-checks: a stratified sample of a round to Argilla, then the answers back
+# (they feed the next `make data`). Needs ARGILLA_API_URL / ARGILLA_API_KEY (see README).
+review: install
+	$(BIN)/tapir review push --recipe $(RECIPE) $(ARGS)
+
+review-pull: install
+	$(BIN)/tapir review pull --recipe $(RECIPE) $(ARGS)
+
+# The curated dataset to the Hugging Face Hub (HF_TOKEN); ARGS="--dry-run" writes it locally.
+push: install
+	$(BIN)/tapir push --recipe $(RECIPE) $(ARGS)
+
+# A real Argilla server without Docker: argilla-server in its own venv (it pins pydantic~=2.9,
+# fastapi~=0.115, httpx~=0.27), osmem-server as its search engine, Debian's redis-server.
+# typer<0.10 (argilla-server's pin) breaks with click>=8.2; huggingface-hub<1 keeps click there.
+ARGILLA_VENV := .venv-argilla
+argilla-env: $(ARGILLA_VENV)/.installed
+
+$(ARGILLA_VENV)/.installed:
+	$(PYTHON) -m venv $(ARGILLA_VENV)
+	$(ARGILLA_VENV)/bin/pip install --quiet "argilla-server==2.8.0" "osmem-server==0.1.6" "click<8.2" "huggingface-hub<1"
+	touch $@
+
+argilla-server: install argilla-env
+	$(BIN)/python -m tests.argilla_local
+
 dry-run: install
 	$(BIN)/tapir distill --recipe $(RECIPE) --dry-run $(ARGS)
 
-test: install
+# The review tests start a local Argilla server (argilla-env + redis-server).
+test: install argilla-env
 	$(BIN)/pytest
 
 test-quick: install

@@ -87,6 +87,43 @@ def build_parser() -> argparse.ArgumentParser:
     score_mt.add_argument("--judgments", required=True, help="fschat-style judgment JSONL (judgment texts)")
     score_mt.add_argument("--questions", help="question.jsonl, for records without a category")
 
+    review = sub.add_parser("review", help="human spot-checks of a curated round in Argilla")
+    review_sub = review.add_subparsers(dest="review_command", required=True)
+    review_push = review_sub.add_parser(
+        "push", help="send a stratified sample of a round (task x difficulty) to Argilla"
+    )
+    _add_recipe_args(review_push)
+    review_push.add_argument(
+        "--round", dest="round_", help="round number or 'warmup' (default: review.round)"
+    )
+    review_push.add_argument("--sample-size", type=int, help="records to send (default: review.sample_size)")
+    review_push.add_argument(
+        "--dry-run", action="store_true", help="build the records and print the sample; send nothing"
+    )
+    review_pull = review_sub.add_parser(
+        "pull", help="read reviewers' answers back: decisions for the next `tapir data` + agreement report"
+    )
+    _add_recipe_args(review_pull)
+    review_pull.add_argument(
+        "--round", dest="round_", help="round number or 'warmup' (default: review.round)"
+    )
+
+    hub = sub.add_parser(
+        "push", help="push a curated dataset (all splits or one round) to the Hugging Face Hub"
+    )
+    _add_recipe_args(hub)
+    hub.add_argument("--repo-id", help="dataset repo org/name (default: hub.repo_id)")
+    hub.add_argument("--round", dest="round_", help="'all', 'warmup' or a round number (default: hub.round)")
+    visibility = hub.add_mutually_exclusive_group()
+    visibility.add_argument(
+        "--private", dest="private", action="store_true", default=None, help="private repo"
+    )
+    visibility.add_argument("--public", dest="private", action="store_false", help="public repo")
+    hub.add_argument(
+        "--dry-run", action="store_true", help="write exactly what would be uploaded to a local folder"
+    )
+    hub.add_argument("--to", help="folder for --dry-run (default: outputs/<name>-hub)")
+
     recipe = sub.add_parser("recipe", help="inspect recipes")
     recipe_sub = recipe.add_subparsers(dest="recipe_command", required=True)
     validate = recipe_sub.add_parser("validate", help="validate a recipe and print it resolved")
@@ -101,6 +138,13 @@ def _load(args: argparse.Namespace):
     overrides = list(args.overrides)
     if getattr(args, "output", None):
         overrides.append(f"output_dir={args.output}")
+    if getattr(args, "round_", None) is not None:
+        section = "hub" if args.command == "push" else "review"
+        overrides.append(f"{section}.round={args.round_}")  # validated by the schema like the file
+    if getattr(args, "sample_size", None) is not None:
+        overrides.append(f"review.sample_size={args.sample_size}")
+    if getattr(args, "repo_id", None):
+        overrides.append(f"hub.repo_id={args.repo_id}")
     return load_recipe(args.recipe, overrides)
 
 
@@ -139,6 +183,19 @@ def run(argv: list[str] | None = None) -> int:
         from tapir.evaluation.run import run_eval
 
         run_eval(recipe, console, args.models)
+        return 0
+    if args.command == "review":
+        from tapir.pipelines.review import pull_review, push_review
+
+        if args.review_command == "push":
+            push_review(recipe, console, dry_run=args.dry_run)
+        else:
+            pull_review(recipe, console)
+        return 0
+    if args.command == "push":
+        from tapir.pipelines.hub_push import push
+
+        push(recipe, console, dry_run=args.dry_run, to=args.to, private=args.private)
         return 0
     if args.command == "recipe":
         import yaml

@@ -70,6 +70,14 @@ def scrub(text: str) -> str:
     return text
 
 
+def contains_secret(blob: bytes) -> bool:
+    """Whether ``blob`` holds a credential from the environment or a token-shaped string."""
+    if any(value.encode() in blob for value in secret_values()):
+        return True
+    text = blob.decode("latin-1")
+    return any(pattern.search(text) for pattern in _SECRET_PATTERNS)
+
+
 def write_json(path: Path, data: Any) -> None:
     path.write_text(scrub(json.dumps(data, indent=2, sort_keys=False, default=str)) + "\n", encoding="utf-8")
 

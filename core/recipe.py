@@ -541,6 +541,91 @@ class EvaluationSettings(StrictModel):
         return self
 
 
+class ArgillaSettings(StrictModel):
+    """Where the review server is. URL and workspace come from here or the environment; the API
+    key only from the environment, so it never lands in a recipe, a log or an artifact."""
+
+    api_url: str | None = Field(None, description="Argilla server URL (default: $ARGILLA_API_URL).")
+    api_key_env: str = Field(
+        "ARGILLA_API_KEY", description="Name of the environment variable holding the Argilla API key."
+    )
+    workspace: str | None = Field(
+        None, description="Argilla workspace (default: $ARGILLA_WORKSPACE, else 'argilla')."
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Per-request timeout.")
+
+
+class ReviewSettings(StrictModel):
+    """Human spot-checks in Argilla (``tapir review push|pull``) and how the answers feed the
+    next ``tapir data``."""
+
+    argilla: ArgillaSettings = Field(default_factory=ArgillaSettings)
+    round: int | Literal["warmup"] = Field(1, description="Curriculum round to sample (or 'warmup').")
+    sample_size: int = Field(
+        24, gt=0, description="Records to send, stratified by task label x difficulty bucket."
+    )
+    mfd_edges: list[float] | None = Field(
+        None,
+        description="MFD bucket edges for the stratification, e.g. [0, 2, 4] (default: the run's "
+        "hard/easy split at difficulty.delta).",
+    )
+    dataset: str = Field(
+        "{name}-{split}", description="Argilla dataset name; {name} = recipe name, {split} = round."
+    )
+    reviewers_per_record: int = Field(
+        1, ge=1, description="Submitted answers after which a record counts as complete (Argilla's)."
+    )
+    suggestions: bool = Field(
+        True, description="Pre-fill the label and judge questions with the classifier's and judge's answers."
+    )
+    output_dir: str | None = Field(
+        None, description="Where pulled answers go (default: outputs/<name>-review, beside the data)."
+    )
+    apply: bool = Field(True, description="`tapir data` reads the pulled answers and applies them.")
+    drop_rejected: bool = Field(True, description="Rows reviewers rejected leave the selection.")
+    override_labels: bool = Field(True, description="Reviewers' task labels replace the classifier's.")
+    use_fixes: bool = Field(
+        True, description="A reviewer's corrected response becomes the response trained on."
+    )
+
+    @field_validator("mfd_edges")
+    @classmethod
+    def _edges_increase(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (not value or any(b <= a for a, b in zip(value, value[1:]))):
+            raise ValueError("must be a non-empty, strictly increasing list of MFD values")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_template(cls, value: str) -> str:
+        try:
+            value.format(name="n", split="s")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"only {{name}} and {{split}} may be used ({exc})") from None
+        return value
+
+
+class HubSettings(StrictModel):
+    """``tapir push``: a curated dataset to the Hugging Face Hub."""
+
+    repo_id: str | None = Field(None, description="Dataset repo, org/name (or --repo-id).")
+    private: bool = Field(True, description="Create the repo private.")
+    token_env: str = Field("HF_TOKEN", description="Environment variable holding the Hub token.")
+    round: int | Literal["warmup", "all"] = Field(
+        "all", description="What to push: every split ('all'), 'warmup' or one round number."
+    )
+    output_dir: str | None = Field(
+        None, description="Where --dry-run writes the upload (default: outputs/<name>-hub)."
+    )
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id_shape(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.\-]+/[\w.\-]+", value):
+            raise ValueError("must look like org/name")
+        return value
+
+
 class Recipe(StrictModel):
     """A whole TAPIR run."""
 
@@ -565,6 +650,8 @@ class Recipe(StrictModel):
     pipeline: RunnerSettings = Field(default_factory=RunnerSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+    hub: HubSettings = Field(default_factory=HubSettings)
 
     @field_validator("name")
     @classmethod
@@ -583,6 +670,17 @@ class Recipe(StrictModel):
             object.__setattr__(self.refinement, "prompts", kept)
         return self
 
+    @model_validator(mode="after")
+    def _check_rounds_exist(self) -> Recipe:
+        for section in ("review", "hub"):
+            chosen = getattr(self, section).round
+            if isinstance(chosen, int) and not 1 <= chosen <= self.curriculum.rounds:
+                raise ValueError(
+                    f"{section}.round: {chosen} is not a round of this curriculum "
+                    f"(1..{self.curriculum.rounds})"
+                )
+        return self
+
     def role(self, role: Role) -> ModelSpec:
         return getattr(self, role)
 
@@ -597,6 +695,14 @@ class Recipe(StrictModel):
     @property
     def resolved_eval_dir(self) -> Path:
         return self._beside_output(self.evaluation.output_dir, "eval")
+
+    @property
+    def resolved_review_dir(self) -> Path:
+        return self._beside_output(self.review.output_dir, "review")
+
+    @property
+    def resolved_hub_dir(self) -> Path:
+        return self._beside_output(self.hub.output_dir, "hub")
 
     def _beside_output(self, chosen: str | None, suffix: str) -> Path:
         """A stage's folder: the one the recipe names, else ``<output_dir>-<suffix>`` beside it."""

@@ -15,28 +15,38 @@ from tapir.manifest import scrub
 from tapir.recipe import Recipe
 
 
-def _header(recipe: Recipe, summary: dict[str, Any]) -> dict[str, Any]:
+def data_files(recipe: Recipe, summary: dict[str, Any]) -> list[str]:
+    """Every data file a run writes, relative to its folder."""
     rounds = [f"round_{r}" for r in range(1, recipe.curriculum.rounds + 1)]
-    header: dict[str, Any] = {
-        "configs": [
+    files = [f"data/{s}.parquet" for s in ["warmup", *rounds, "selected", "pool"]]
+    if summary["steps"] and any(s["step"] == "expand_instructions" and s["ok"] for s in summary["steps"]):
+        files.append("data/expansions.parquet")
+    return files
+
+
+def _header(recipe: Recipe, files: list[str]) -> dict[str, Any]:
+    """Configs for exactly ``files``: the curriculum splits, then one config per other table."""
+    stems = [Path(f).stem for f in files]
+    curriculum = [s for s in stems if s == "warmup" or s.startswith("round_")]
+    configs: list[dict[str, Any]] = []
+    if curriculum:
+        configs.append(
             {
                 "config_name": "curriculum",
                 "default": True,
-                "data_files": [{"split": s, "path": f"data/{s}.parquet"} for s in ["warmup", *rounds]],
-            },
-            {"config_name": "selected", "data_files": [{"split": "train", "path": "data/selected.parquet"}]},
-            {"config_name": "pool", "data_files": [{"split": "train", "path": "data/pool.parquet"}]},
-        ],
+                "data_files": [{"split": s, "path": f"data/{s}.parquet"} for s in curriculum],
+            }
+        )
+    for stem in ("selected", "pool", "expansions"):
+        if stem in stems:
+            configs.append(
+                {"config_name": stem, "data_files": [{"split": "train", "path": f"data/{stem}.parquet"}]}
+            )
+    header: dict[str, Any] = {
+        "configs": configs,
         "tags": ["tapir", "distillation", "instruction-tuning", "curriculum", "distilabel", "synthetic"],
         "task_categories": ["text-generation"],
     }
-    if summary["steps"] and any(s["step"] == "expand_instructions" and s["ok"] for s in summary["steps"]):
-        header["configs"].append(
-            {
-                "config_name": "expansions",
-                "data_files": [{"split": "train", "path": "data/expansions.parquet"}],
-            }
-        )
     if recipe.seeds.license:
         header["license"] = recipe.seeds.license
     return header
@@ -48,12 +58,57 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_card(recipe: Recipe, summary: dict[str, Any], manifest: dict[str, Any]) -> str:
-    header = yaml.safe_dump(_header(recipe, summary), sort_keys=False)
-    models = _table(
-        ["role", "backend", "model"],
-        [[role, m["backend"], m["model"]] for role, m in manifest["models"].items()],
-    )
+def _review_section(summary: dict[str, Any], agreements: dict[str, dict[str, Any]]) -> str:
+    from tapir.pipelines.review_answers import agreement_markdown
+
+    parts = []
+    applied = summary.get("review") or {}
+    if applied.get("sources"):
+        parts.append(
+            f"Reviewers' decisions applied to this data: {applied['labels_overridden']} task labels "
+            f"overridden, {applied['rows_rejected']} rows rejected, {applied['responses_fixed']} "
+            f"reviewer-written responses trained on ({applied['decisions_matching_no_row']} decisions "
+            "matched no row)."
+        )
+    for split, report in sorted(agreements.items()):
+        parts.append(agreement_markdown(report, f"Review of {split}"))
+    if not parts:
+        return "No human review has been pulled for this run (`tapir review push`, then `tapir review pull`)."
+    return "\n\n".join(parts)
+
+
+def _plots(plots: list[str]) -> str:
+    titles = {
+        "task_histogram": "Task mix before and after re-balancing",
+        "mfd_histogram": "MFD distribution",
+        "curriculum": "Curriculum",
+    }
+    return "\n".join(f"![{titles.get(Path(p).stem, Path(p).stem)}]({p})" for p in plots)
+
+
+def render_card(
+    recipe: Recipe,
+    summary: dict[str, Any],
+    manifest: dict[str, Any],
+    files: list[str] | None = None,
+    agreements: dict[str, dict[str, Any]] | None = None,
+    plots: list[str] | None = None,
+) -> str:
+    """The card for ``files`` (default: every data file of the run)."""
+    files = files if files is not None else data_files(recipe, summary)
+    header = yaml.safe_dump(_header(recipe, files), sort_keys=False)
+    plots = plots if plots is not None else list(summary.get("plots") or [])
+    model_rows = [[role, m["backend"], m["model"]] for role, m in manifest["models"].items()]
+    classifier = manifest["models"].get(recipe.taxonomy.classifier_role)
+    if classifier:
+        model_rows.append(
+            [
+                f"task classifier (the {recipe.taxonomy.classifier_role}'s model)",
+                classifier["backend"],
+                classifier["model"],
+            ]
+        )
+    models = _table(["role", "backend", "model"], model_rows)
     steps = _table(
         ["step", "rows in", "ok", "failed", "note"],
         [[s["step"], s["rows_in"], s["ok"], s["failed"], s.get("note", "")] for s in summary["steps"]],
@@ -75,7 +130,16 @@ def render_card(recipe: Recipe, summary: dict[str, Any], manifest: dict[str, Any
         ],
     )
     rounds = _table(
-        ["split", "rows", "hard", "easy", "carried", "hard share (target)", "refined responses"],
+        [
+            "split",
+            "rows",
+            "hard",
+            "easy",
+            "carried",
+            "hard share (target)",
+            "refined responses",
+            "reviewer fixes",
+        ],
         [
             [
                 r["split"],
@@ -85,6 +149,7 @@ def render_card(recipe: Recipe, summary: dict[str, Any], manifest: dict[str, Any
                 r["carried"],
                 "-" if r["hard_share"] is None else f"{r['hard_share']:.2f} ({r['hard_share_target']:.2f})",
                 r["refined"],
+                r.get("reviewed", 0),
             ]
             for r in summary["curriculum"]
         ],
@@ -99,6 +164,7 @@ def render_card(recipe: Recipe, summary: dict[str, Any], manifest: dict[str, Any
         if mfd["count"]
         else "no row could be graded"
     )
+    file_rows = _table(["file", "rows"], [[f, manifest["files"].get(f, {}).get("rows", "-")] for f in files])
     licence = recipe.seeds.license or "not stated in the recipe (check the seed source's licence)"
     body = f"""# {recipe.name}: TAPIR curriculum data
 
@@ -110,6 +176,10 @@ tasks are re-balanced toward a target mix, responses are refined with task-aware
 and the examples are split into {recipe.curriculum.rounds} curriculum rounds whose hard share grows.
 
 {recipe.description}
+
+## Files
+
+{file_rows}
 
 ## Models
 
@@ -124,7 +194,8 @@ carry-over {recipe.curriculum.carry_over:g}; warm-up slice {recipe.curriculum.wa
 
 Each example has `messages` (user, assistant) ready for TRL's SFTTrainer, the original
 `teacher_response` next to the `refined_response` used for training (`response_source` says
-which), the judge grades, `mfd`, `difficulty` and the `task` label.
+which: teacher, refined, or review for a reviewer's fix), the judge grades, `mfd`,
+`difficulty` and the `task` label (`task_classifier` keeps the classifier's own label).
 
 ## Rows per step
 
@@ -138,11 +209,19 @@ which), the judge grades, `mfd`, `difficulty` and the `task` label.
 
 {mfd_line}. Distribution (rounded MFD: rows): {mfd["histogram"]}.
 
+{_plots(plots)}
+
 ## Judge and classifier health
 
 Outputs that did not parse are excluded from selection and counted here, never scored as 0.
 
 {failures}
+
+Judge grades that did not parse in this run: {summary["judge_parse_failures"]}.
+
+## Human review
+
+{_review_section(summary, agreements or {})}
 
 ## Licence
 
@@ -156,5 +235,7 @@ Recipe hash `{manifest["recipe_hash"]}`, seed {recipe.seed}; `recipe.yaml` and `
     return "---\n" + header + "---\n\n" + body
 
 
-def write_card(path: Path, recipe: Recipe, summary: dict[str, Any], manifest: dict[str, Any]) -> None:
-    path.write_text(scrub(render_card(recipe, summary, manifest)), encoding="utf-8")
+def write_card(
+    path: Path, recipe: Recipe, summary: dict[str, Any], manifest: dict[str, Any], **kwargs: Any
+) -> None:
+    path.write_text(scrub(render_card(recipe, summary, manifest, **kwargs)), encoding="utf-8")

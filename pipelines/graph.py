@@ -7,8 +7,8 @@
         expand_instructions >> expansions_to_seeds >> (the same six steps,   │
                                                       suffixed _expanded) ───┤
     [fitting_difficulty, fitting_difficulty_expanded] >> merge_pool <────────┘
-    merge_pool >> audit_pool (leaf)
-    merge_pool >> rebalance_tasks >> refine_responses >> plan_curriculum (leaf)
+    merge_pool >> apply_review >> audit_pool (leaf)
+    apply_review >> rebalance_tasks >> refine_responses >> plan_curriculum (leaf)
                                                       >> audit_selected (leaf)
 
 distilabel validates the graph before it runs and caches every step by its signature, so an
@@ -27,8 +27,10 @@ from distilabel.steps.base import _Step
 
 from tapir.llm_factory import Constraint, LLMContext, build_llm, choice_grammar, score_grammar
 from tapir.pipelines.prompts import template_text
+from tapir.pipelines.review_corrections import Corrections
 from tapir.pipelines.steps import (
     EXPANDED_SUFFIX,
+    ApplyReview,
     CurriculumPlanner,
     ExpansionsToSeeds,
     KeepForReport,
@@ -154,8 +156,17 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
     return Chain(steps[0], steps[-1])
 
 
-def build_pipeline(recipe: Recipe, seeds: list[dict[str, Any]], context: LLMContext) -> Pipeline:
-    """The whole graph for one recipe. Building loads no model and makes no call."""
+def build_pipeline(
+    recipe: Recipe,
+    seeds: list[dict[str, Any]],
+    context: LLMContext,
+    corrections: Corrections | None = None,
+) -> Pipeline:
+    """The whole graph for one recipe. Building loads no model and makes no call.
+
+    ``corrections`` are reviewers' decisions pulled from Argilla (none: the models decide).
+    """
+    corrections = corrections or Corrections()
     kwargs = _task_kwargs(recipe)
     with Pipeline(
         name=f"tapir-{recipe.name}",
@@ -192,8 +203,15 @@ def build_pipeline(recipe: Recipe, seeds: list[dict[str, Any]], context: LLMCont
             pool_inputs.append(expanded_chain.last)
 
         merge = MergePool(name="merge_pool")
-        pool_inputs >> merge
-        merge >> KeepForReport(name=POOL)
+        review = ApplyReview(
+            name="apply_review",
+            labels=corrections.labels,
+            rejected=corrections.rejected,
+            fixes=corrections.fixes,
+            input_batch_size=recipe.pipeline.batch_size,
+        )
+        pool_inputs >> merge >> review
+        review >> KeepForReport(name=POOL)
         rebalancer = TaskRebalancer(
             name="rebalance_tasks",
             target_mix=recipe.taxonomy.normalised_mix(),
@@ -210,7 +228,7 @@ def build_pipeline(recipe: Recipe, seeds: list[dict[str, Any]], context: LLMCont
             seed=recipe.seed,
             user_template=template_text("respond"),
         )
-        merge >> rebalancer
+        review >> rebalancer
         if recipe.refinement.enabled:
             names = {recipe.refinement.default_prompt, *recipe.refinement.prompts.values()}
             refiner = TaskAwareRefiner(

@@ -126,6 +126,7 @@ def summarise(
                 "hard_share_target": hard_share[number - 1] if number >= 1 else None,
                 "hard_share": hard / len(fresh) if fresh and number >= 1 else None,
                 "refined": sum(1 for r in rows if r.get("response_source") == "refined"),
+                "reviewed": sum(1 for r in rows if r.get("response_source") == "review"),
             }
         )
     judge_failures = failures["judge grade of teacher"] + failures["judge grade of student"]
@@ -214,6 +215,15 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             str(row["refined"]),
         )
     console.print(rounds)
+
+    review = summary.get("review") or {}
+    if review.get("sources"):
+        console.print(
+            f"[bold]Review applied[/]: {review['labels_overridden']} labels overridden, "
+            f"{review['rows_rejected']} rows rejected, "
+            f"{review['responses_fixed']} fixed responses trained on; "
+            f"{review['decisions_matching_no_row']} decisions matched no row"
+        )
 
     usage = Table(title="LLM usage this run", title_justify="left")
     for column in ("role", "calls", "input tokens", "output tokens", "empty outputs", "seconds"):

@@ -22,6 +22,7 @@ from tapir.manifest import library_versions, now_utc, sha256_file, write_json
 from tapir.pipelines.card import write_card
 from tapir.pipelines.graph import CURRICULUM, EXPANSION_AUDIT, POOL, SELECTED, build_pipeline
 from tapir.pipelines.report import plot_summary, print_summary, summarise
+from tapir.pipelines.review_corrections import applied_summary, load_corrections
 from tapir.pipelines.seeds import describe_source, load_seeds
 from tapir.pipelines.steps import PLACEHOLDER
 from tapir.recipe import Recipe
@@ -67,6 +68,13 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
     seeds = load_seeds(recipe.seeds, recipe.seed)
     kind, location = describe_source(recipe.seeds)
     console.print(f"[bold]tapir data[/] {recipe.name}: {len(seeds)} seeds from {kind} {location}")
+    corrections = load_corrections(recipe)
+    if corrections or corrections.unknown_labels:
+        console.print(
+            f"[bold]review[/]: applying {len(corrections.labels)} corrected labels, "
+            f"{len(corrections.rejected)} rejections, {len(corrections.fixes)} fixed responses "
+            f"from {len(corrections.sources)} pulled review(s)"
+        )
 
     out_dir = recipe.resolved_output_dir
     staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
@@ -74,7 +82,7 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
     (staging / "logs").mkdir(parents=True)
     try:
         context = LLMContext(cache_dir=Path(recipe.cache_dir), usage_dir=staging / "logs", seed=recipe.seed)
-        pipeline = build_pipeline(recipe, seeds, context)
+        pipeline = build_pipeline(recipe, seeds, context, corrections)
         if recipe.pipeline.runner == "ray":
             pipeline = pipeline.ray(ray_head_node_url=recipe.pipeline.ray_address)
         distiset = pipeline.run(use_cache=_completed_before(pipeline, context))
@@ -98,6 +106,7 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
             recipe.taxonomy.normalised_mix(),
             recipe.curriculum.hard_share,
         )
+        summary["review"] = applied_summary(pool, curriculum, corrections)
         files = _write_outputs(staging, pool, expansions, selected, curriculum, recipe)
         summary["plots"] = [str(p.relative_to(staging)) for p in plot_summary(summary, staging / "plots")]
         summary["elapsed_s"] = round(time.perf_counter() - started, 1)
@@ -167,6 +176,10 @@ def _manifest(recipe, recipe_path, seeds, files, summary, staging: Path, pipelin
             "cache_dir": str(Path(recipe.cache_dir) / "distilabel"),
         },
         "files": files,
+        "review": {
+            "applied": recipe.review.apply,
+            "decisions": summary["review"]["sources"],
+        },
         "llm_calls_this_run": summary["llm_calls_this_run"],
         "elapsed_s": summary["elapsed_s"],
     }

@@ -191,6 +191,48 @@ class MergePool(GlobalStep):
         yield rows
 
 
+class ApplyReview(Step):
+    """Reviewers' decisions from ``tapir review pull`` (see review_corrections): a corrected task
+    label replaces the classifier's (kept in ``task_classifier``), a rejected row is excluded
+    with its reason, a fixed response becomes the one trained on (``review_response``).
+
+    The decisions are step fields, so they are part of the step's signature: a new pull makes
+    distilabel recompute from here on, while the LLM cache answers every unchanged prompt.
+    """
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    rejected: list[str] = Field(default_factory=list)
+    fixes: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["id", "task", "difficulty"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["task_classifier", "review_note", "review_response"]
+
+    def apply(self, row: dict[str, Any]) -> dict[str, Any]:
+        row = {**row, "task_classifier": row.get("task"), "review_note": None, "review_response": None}
+        notes = []
+        example = str(row["id"])
+        if example in self.labels and self.labels[example] != row.get("task"):
+            notes.append(f"label {row.get('task')} -> {self.labels[example]}")
+            row["task"] = self.labels[example]
+        if example in self.fixes:
+            notes.append("response fixed")
+            row["review_response"] = self.fixes[example]
+        if example in set(self.rejected):
+            notes.append("rejected")
+            if row["difficulty"] != EXCLUDED:
+                row.update(difficulty=EXCLUDED, excluded_reason="review: rejected by a reviewer")
+        row["review_note"] = "; ".join(notes) or None
+        return row
+
+    def process(self, inputs: StepInput) -> Any:
+        yield [self.apply(row) for row in inputs]
+
+
 class KeepForReport(Step):
     """A leaf that keeps an intermediate table in the run's output (audit of counts)."""
 
@@ -282,6 +324,9 @@ class CurriculumPlanner(GlobalStep):
         refined = row.get("refined_response")
         use_refined = bool(refined) and not row.get("refine_error")
         response = refined if use_refined else row["teacher_response"]
+        source = "refined" if use_refined else "teacher"
+        if row.get("review_response"):  # a reviewer's fix outranks both
+            response, source = row["review_response"], "review"
         user = render(self.user_template, instruction=row["instruction"], input=row.get("input") or "")
         return {
             **row,
@@ -289,6 +334,6 @@ class CurriculumPlanner(GlobalStep):
             "round": number,
             "carried": carried,
             "response": response,
-            "response_source": "refined" if use_refined else "teacher",
+            "response_source": source,
             "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": response}],
         }

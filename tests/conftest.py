@@ -92,10 +92,36 @@ def make_recipe(tmp_path: Path, **sections: Any):
     return recipe_from_dict(data)
 
 
+# --- a live Argilla server (review tests) -----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def argilla_server(tmp_path_factory):
+    """$ARGILLA_API_URL (+ $ARGILLA_API_KEY) when set, else a real local server started from
+    packages (tests/argilla_local.py). In CI a missing server is a failure, not a skip."""
+    import os
+
+    from tests import argilla_local
+
+    if os.environ.get("ARGILLA_API_URL"):
+        yield argilla_local.Server(
+            url=os.environ["ARGILLA_API_URL"],
+            api_key=os.environ.get("ARGILLA_API_KEY", ""),
+            workspace=os.environ.get("ARGILLA_WORKSPACE", argilla_local.WORKSPACE),
+            reviewer_key=None,
+        )
+        return
+    reason = argilla_local.unavailable()
+    if reason:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"no Argilla server: {reason}")
+    with argilla_local.serve(tmp_path_factory.mktemp("argilla")) as server:
+        yield server
+
+
 # --- ordering ------------------------------------------------------------------------------------
 
 #: Modules that run distilabel pipelines in this process; distilabel forks its step workers.
-FORKING_MODULES = ("test_pipeline_scripted", "test_embedded_slow")
+FORKING_MODULES = ("test_pipeline_scripted", "test_review_loop", "test_embedded_slow")
 
 
 def pytest_collection_modifyitems(session, config, items):

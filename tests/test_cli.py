@@ -179,3 +179,23 @@ def test_bad_evaluation_settings_are_one_line(tmp_path, overrides, fragments):
 def test_eval_without_models_says_what_to_do(tmp_path):
     recipe = write_recipe(tmp_path, tiny_recipe_dict(tmp_path))
     assert_one_line_error(tapir("eval", "--recipe", recipe, "--dry-run"), "evaluation.models", "make train")
+
+
+def test_review_and_push_errors_are_one_line(tmp_path):
+    recipe = write_recipe(tmp_path, tiny_recipe_dict(tmp_path))
+    no_server = {"ARGILLA_API_URL": "", "ARGILLA_API_KEY": ""}
+    assert_one_line_error(
+        tapir("review", "push", "--recipe", recipe, env_extra=no_server),
+        "round_1.parquet: no such round file",
+    )
+    assert_one_line_error(
+        tapir("review", "pull", "--recipe", recipe, env_extra=no_server), "review.argilla.api_url: not set"
+    )
+    assert_one_line_error(
+        tapir("review", "pull", "--recipe", recipe, "--round", "9", env_extra=no_server),
+        "review.round: 9 is not a round of this curriculum",
+    )
+    assert_one_line_error(
+        tapir("push", "--recipe", recipe, "--dry-run", "--round", "warmup"), "no finished data run here"
+    )
+    assert not list(tmp_path.glob("out*"))

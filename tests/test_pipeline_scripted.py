@@ -123,3 +123,47 @@ def test_new_student_regrades_only_the_student(tmp_path, scripted):
     assert "teacher" not in usage
     assert usage["student"]["calls"] == pool_size
     assert usage["judge"]["calls"] == pool_size  # student grades only; teacher grades and labels cached
+
+
+def test_hub_dry_run_is_the_upload_and_loads_with_datasets(tmp_path, scripted, monkeypatch):
+    """`tapir push --dry-run`: data files, recipe, manifest, plots and our card, loadable with
+    datasets; the card renders as Markdown with the run's real figures; no secret inside."""
+    from huggingface_hub import DatasetCard
+    from markdown_it import MarkdownIt
+
+    from tapir.pipelines.hub_push import push
+
+    planted = "hf_" + "PlantedHubToken" * 3
+    monkeypatch.setenv("HF_TOKEN", planted)
+    recipe = make_recipe(tmp_path)
+    out = run_data(recipe, Console(quiet=True))
+    summary = json.loads((out / "summary.json").read_text())
+    folder = push(recipe, Console(quiet=True), repo_id="org/tapir-tiny", dry_run=True)
+    assert folder == tmp_path / "out-hub"
+    names = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert {"README.md", "recipe.yaml", "manifest.json", "summary.json", "data/round_1.parquet"} <= names
+    assert {"data/pool.parquet", "data/selected.parquet", "plots/task_histogram.png"} <= names
+
+    for config, splits in (("curriculum", {"warmup", "round_1", "round_2"}), ("pool", {"train"})):
+        loaded = datasets.load_dataset(str(folder), config, cache_dir=str(tmp_path / "hf-cache"))
+        assert set(loaded) == splits
+    text = (folder / "README.md").read_text()
+    card = DatasetCard(text)
+    assert card.data.license == recipe.seeds.license
+    assert [c["config_name"] for c in card.data.configs][:3] == ["curriculum", "selected", "pool"]
+    html = MarkdownIt("commonmark").enable("table").render(text.split("---", 2)[2])
+    assert html.count("<table>") >= 6 and '<img src="plots/task_histogram.png"' in html
+    # Real figures: the task histogram, parse failures and MFD statistics of this run.
+    for task, count in summary["tasks_after"].items():
+        assert f"| {task} | {summary['tasks_before'].get(task, 0)} | {count} |" in text
+    assert f"| judge grade of teacher | {summary['parse_failures']['judge grade of teacher']} |" in text
+    assert f"mean {summary['mfd']['mean']:.2f}" in text
+    assert "No human review has been pulled for this run" in text
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert planted.encode() not in path.read_bytes(), path
+
+    # One round only: the card declares exactly that split.
+    single = push(recipe, Console(quiet=True), round_=2, dry_run=True, to=str(tmp_path / "one"))
+    assert {p.name for p in (single / "data").rglob("*")} == {"round_2.parquet"}
+    assert set(datasets.load_dataset(str(single), cache_dir=str(tmp_path / "hf-cache"))) == {"round_2"}

@@ -1,0 +1,193 @@
+"""A real Argilla server on this machine, from packages only (no Docker): for the tests, and for
+``make argilla-server`` on a laptop.
+
+Argilla 2.8 is a FastAPI app (``argilla-server`` on PyPI) that needs a database, a search engine
+and Redis for its background jobs. Here they are SQLite, ``osmem-server`` (PyPI: an in-memory
+OpenSearch-compatible server binary) and Debian's ``redis-server``. argilla-server pins
+pydantic~=2.9, fastapi~=0.115 and httpx~=0.27, which clash with our stack, so it lives in its own
+venv (``make argilla-env`` builds ``.venv-argilla``); it is a separate process anyway.
+
+    python -m tests.argilla_local      # serve on http://127.0.0.1:6900 until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv-argilla"
+PYTHON = VENV / "bin" / "python"
+LOCAL_DEFAULT_KEY = "argilla.apikey"  # Argilla's own quickstart convention for local servers
+WORKSPACE = "argilla"
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    api_key: str
+    workspace: str
+    reviewer_key: str | None  # a second user (annotator) for multi-reviewer checks
+
+
+def unavailable() -> str | None:
+    """Why a local server cannot start here, or None."""
+    if not PYTHON.is_file():
+        return f"no {VENV.name}/ (run `make argilla-env`)"
+    if shutil.which("redis-server") is None:
+        return "redis-server not on PATH (Debian: apt-get install redis-server)"
+    if not _osmem_binary().is_file():
+        return "osmem-server binary missing from .venv-argilla"
+    return None
+
+
+def _osmem_binary() -> Path:
+    found = sorted(VENV.glob("lib/python*/site-packages/osmem_server/bin/osmem-server"))
+    return found[0] if found else VENV / "missing-osmem-server"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(url: str, seconds: float, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited ({process.returncode}); see {log}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up in {seconds:.0f}s; see {log}")
+
+
+def _start(
+    stack: ExitStack, args: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    handle = stack.enter_context(log.open("w"))
+    # stdin stays a pipe: osmem-server exits when it closes, so nothing outlives the tests.
+    process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env)
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    stack.callback(stop)
+    return process
+
+
+@contextmanager
+def serve(workdir: Path, port: int | None = None, api_key: str = LOCAL_DEFAULT_KEY) -> Iterator[Server]:
+    """Redis + osmem + argilla-server (+ its rq worker) on loopback; everything stops on exit."""
+    reason = unavailable()
+    if reason:
+        raise RuntimeError(f"cannot start a local Argilla server: {reason}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    redis_port, search_port, port = _free_port(), _free_port(), port or _free_port()
+    env = {
+        **os.environ,
+        "ARGILLA_HOME_PATH": str(workdir / "home"),
+        "ARGILLA_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'argilla.db'}",
+        "ARGILLA_SEARCH_ENGINE": "opensearch",
+        "ARGILLA_ELASTICSEARCH": f"http://127.0.0.1:{search_port}",
+        "ARGILLA_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    with ExitStack() as stack:
+        redis = _start(
+            stack,
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            workdir / "redis.log",
+        )
+        search = _start(
+            stack, [str(_osmem_binary()), "-addr", f"127.0.0.1:{search_port}"], workdir / "osmem.log"
+        )
+        _wait_for(f"http://127.0.0.1:{search_port}/", 30, search, workdir / "osmem.log")
+        if redis.poll() is not None:
+            raise RuntimeError(f"redis-server exited; see {workdir / 'redis.log'}")
+
+        def manage(*args: str) -> None:
+            subprocess.run(
+                [str(PYTHON), "-m", "argilla_server", "database", *args],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+        def create_user(name: str, role: str, key: str) -> None:
+            manage(
+                "users", "create", "--username", name, "--password", f"tapir-{name}", "--role", role,
+                "--api-key", key, "--first-name", name.title(), "--workspace", WORKSPACE,
+            )  # fmt: skip
+
+        manage("migrate")
+        create_user("owner", "owner", api_key)
+        reviewer_key = f"{api_key}.reviewer"
+        create_user("reviewer", "annotator", reviewer_key)
+        server = _start(
+            stack,
+            [str(PYTHON), "-m", "argilla_server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            workdir / "server.log",
+            env,
+        )
+        _start(stack, [str(PYTHON), "-m", "argilla_server", "worker"], workdir / "worker.log", env)
+        url = f"http://127.0.0.1:{port}"
+        _wait_for(f"{url}/api/_status", 120, server, workdir / "server.log")
+        yield Server(url=url, api_key=api_key, workspace=WORKSPACE, reviewer_key=reviewer_key)
+
+
+def main() -> None:
+    key = os.environ.get("ARGILLA_API_KEY") or LOCAL_DEFAULT_KEY
+    where = (
+        "$ARGILLA_API_KEY"
+        if os.environ.get("ARGILLA_API_KEY")
+        else f"the local default {LOCAL_DEFAULT_KEY!r}"
+    )
+    workdir = REPO / ".cache" / "argilla-server"
+    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        with serve(workdir, port=int(os.environ.get("ARGILLA_PORT", "6900")), api_key=key) as server:
+            print(
+                f"Argilla {server.url} (workspace {server.workspace!r}; owner key: {where}); Ctrl-C stops it"
+            )
+            print(f"  export ARGILLA_API_URL={server.url}")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as error:
+        print(f"argilla-server: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
