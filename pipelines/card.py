@@ -60,16 +60,12 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def _review_section(summary: dict[str, Any], agreements: dict[str, dict[str, Any]]) -> str:
     from tapir.pipelines.review_answers import agreement_markdown
+    from tapir.pipelines.review_corrections import describe_applied
 
     parts = []
-    applied = summary.get("review") or {}
-    if applied.get("sources"):
-        parts.append(
-            f"Reviewers' decisions applied to this data: {applied['labels_overridden']} task labels "
-            f"overridden, {applied['rows_rejected']} rows rejected, {applied['responses_fixed']} "
-            f"reviewer-written responses trained on ({applied['decisions_matching_no_row']} decisions "
-            "matched no row)."
-        )
+    applied = describe_applied(summary.get("review"))
+    if applied:
+        parts.append(f"Reviewers' decisions applied to this data: {applied}.")
     for split, report in sorted(agreements.items()):
         parts.append(agreement_markdown(report, f"Review of {split}"))
     if not parts:

@@ -158,6 +158,10 @@ def push(
     private = recipe.hub.private if private is None else private
     if dry_run:
         folder = Path(to) if to else recipe.resolved_hub_dir
+        if folder.exists() and any(folder.iterdir()) and not (folder / "manifest.json").is_file():
+            raise DataError(
+                f"--to: {folder} exists and is not an earlier tapir upload folder; not replacing it"
+            )
         staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         try:

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tapir.pipelines.review_corrections import describe_applied
 from tapir.pipelines.steps import EASY, EXCLUDED, FAILURE_COLUMNS, HARD
 
 
@@ -216,14 +217,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         )
     console.print(rounds)
 
-    review = summary.get("review") or {}
-    if review.get("sources"):
-        console.print(
-            f"[bold]Review applied[/]: {review['labels_overridden']} labels overridden, "
-            f"{review['rows_rejected']} rows rejected, "
-            f"{review['responses_fixed']} fixed responses trained on; "
-            f"{review['decisions_matching_no_row']} decisions matched no row"
-        )
+    applied = describe_applied(summary.get("review"))
+    if applied:
+        console.print(f"[bold]Review applied[/]: {applied}")
 
     usage = Table(title="LLM usage this run", title_justify="left")
     for column in ("role", "calls", "input tokens", "output tokens", "empty outputs", "seconds"):

@@ -78,3 +78,14 @@ def applied_summary(
         "decisions_matching_no_row": len(wanted - pool_ids),
         "labels_not_in_taxonomy": len(corrections.unknown_labels),
     }
+
+
+def describe_applied(review: dict[str, Any] | None) -> str | None:
+    """One sentence on what reviewers changed in a run (summary, card), or None if nothing was read."""
+    if not review or not review.get("sources"):
+        return None
+    return (
+        f"{review['labels_overridden']} task labels overridden, {review['rows_rejected']} rows rejected, "
+        f"{review['responses_fixed']} reviewer-written responses trained on "
+        f"({review['decisions_matching_no_row']} decisions matched no row)"
+    )

@@ -111,3 +111,14 @@ def test_push_without_a_token_fails_before_building_anything(tmp_path):
     # Without --repo-id (and no hub.repo_id) the error names that instead.
     result = tapir("push", "--recipe", str(path), env_extra={"HF_TOKEN": TOKEN})
     assert_one_line_error(result, "hub.repo_id: not set")
+
+
+def test_dry_run_never_replaces_a_folder_that_is_not_an_upload(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe_dict(tmp_path)))
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    result = tapir("push", "--recipe", str(path), "--dry-run", "--to", str(precious))
+    assert_one_line_error(result, "is not an earlier tapir upload folder")
+    assert (precious / "notes.txt").read_text() == "keep me"
