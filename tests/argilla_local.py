@@ -5,7 +5,8 @@ Argilla 2.8 is a FastAPI app (``argilla-server`` on PyPI) that needs a database,
 and Redis for its background jobs. Here they are SQLite, ``osmem-server`` (PyPI: an in-memory
 OpenSearch-compatible server binary) and Debian's ``redis-server``. argilla-server pins
 pydantic~=2.9, fastapi~=0.115 and httpx~=0.27, which clash with our stack, so it lives in its own
-venv (``make argilla-env`` builds ``.venv-argilla``); it is a separate process anyway.
+venv (``make argilla-env`` builds ``.venv-argilla``); it is a separate process anyway. osmem runs
+no painless scripts, so the server and worker start through ``argilla_server_osmem.py``.
 
     python -m tests.argilla_local      # serve on http://127.0.0.1:6900 until Ctrl-C
 """
@@ -27,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-argilla"
 PYTHON = VENV / "bin" / "python"
+# argilla-server's CLI with the three script updates osmem cannot run done in Python (see there).
+ON_OSMEM = Path(__file__).with_name("argilla_server_osmem.py")
 LOCAL_DEFAULT_KEY = "argilla.apikey"  # Argilla's own quickstart convention for local servers
 WORKSPACE = "argilla"
 
@@ -155,11 +158,11 @@ def serve(workdir: Path, port: int | None = None, api_key: str = LOCAL_DEFAULT_K
         create_user("reviewer", "annotator", reviewer_key)
         server = _start(
             stack,
-            [str(PYTHON), "-m", "argilla_server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            [str(PYTHON), str(ON_OSMEM), "start", "--host", "127.0.0.1", "--port", str(port)],
             workdir / "server.log",
             env,
         )
-        _start(stack, [str(PYTHON), "-m", "argilla_server", "worker"], workdir / "worker.log", env)
+        _start(stack, [str(PYTHON), str(ON_OSMEM), "worker"], workdir / "worker.log", env)
         url = f"http://127.0.0.1:{port}"
         _wait_for(f"{url}/api/_status", 120, server, workdir / "server.log")
         yield Server(url=url, api_key=api_key, workspace=WORKSPACE, reviewer_key=reviewer_key)

@@ -118,6 +118,21 @@ def argilla_server(tmp_path_factory):
         yield server
 
 
+# --- a stand-in for the Hugging Face Hub (tapir push) ------------------------------------------
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """huggingface_hub pointed at tests/hub_standin.py for the test; yields what it received."""
+    import huggingface_hub.constants as constants
+
+    from tests.hub_standin import serve_hub
+
+    with serve_hub() as state:
+        monkeypatch.setattr(constants, "ENDPOINT", state.url)
+        yield state
+
+
 # --- ordering ------------------------------------------------------------------------------------
 
 #: Modules that run distilabel pipelines in this process; distilabel forks its step workers.

@@ -1,10 +1,8 @@
 """``tapir push`` up to the network boundary: the token checks a user meets before anything is
-built, against huggingface_hub's real whoami call served by a local stand-in for the Hub."""
+built, against huggingface_hub's real whoami call served by a local stand-in for the Hub
+(tests/hub_standin.py; the upload itself is checked in test_pipeline_scripted)."""
 
-import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import yaml
@@ -16,37 +14,6 @@ from .conftest import tiny_recipe_dict
 from .test_cli import assert_one_line_error, tapir
 
 TOKEN = "hf_" + "LocalStandInToken" * 2
-
-
-class FakeHub(BaseHTTPRequestHandler):
-    """Answers GET /api/whoami-v2 as huggingface.co does, with the identity the test sets."""
-
-    identity: dict = {}
-    status = 200
-
-    def do_GET(self):
-        assert self.path.startswith("/api/whoami-v2"), self.path
-        assert self.headers["authorization"] == f"Bearer {TOKEN}"
-        body = json.dumps(self.identity if self.status == 200 else {"error": "Invalid credentials"}).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    import huggingface_hub.constants as constants
-
-    server = HTTPServer(("127.0.0.1", 0), FakeHub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    yield FakeHub
-    server.shutdown()
 
 
 def identity(role, orgs=(), scoped=()):
@@ -63,6 +30,7 @@ def identity(role, orgs=(), scoped=()):
 def test_write_tokens_pass_for_namespaces_they_can_write(hub):
     hub.identity, hub.status = identity("write", orgs=[("lab", "write")]), 200
     assert check_write_access(TOKEN, "alice/tapir-data", "HF_TOKEN") == "alice"
+    assert hub.tokens == {TOKEN}  # the Hub was asked with the user's token
     assert check_write_access(TOKEN, "lab/tapir-data", "HF_TOKEN") == "alice"
     hub.identity = identity(
         "fineGrained", scoped=[{"entity": {"type": "org", "name": "lab"}, "permissions": ["repo.write"]}]

@@ -125,9 +125,10 @@ def test_new_student_regrades_only_the_student(tmp_path, scripted):
     assert usage["judge"]["calls"] == pool_size  # student grades only; teacher grades and labels cached
 
 
-def test_hub_dry_run_is_the_upload_and_loads_with_datasets(tmp_path, scripted, monkeypatch):
+def test_hub_dry_run_is_the_upload_and_loads_with_datasets(tmp_path, scripted, monkeypatch, hub):
     """`tapir push --dry-run`: data files, recipe, manifest, plots and our card, loadable with
-    datasets; the card renders as Markdown with the run's real figures; no secret inside."""
+    datasets; the card renders as Markdown with the run's real figures; no secret inside. The
+    real push sends exactly that folder, private, in one commit (to a stand-in Hub)."""
     from huggingface_hub import DatasetCard
     from markdown_it import MarkdownIt
 
@@ -162,6 +163,18 @@ def test_hub_dry_run_is_the_upload_and_loads_with_datasets(tmp_path, scripted, m
     for path in folder.rglob("*"):
         if path.is_file():
             assert planted.encode() not in path.read_bytes(), path
+
+    # The real push: huggingface_hub creates a private dataset repo and commits the same files.
+    hub.identity = {"name": "alice", "orgs": [{"name": "org", "roleInOrg": "write"}],
+                    "auth": {"accessToken": {"role": "write"}}}  # fmt: skip
+    url = push(recipe, Console(quiet=True), repo_id="org/tapir-tiny")
+    assert url.startswith(f"{hub.url}/datasets/org/tapir-tiny/commit/") and len(hub.commits) == 1
+    assert hub.created == [
+        {"name": "tapir-tiny", "organization": "org", "visibility": "private", "type": "dataset"}
+    ]
+    uploaded = hub.files["org/tapir-tiny"]
+    assert uploaded == {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert hub.tokens == {planted} and not any(planted.encode() in blob for blob in uploaded.values())
 
     # One round only: the card declares exactly that split.
     single = push(recipe, Console(quiet=True), round_=2, dry_run=True, to=str(tmp_path / "one"))

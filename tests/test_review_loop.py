@@ -7,6 +7,7 @@ import uuid
 
 import argilla as rg
 import datasets
+import httpx
 import pandas as pd
 import pytest
 from rich.console import Console
@@ -37,10 +38,40 @@ def review_recipe(tmp_path, server, **review):
 
 
 def submit(dataset, record_id, user_id, **values):
+    """An answer logged with the SDK (how scripts and notebooks annotate)."""
     record = next(r for r in dataset.records(with_suggestions=True) if r.id == record_id)
     for question, value in values.items():
         record.responses.add(rg.Response(question, value, user_id=user_id, status="submitted"))
     dataset.records.log([record])
+
+
+def submit_as_ui(server, key, dataset, record_id, bulk=False, **values):
+    """An answer sent the way Argilla's web UI sends it: its own REST endpoints, with a key."""
+    record = next(r for r in dataset.records if r.id == record_id)
+    body = {"values": {q: {"value": v} for q, v in values.items()}, "status": "submitted"}
+    headers = {"X-Argilla-Api-Key": key}
+    if bulk:  # the UI's "submit all selected" path
+        body["record_id"] = str(record._server_id)
+        reply = httpx.post(f"{server.url}/api/v1/me/responses/bulk", json={"items": [body]}, headers=headers)
+        assert reply.status_code == 200 and reply.json()["items"][0]["error"] is None, reply.text
+    else:
+        reply = httpx.post(
+            f"{server.url}/api/v1/records/{record._server_id}/responses", json=body, headers=headers
+        )
+        assert reply.status_code == 201, reply.text
+
+
+def submitted_in_ui(server, key, dataset):
+    """How many records the UI's "Submitted" queue lists for the key's user (the search index)."""
+    query = {"filters": {"and": [{"type": "terms", "scope": {"entity": "response", "property": "status"},
+                                  "values": ["submitted"]}]}}  # fmt: skip
+    reply = httpx.post(
+        f"{server.url}/api/v1/me/datasets/{dataset.id}/records/search",
+        json=query,
+        headers={"X-Argilla-Api-Key": key},
+    )
+    assert reply.status_code == 200, reply.text
+    return reply.json()["total"]
 
 
 def test_reviewers_answers_change_the_next_round(tmp_path, scripted, argilla_server, monkeypatch):
@@ -79,21 +110,29 @@ def test_reviewers_answers_change_the_next_round(tmp_path, scripted, argilla_ser
     push_review(recipe, Console(quiet=True))
     assert len(list(dataset.records)) == len(sample)
 
-    # Reviewers answer: relabel one, reject one, fix one, confirm one.
+    # Reviewers answer: relabel one (SDK), reject one and fix one (as the web UI does), confirm one.
     relabel, reject, fix = sample["id"].iloc[0], sample["id"].iloc[1], sample["id"].iloc[2]
     old_label = sample.set_index("id").loc[relabel, "task"]
     new_label = next(label for label in recipe.taxonomy.labels if label != old_label)
-    me = client.me.id
+    me, key = client.me.id, argilla_server.api_key
     submit(
         dataset, relabel, me, task_label=new_label, keep="keep", student_falls_short="yes", refined_better=4
     )
-    submit(dataset, reject, me, task_label=sample["task"].iloc[1], keep="reject", student_falls_short="no")
-    submit(
-        dataset, fix, me, task_label=sample["task"].iloc[2], keep="keep", student_falls_short="no", fix=FIX
-    )
-    if argilla_server.reviewer_key:  # a second reviewer (annotator) agrees on the relabel
-        reviewer = client.users("reviewer").id
-        submit(dataset, relabel, reviewer, task_label=new_label, keep="keep", student_falls_short="yes")
+    submit_as_ui(
+        argilla_server, key, dataset, reject,
+        task_label=sample["task"].iloc[1], keep="reject", student_falls_short="no",
+    )  # fmt: skip
+    submit_as_ui(
+        argilla_server, key, dataset, fix, bulk=True,
+        task_label=sample["task"].iloc[2], keep="keep", student_falls_short="no", fix=FIX,
+    )  # fmt: skip
+    assert submitted_in_ui(argilla_server, key, dataset) == 3
+    if argilla_server.reviewer_key:  # a second reviewer (annotator) agrees on the relabel, in the UI
+        submit_as_ui(
+            argilla_server, argilla_server.reviewer_key, dataset, relabel,
+            task_label=new_label, keep="keep", student_falls_short="yes",
+        )  # fmt: skip
+        assert submitted_in_ui(argilla_server, argilla_server.reviewer_key, dataset) == 1
 
     # pull: answers, decisions and the agreement report beside the round.
     folder = pull_review(recipe, console)
