@@ -173,13 +173,15 @@ def test_reviewers_answers_change_the_next_round(tmp_path, scripted, argilla_ser
     assert manifest["review"]["decisions"][0]["file"].endswith("round_1/decisions.parquet")
 
     # The Hub dry run: our card with the round's real figures and the review, loadable with datasets.
-    hub = push(recipe, console, repo_id="org/tapir-test", round_=1, dry_run=True, to=str(tmp_path / "hub"))
+    hub = push(recipe, console, repo_id="org/tapir-test", dry_run=True, to=str(tmp_path / "hub"))
     card = (hub / "README.md").read_text()
     assert "### Review of round_1" in card and "| task classifier (label) |" in card
     assert f"| data/round_1.parquet | {len(pd.read_parquet(again / 'data/round_1.parquet'))} |" in card
     assert "2 task labels" not in card and "1 task labels overridden, 1 rows rejected" in card
+    # Every split loads as one config although only some carry a reviewer's fix (one schema).
     loaded = datasets.load_dataset(str(hub), "curriculum", cache_dir=str(tmp_path / "hf-cache"))
-    assert set(loaded) == {"round_1"}
+    assert set(loaded) == {"warmup", "round_1", "round_2"}
+    assert FIX in [r for split in loaded.values() for r in split["review_response"]]
     assert (hub / "review/round_1/agreement.json").is_file() and (hub / "recipe.yaml").is_file()
 
     # No secret anywhere: outputs, review folder, upload folder, the console log.
