@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -177,11 +178,14 @@ def main() -> None:
     )
     workdir = REPO / ".cache" / "argilla-server"
     shutil.rmtree(workdir, ignore_errors=True)
+    # `kill` as well as Ctrl-C stops redis, osmem, the server and its worker with us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         with serve(workdir, port=int(os.environ.get("ARGILLA_PORT", "6900")), api_key=key) as server:
             print(
                 f"Argilla {server.url} (workspace {server.workspace!r}; owner key: {where}); Ctrl-C stops it"
             )
+            print("  web UI logins: owner / tapir-owner, reviewer / tapir-reviewer (annotator)")
             print(f"  export ARGILLA_API_URL={server.url}")
             while True:
                 time.sleep(3600)
