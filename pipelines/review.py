@@ -222,7 +222,7 @@ def plot_agreement(report: dict[str, Any], path: Path) -> Path:
 
     per_task = report["classifier"]["per_task"]
     per_bucket = report["judge"]["per_difficulty"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, max(3.2, 0.35 * len(per_task) + 1.6)))
+    fig, axes = plt.subplots(1, 2, figsize=(10, max(3.2, 0.35 * len(per_task) + 1.6)), layout="constrained")
     for ax, data, title in (
         (axes[0], per_task, "reviewers agree with the task classifier"),
         (axes[1], per_bucket, "reviewers agree with the judge (hard/easy)"),
@@ -245,9 +245,8 @@ def plot_agreement(report: dict[str, Any], path: Path) -> Path:
         ax.set_xlabel("% of submitted answers")
         ax.set_title(title, fontsize=10)
         if not names:
-            ax.text(50, 0.5, "no submitted answers yet", ha="center", va="center", transform=ax.transData)
+            ax.text(0.5, 0.5, "no answers to this yet", ha="center", va="center", transform=ax.transAxes)
             ax.set_yticks([])
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
