@@ -70,6 +70,12 @@ def scrub(text: str) -> str:
     return text
 
 
+def error_line(error: BaseException) -> str:
+    """An exception as one line of a user-facing error: its first line (else its type), scrubbed,
+    at most 300 characters."""
+    return scrub((str(error).splitlines() or [type(error).__name__])[0])[:300]
+
+
 def contains_secret(blob: bytes) -> bool:
     """Whether ``blob`` holds a credential from the environment or a token-shaped string."""
     if any(value.encode() in blob for value in secret_values()):

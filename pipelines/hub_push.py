@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from tapir.errors import DataError, EndpointError, RecipeError
-from tapir.manifest import contains_secret, scrub
+from tapir.manifest import contains_secret, error_line, scrub
 from tapir.pipelines.card import data_files, write_card
 from tapir.pipelines.review import AGREEMENT, DECISIONS, load_agreements
 from tapir.recipe import Recipe
@@ -57,11 +57,9 @@ def check_write_access(token: str, repo_id: str, token_env: str) -> str:
             raise EndpointError(
                 f"hub.token_env: ${token_env} was rejected by the Hub (invalid or expired)"
             ) from None
-        raise EndpointError(f"hub: whoami failed ({scrub(str(error).splitlines()[0])})") from None
+        raise EndpointError(f"hub: whoami failed ({error_line(error)})") from None
     except Exception as error:  # connection errors come as several requests/httpx types
-        raise EndpointError(
-            f"hub: cannot reach the Hugging Face Hub ({scrub(str(error).splitlines()[0])})"
-        ) from None
+        raise EndpointError(f"hub: cannot reach the Hugging Face Hub ({error_line(error)})") from None
 
     user = info.get("name", "")
     namespace = repo_id.split("/")[0]
@@ -196,8 +194,6 @@ def push(
                 commit_message=f"tapir push: {recipe.name} ({round_})",
             )
         except Exception as error:
-            raise EndpointError(
-                f"hub: upload to {repo_id} failed ({scrub(str(error).splitlines()[0])})"
-            ) from None
+            raise EndpointError(f"hub: upload to {repo_id} failed ({error_line(error)})") from None
     console.print(f"[green]pushed[/] {', '.join(files)} to {repo_id} as {user} ({commit.commit_url})")
     return commit.commit_url

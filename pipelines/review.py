@@ -20,7 +20,7 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from tapir.errors import DataError, EndpointError
-from tapir.manifest import now_utc, scrub, write_json
+from tapir.manifest import error_line, now_utc, write_json
 from tapir.pipelines.review_answers import agreement, agreement_markdown, answers_from_records, decide
 from tapir.pipelines.review_argilla import (
     Connection,
@@ -47,10 +47,6 @@ SAMPLE, PUSHED, ANSWERS, DECISIONS, AGREEMENT = (
     "decisions.parquet",
     "agreement.json",
 )
-
-
-def _first_line(error: BaseException) -> str:
-    return scrub((str(error).splitlines() or [type(error).__name__])[0])[:300]
 
 
 def split_name(round_: int | str) -> str:
@@ -102,9 +98,7 @@ def push_review(
     try:
         dataset.records.log(records)
     except Exception as error:
-        raise EndpointError(
-            f"review: logging records to {name!r} failed ({str(error).splitlines()[0]})"
-        ) from None
+        raise EndpointError(f"review: logging records to {name!r} failed ({error_line(error)})") from None
 
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(sample).to_parquet(folder / SAMPLE)
@@ -144,9 +138,7 @@ def _dataset_for(client: Any, connection: Connection, name: str, settings: Any) 
     try:
         return dataset.create()
     except Exception as error:
-        raise EndpointError(
-            f"review: creating dataset {name!r} failed ({str(error).splitlines()[0]})"
-        ) from None
+        raise EndpointError(f"review: creating dataset {name!r} failed ({error_line(error)})") from None
 
 
 ANSWER_COLUMNS = [
@@ -188,7 +180,7 @@ def write_pulled(
     """Answers, decisions and agreement for ``records``, replacing the previous pull atomically."""
     answers = answers_from_records(records)
     decisions = decide(answers)
-    report = agreement(answers, sent=len(records))
+    report = agreement(answers, decisions, sent=len(records))
     report.update({"split": split, "source": source, "pulled": now_utc()})
 
     folder = recipe.resolved_review_dir / split

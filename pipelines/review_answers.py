@@ -109,8 +109,9 @@ def _share(hits: int, total: int) -> float | None:
     return round(hits / total, 4) if total else None
 
 
-def agreement(answers: list[dict[str, Any]], sent: int) -> dict[str, Any]:
-    """How often reviewers agreed with the classifier, the judge and each other."""
+def agreement(answers: list[dict[str, Any]], decisions: list[dict[str, Any]], sent: int) -> dict[str, Any]:
+    """How often reviewers agreed with the classifier, the judge and each other; ``decisions`` is
+    ``decide(answers)``, counted as the corrections the next run will apply."""
     statuses = Counter(a["status"] for a in answers)
     submitted = [a for a in answers if a["status"] == SUBMITTED]
 
@@ -118,10 +119,11 @@ def agreement(answers: list[dict[str, Any]], sent: int) -> dict[str, Any]:
     per_task: dict[str, list[bool]] = defaultdict(list)
     for a in labelled:
         per_task[a["task"]].append(a[TASK_LABEL] == a["task"])
+    label_agree = sum(a[TASK_LABEL] == a["task"] for a in labelled)
     classifier = {
         "answers": len(labelled),
-        "agree": sum(a[TASK_LABEL] == a["task"] for a in labelled),
-        "agreement": _share(sum(a[TASK_LABEL] == a["task"] for a in labelled), len(labelled)),
+        "agree": label_agree,
+        "agreement": _share(label_agree, len(labelled)),
         "kappa": _kappa([a["task"] for a in labelled], [a[TASK_LABEL] for a in labelled]),
         "per_task": {
             task: {"answers": len(hits), "agreement": _share(sum(hits), len(hits))}
@@ -134,10 +136,11 @@ def agreement(answers: list[dict[str, Any]], sent: int) -> dict[str, Any]:
     per_bucket: dict[str, list[bool]] = defaultdict(list)
     for a, says in zip(judged, judge_says):
         per_bucket[a["difficulty"]].append(a[FALLS_SHORT] == says)
+    judge_agree = sum(a[FALLS_SHORT] == s for a, s in zip(judged, judge_says))
     judge = {
         "answers": len(judged),
-        "agree": sum(a[FALLS_SHORT] == s for a, s in zip(judged, judge_says)),
-        "agreement": _share(sum(a[FALLS_SHORT] == s for a, s in zip(judged, judge_says)), len(judged)),
+        "agree": judge_agree,
+        "agreement": _share(judge_agree, len(judged)),
         "kappa": _kappa(judge_says, [a[FALLS_SHORT] for a in judged]),
         "per_difficulty": {
             d: {"answers": len(h), "agreement": _share(sum(h), len(h))} for d, h in sorted(per_bucket.items())
@@ -165,7 +168,6 @@ def agreement(answers: list[dict[str, Any]], sent: int) -> dict[str, Any]:
         "keep_agreement": _share(sum(x[KEEP] == y[KEEP] for x, y in pairs), len(pairs)),
     }
 
-    decisions = decide(answers)
     return {
         "records_sent": sent,
         "records_reviewed": len(by_id),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tapir.errors import EndpointError, RecipeError
-from tapir.manifest import scrub
+from tapir.manifest import error_line
 from tapir.recipe import ArgillaSettings
 
 DEFAULT_WORKSPACE = "argilla"
@@ -45,10 +45,6 @@ def resolve(settings: ArgillaSettings) -> Connection:
     return Connection(url.rstrip("/"), workspace, settings.api_key_env, settings.timeout_s)
 
 
-def _reason(error: BaseException) -> str:
-    return scrub(str(error).splitlines()[0] if str(error) else type(error).__name__)[:300]
-
-
 def connect(connection: Connection) -> Any:
     """An ``argilla.Argilla`` client that has reached the server and been accepted."""
     import argilla as rg
@@ -61,7 +57,7 @@ def connect(connection: Connection) -> Any:
             )
             client.me  # noqa: B018 - the first authenticated call
     except Exception as error:  # the SDK raises several httpx/argilla types for one cause
-        text = _reason(error)
+        text = error_line(error)
         if "401" in text or "nauthori" in text:
             raise EndpointError(
                 f"review.argilla: ${connection.api_key_env} was rejected by {connection.api_url}"

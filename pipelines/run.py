@@ -39,31 +39,31 @@ def _rows(distiset: Any, name: str) -> list[dict[str, Any]]:
     return [r for r in rows if not r.get(PLACEHOLDER)]
 
 
-def _write_parquet(
-    rows: list[dict[str, Any]], path: Path, drop: set[str], features: Any | None = None
-) -> int:
+def _write_parquet(rows: list[dict[str, Any]], path: Path, drop: set[str]) -> int:
     import datasets
 
     clean = [{k: v for k, v in row.items() if k not in drop} for row in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
-    if features is None:
-        table = datasets.Dataset.from_list(clean)
-    else:  # every column of the schema, also in an empty split
-        table = datasets.Dataset.from_dict(
-            {k: [r.get(k) for r in clean] for k in features}, features=features
-        )
-    table.to_parquet(str(path))
+    datasets.Dataset.from_list(clean).to_parquet(str(path))
     return len(clean)
 
 
-def _shared_features(rows: list[dict[str, Any]], drop: set[str]) -> Any:
-    """One schema for every curriculum split. Typed per file, a column that is empty in one split
-    (say ``review_response`` in the warm-up) is ``null`` there and ``string`` in the next, and
-    ``datasets.load_dataset`` then refuses the config (it casts every split to the first's schema)."""
+def _write_splits(curriculum: list[dict[str, Any]], splits: list[str], data: Path) -> dict[str, int]:
+    """Every curriculum split from one table, so all share one schema. Typed per file, a column
+    empty in one split (say ``review_response`` in the warm-up) is ``null`` there and ``string``
+    in the next, and ``datasets.load_dataset`` refuses the config (it casts every split to the
+    first's schema)."""
     import datasets
 
-    columns = dict.fromkeys(k for row in rows for k in row if k not in drop)
-    return datasets.Dataset.from_dict({k: [row.get(k) for row in rows] for k in columns}).features
+    columns = dict.fromkeys(k for row in curriculum for k in row if k not in _ROUND_DROP)
+    table = datasets.Dataset.from_dict({k: [row.get(k) for row in curriculum] for k in columns})
+    data.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split in splits:
+        part = table.select([i for i, row in enumerate(curriculum) if row["split"] == split])
+        part.to_parquet(str(data / f"{split}.parquet"))
+        written[f"data/{split}.parquet"] = len(part)
+    return written
 
 
 def _explain_empty(pool: list[dict[str, Any]]) -> str:
@@ -150,14 +150,8 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
 
 def _write_outputs(staging: Path, pool, expansions, selected, curriculum, recipe: Recipe) -> dict[str, Any]:
     data = staging / "data"
-    files: dict[str, Any] = {}
     splits = ["warmup"] + [f"round_{r}" for r in range(1, recipe.curriculum.rounds + 1)]
-    features = _shared_features(curriculum, _ROUND_DROP)
-    for split in splits:
-        rows = [r for r in curriculum if r["split"] == split]
-        files[f"data/{split}.parquet"] = _write_parquet(
-            rows, data / f"{split}.parquet", _ROUND_DROP, features
-        )
+    files: dict[str, Any] = _write_splits(curriculum, splits, data)
     files["data/selected.parquet"] = _write_parquet(selected, data / "selected.parquet", _INTERNAL)
     files["data/pool.parquet"] = _write_parquet(pool, data / "pool.parquet", _INTERNAL)
     if expansions:

@@ -212,7 +212,7 @@ class ApplyReview(Step):
     def outputs(self) -> list[str]:
         return ["task_classifier", "review_note", "review_response"]
 
-    def apply(self, row: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, row: dict[str, Any], rejected: set[str]) -> dict[str, Any]:
         row = {**row, "task_classifier": row.get("task"), "review_note": None, "review_response": None}
         notes = []
         example = str(row["id"])
@@ -222,7 +222,7 @@ class ApplyReview(Step):
         if example in self.fixes:
             notes.append("response fixed")
             row["review_response"] = self.fixes[example]
-        if example in set(self.rejected):
+        if example in rejected:
             notes.append("rejected")
             if row["difficulty"] != EXCLUDED:
                 row.update(difficulty=EXCLUDED, excluded_reason="review: rejected by a reviewer")
@@ -230,7 +230,8 @@ class ApplyReview(Step):
         return row
 
     def process(self, inputs: StepInput) -> Any:
-        yield [self.apply(row) for row in inputs]
+        rejected = set(self.rejected)
+        yield [self.apply(row, rejected) for row in inputs]
 
 
 class KeepForReport(Step):

@@ -167,7 +167,7 @@ def test_decisions_and_agreement_from_answers():
     assert not decisions["b"]["rejected"] and decisions["b"]["fix"] == "Fixed."
     assert decisions["c"]["rejected"] and decisions["c"]["reviewers"] == 1
 
-    report = agreement(answers, sent=4)
+    report = agreement(answers, decide(answers), sent=4)
     assert report["records_sent"] == 4 and report["records_reviewed"] == 3
     assert report["answers"] == {"discarded": 1, "draft": 1, "submitted": 5}
     # classifier: a×2 disagree, b: 1 agree 1 disagree, c agrees -> 2 of 5
@@ -234,17 +234,21 @@ def test_a_label_outside_the_taxonomy_is_reported_not_applied(tmp_path):
 
 def test_apply_review_step_changes_only_the_decided_rows():
     step = ApplyReview(labels={"a": "Writing"}, rejected=["b"], fixes={"c": "Fixed."})
-    a = step.apply({"id": "a", "task": "Math", "difficulty": "hard"})
+
+    def apply(row):
+        return next(step.process([row]))[0]
+
+    a = apply({"id": "a", "task": "Math", "difficulty": "hard"})
     assert (
         a["task"] == "Writing"
         and a["task_classifier"] == "Math"
         and a["review_note"] == "label Math -> Writing"
     )
-    b = step.apply({"id": "b", "task": "Math", "difficulty": "easy", "excluded_reason": None})
+    b = apply({"id": "b", "task": "Math", "difficulty": "easy", "excluded_reason": None})
     assert b["difficulty"] == "excluded" and b["excluded_reason"] == "review: rejected by a reviewer"
-    c = step.apply({"id": "c", "task": "Math", "difficulty": "easy"})
+    c = apply({"id": "c", "task": "Math", "difficulty": "easy"})
     assert c["review_response"] == "Fixed." and c["difficulty"] == "easy"
-    d = step.apply({"id": "d", "task": "Math", "difficulty": "easy"})
+    d = apply({"id": "d", "task": "Math", "difficulty": "easy"})
     assert d["review_note"] is None and d["task"] == "Math" and d["review_response"] is None
 
 
