@@ -7,6 +7,7 @@ or file and exit with status 2; no traceback, no half-written output.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import warnings
@@ -32,6 +33,18 @@ def _add_recipe_args(parser: argparse.ArgumentParser, default: str | None = "rec
     )
 
 
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="with --dry-run: print the plan (engines, calls) as JSON only"
+    )
+
+
+def _emit(plan: dict, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(plan, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tapir", description="TAPIR distillation: data, train, eval.")
     parser.add_argument("--version", action="version", version=f"tapir {__version__}")
@@ -43,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--dry-run", action="store_true", help="validate and print the plan; load and call nothing"
     )
+    _add_json(data)
 
     train = sub.add_parser("train", help="train the student on the curriculum, round by round (resumable)")
     _add_recipe_args(train)
@@ -54,11 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-score with each new checkpoint and build the next round from what is still hard",
     )
     train.add_argument("--dry-run", action="store_true", help="print the training plan; load nothing")
+    _add_json(train)
 
     distill = sub.add_parser("distill", help="the whole TAPIR loop: data, then closed-loop training")
     _add_recipe_args(distill)
     distill.add_argument("--output", help="output folder (overrides output_dir)")
     distill.add_argument("--dry-run", action="store_true", help="print both plans; load nothing")
+    _add_json(distill)
 
     evaluate = sub.add_parser(
         "eval", help="AlpacaEval 2.0 + MT-Bench on every checkpoint; leaderboard, plots, HTML report"
@@ -70,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--dry-run", action="store_true", help="check files, models and judge; load nothing"
     )
+    _add_json(evaluate)
     eval_sub = evaluate.add_subparsers(dest="eval_command")
     score_alpaca = eval_sub.add_parser(
         "score-alpaca", help="alpaca_eval's metrics for stored annotations, as one JSON object"
@@ -156,7 +173,8 @@ def _quiet_libraries() -> None:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=False)
+    as_json = bool(getattr(args, "json", False) and getattr(args, "dry_run", False))
+    console = Console(stderr=False, quiet=as_json)
     _quiet_libraries()
     if args.command == "recipe" and args.recipe_command == "fields":
         from tapir.recipe import field_reference
@@ -178,8 +196,7 @@ def run(argv: list[str] | None = None) -> int:
         if args.dry_run:
             from tapir.evaluation.dry_run import eval_dry_run
 
-            eval_dry_run(recipe, console, args.models)
-            return 0
+            return _emit(eval_dry_run(recipe, console, args.models), as_json)
         from tapir.evaluation.run import run_eval
 
         run_eval(recipe, console, args.models)
@@ -207,8 +224,7 @@ def run(argv: list[str] | None = None) -> int:
         if args.dry_run:
             from tapir.pipelines.dry_run import dry_run
 
-            dry_run(recipe, console)
-            return 0
+            return _emit(dry_run(recipe, console), as_json)
         from tapir.pipelines.run import run_data
 
         run_data(recipe, console, recipe_path=args.recipe)
@@ -218,12 +234,13 @@ def run(argv: list[str] | None = None) -> int:
         if args.dry_run:
             from tapir.training.dry_run import train_dry_run
 
-            if args.command == "distill":
-                from tapir.pipelines.dry_run import dry_run
+            train_plan = train_dry_run(recipe, console, closed_loop)
+            if args.command == "train":
+                return _emit(train_plan, as_json)
+            from tapir.pipelines.dry_run import dry_run
 
-                dry_run(recipe, console)
-            train_dry_run(recipe, console, closed_loop)
-            return 0
+            data_plan = dry_run(recipe, console)
+            return _emit(distill_plan(data_plan, train_plan), as_json)
         if args.command == "distill":
             from tapir.pipelines.run import run_data
 
@@ -233,6 +250,20 @@ def run(argv: list[str] | None = None) -> int:
         run_training(recipe, console, recipe_path=args.recipe, closed_loop=closed_loop)
         return 0
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def distill_plan(data_plan: dict, train_plan: dict) -> dict:
+    """Both plans, with each re-score's student added to the engine that serves the student:
+    the first pass's engine stops before training, and each checkpoint is served in its turn,
+    so one student engine holds the devices at a time."""
+    engines = [dict(e) for e in data_plan["engines"]]
+    student = next((e for e in engines if any(s.startswith("respond_student") for s in e["serves"])), None)
+    for rescore in train_plan["rescore"]:
+        entry = f"re-score after {rescore['after']} ({rescore['backend']}: {rescore['student']})"
+        if student is not None and rescore["served"]:
+            student["serves"] = [*student["serves"], entry]
+            student.setdefault("then_serves_in_turn", []).append(rescore["student"])
+    return {**data_plan, "stage": "distill", "engines": engines, "training": train_plan}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,12 +15,13 @@ from typing import Any
 
 from distilabel.models.llms.base import LLM
 
-from tapir.embedded import EMBEDDED, EMBEDDED_MODEL_ID, chat_template_path, embedded_gguf_path
+from tapir.embedded import EMBEDDED, EMBEDDED_MODEL_ID
+from tapir.engine_client import TapirEngineClient
+from tapir.engines import OPENAI_DEFAULT_URL, SERVED_BACKENDS, EngineSet, resolved_template, served_name
 from tapir.errors import EndpointError
-from tapir.llms import TapirLlamaCppLLM, TapirOpenAILLM, TapirTransformersLLM, TapirvLLM
+from tapir.llms import TapirTransformersLLM
 from tapir.recipe import ModelSpec
 
-OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 # Stops a base model that runs past its turn in tapir's chat template.
 TURN_STOP = ["### Instruction:", "### Instructions:", "\n### Input:"]
 
@@ -31,6 +32,18 @@ def score_grammar(low: int = 1, high: int = 10) -> str:
     return f'root ::= "Rating: [[" ({choices}) "]]"'
 
 
+def choice_constraint(options: list[str], description: str = "") -> Constraint:
+    """Exactly one of ``options``: a GBNF grammar for llama.cpp, guided choice for vLLM."""
+    return Constraint(choice_grammar(options), description, choices=tuple(options))
+
+
+def score_constraint(low: int = 1, high: int = 10) -> Constraint:
+    """``Rating: [[n]]``: a GBNF grammar for llama.cpp, the same as a regex for vLLM."""
+    numbers = "|".join(str(n) for n in range(high, low - 1, -1))
+    regex = r"Rating: \[\[(" + numbers + r")\]\]"
+    return Constraint(score_grammar(low, high), f"Rating: [[{low}-{high}]]", regex=regex)
+
+
 def choice_grammar(options: list[str]) -> str:
     """GBNF that accepts exactly one of ``options``."""
     escaped = [o.replace("\\", "\\\\").replace('"', '\\"') for o in options]
@@ -39,11 +52,14 @@ def choice_grammar(options: list[str]) -> str:
 
 @dataclass(frozen=True)
 class Constraint:
-    """What an answer must look like. Backends that can enforce it do (llama.cpp grammars);
-    for the others the step's parser still counts every answer that does not fit."""
+    """What an answer must look like. Engines that can enforce it do (a llama.cpp grammar,
+    vLLM's guided choice or regex); for the others the step's parser still counts every
+    answer that does not fit."""
 
     grammar: str
     description: str = ""
+    choices: tuple[str, ...] | None = None
+    regex: str | None = None
 
 
 @dataclass
@@ -54,6 +70,12 @@ class LLMContext:
     usage_dir: Path | None = None
     seed: int = 42
     dry_run: bool = False  # build everything, call nothing: a missing API key is only noted
+    engines: EngineSet | None = None  # the run's engines; steps are their clients
+
+    def engine_set(self) -> EngineSet:
+        if self.engines is None:
+            self.engines = EngineSet(self.cache_dir, seed=self.seed)
+        return self.engines
 
 
 #: Written by ``tapir train`` into each round's model folder (round name and run key).
@@ -72,14 +94,6 @@ def model_id(spec: ModelSpec) -> str:
     return spec.model
 
 
-def resolve_chat_template(spec: ModelSpec) -> Path | None:
-    if spec.chat_template:
-        return Path(spec.chat_template)
-    if spec.model == EMBEDDED:
-        return chat_template_path()
-    return None
-
-
 def build_llm(
     spec: ModelSpec,
     role: str,
@@ -88,8 +102,12 @@ def build_llm(
     max_new_tokens: int | None = None,
     temperature: float | None = None,
     constraint: Constraint | None = None,
+    step: str | None = None,
 ) -> LLM:
-    """A fresh distilabel LLM for one step (each step needs its own instance)."""
+    """A fresh distilabel LLM for one step (each step needs its own instance).
+
+    Served backends (llamacpp, vllm, scripted, openai) give a client of the run's one engine
+    for that model; only ``transformers`` still loads a model inside the step."""
     generation = {
         "max_new_tokens": max_new_tokens or spec.generation.max_new_tokens,
         "temperature": spec.generation.temperature if temperature is None else temperature,
@@ -101,52 +119,34 @@ def build_llm(
         "model_id": model_id(spec),
         "usage_dir": str(context.usage_dir) if context.usage_dir else None,
         "response_cache_dir": str(context.cache_dir / "responses"),
+        "step": step or role,
     }
-    template = resolve_chat_template(spec)
-
-    if spec.backend == "llamacpp":
-        path = embedded_gguf_path(context.cache_dir) if spec.model == EMBEDDED else Path(spec.model)
-        extra = {"n_threads": spec.threads or os.cpu_count() or 1, **spec.options}
-        return TapirLlamaCppLLM(
-            model_path=str(path),
-            n_ctx=spec.context_length,
-            n_gpu_layers=extra.pop("n_gpu_layers", 0),
-            seed=seed,
-            chat_template_text=template.read_text(encoding="utf-8") if template else None,
-            grammar=constraint.grammar if constraint else None,
-            stop=TURN_STOP if template else [],
-            extra_kwargs=extra,
-            generation_kwargs=generation,
-            **common,
-        )
-    if spec.backend == "openai":
-        base_url = spec.base_url or OPENAI_DEFAULT_URL
-        return TapirOpenAILLM(
-            model=spec.model,
-            base_url=base_url,
-            api_key="dry-run"
-            if context.dry_run and not os.environ.get(spec.api_key_env)
-            else _api_key(spec, role),
+    if spec.backend in SERVED_BACKENDS:
+        engine = context.engine_set().ensure(spec, role, step)
+        api_key = None
+        if spec.backend == "openai":
+            dry = context.dry_run and not os.environ.get(spec.api_key_env)
+            api_key = "dry-run" if dry else _api_key(spec, role)
+        return TapirEngineClient(
+            model=served_name(spec),
+            base_url=engine.base_url,
+            api_key=api_key,
+            slot_dir=engine.slot_dir,
+            max_concurrency=engine.max_concurrency,
             timeout=int(spec.timeout_s),
             max_retries=spec.max_retries,
-            generation_kwargs=generation,
-            **spec.options,
-            **common,
-        )
-    if spec.backend == "vllm":
-        return TapirvLLM(
-            model=spec.model,
-            chat_template=template.read_text(encoding="utf-8") if template else None,
+            guided=engine.guided,
+            grammar=constraint.grammar if constraint else None,
+            choices=list(constraint.choices) if constraint and constraint.choices else None,
+            regex=constraint.regex if constraint else None,
+            stop=TURN_STOP if resolved_template(spec) and spec.backend == "llamacpp" else [],
             seed=seed,
-            extra_kwargs={"max_model_len": spec.context_length, **spec.options},
+            supports_n=engine.supports_n,
             generation_kwargs=generation,
             **common,
         )
-    if spec.backend == "scripted":
-        from tapir.testing import ScriptedLLM
-
-        return ScriptedLLM(**spec.options, **common)
     if spec.backend == "transformers":
+        template = resolved_template(spec)
         sampling = {**generation, "do_sample": generation["temperature"] > 0}
         if not sampling["do_sample"]:
             sampling.pop("temperature")
@@ -214,3 +214,15 @@ def _check_endpoint(spec: ModelSpec, role: str, timeout_s: float) -> None:
             f"{role}.api_key_env: {base_url} rejected the key in {spec.api_key_env} "
             f"(HTTP {response.status_code})"
         )
+    try:
+        if response.status_code != 200:
+            raise ValueError
+        served = [m.get("id") for m in response.json()["data"]]
+    except (ValueError, AttributeError, KeyError, TypeError):
+        raise EndpointError(
+            f"{role}.base_url: {base_url}/models is not an OpenAI-compatible answer "
+            f"(HTTP {response.status_code})"
+        ) from None
+    if served and spec.model not in served and "any" not in served:
+        shown = ", ".join(str(name) for name in served[:5]) + (" …" if len(served) > 5 else "")
+        raise EndpointError(f"{role}.model: {base_url} does not serve {spec.model!r} (it serves {shown})")

@@ -88,9 +88,12 @@ class ModelSpec(StrictModel):
 
     backend: Backend = Field(
         "llamacpp",
-        description="llamacpp (GGUF, in-process), openai (any OpenAI-compatible server: OpenAI, "
-        "vLLM serve, llama.cpp server), vllm (in-process), transformers (in-process), scripted "
-        "(canned deterministic answers, no model: for tests and checking a recipe's plumbing).",
+        description="How the model is served; tapir runs one engine per distinct model, shared by "
+        "every step that uses it. llamacpp (a GGUF in llama-cpp-python's OpenAI-compatible server, "
+        "started by tapir), vllm (`vllm serve`, started by tapir on GPU machines), openai (an "
+        "OpenAI-compatible endpoint you run or buy: OpenAI, vLLM, llama.cpp, TGI; nothing is "
+        "started), transformers (loaded inside the step), scripted (tapir's loopback simulator "
+        "with canned answers: for tests and checking a recipe's plumbing).",
     )
     model: str = Field(
         "embedded",
@@ -111,13 +114,31 @@ class ModelSpec(StrictModel):
     context_length: int = Field(2048, gt=0, description="Context window to allocate (n_ctx / max_model_len).")
     threads: int | None = Field(None, gt=0, description="CPU threads for llamacpp (default: all cores).")
     seed: int | None = Field(None, description="Sampling seed (default: the recipe seed).")
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout for remote backends.")
-    max_retries: int = Field(2, ge=0, description="Retries per request for remote backends.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(
+        4,
+        ge=0,
+        description="Retries per request on connection errors, time-outs, 429 and 5xx (exponential "
+        "back-off with jitter, Retry-After honoured); every retry and failure is counted per role.",
+    )
+    max_concurrency: int | None = Field(
+        None,
+        gt=0,
+        description="Requests in flight to this model's engine across all steps (default: llamacpp "
+        "4, openai 16, vllm and scripted 64).",
+    )
+    price_per_million_tokens: dict[str, float] | None = Field(
+        None,
+        description="{input: $, output: $} per million tokens: the live progress and the summary "
+        "show what the run spent on this model.",
+    )
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     options: dict[str, Any] = Field(
         default_factory=dict,
-        description="Extra keyword arguments passed verbatim to the distilabel LLM class "
-        "(e.g. tensor_parallel_size for vllm).",
+        description="Engine options: for vllm the flags of `vllm serve` (tensor_parallel_size, "
+        "pipeline_parallel_size, gpu_memory_utilization, dtype, ...); for llamacpp n_gpu_layers, "
+        "n_batch; for scripted the simulator's latency and fault rates; for transformers the "
+        "distilabel TransformersLLM's arguments.",
     )
 
     @field_validator("model")

@@ -4,15 +4,18 @@ with no model loaded and nothing downloaded (remote sources are listed, not fetc
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from tapir.engines import SERVED_BACKENDS, EngineSet
 from tapir.errors import EvaluationError
 from tapir.evaluation.alpaca_eval_bench import check_annotator
 from tapir.evaluation.models import resolve_models
 from tapir.evaluation.published import published_rows
 from tapir.llm_factory import model_id
+from tapir.pipelines.dry_run import engines_table
 from tapir.recipe import Recipe
 
 REMOTE = ("https://", "http://", "hf://")
@@ -29,7 +32,7 @@ def _check_source(value: str | None, field: str, console: Console) -> None:
         console.print(f"  {field}: {value}")
 
 
-def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None) -> None:
+def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None) -> dict[str, Any]:
     settings = recipe.evaluation
     judge = settings.judge or recipe.judge
     models = resolve_models(recipe, only, materialize=False)
@@ -68,3 +71,20 @@ def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None
         f"(cached ones are free); {len(published)} published row(s) beside ours"
     )
     console.print(f"results: {recipe.resolved_eval_dir}")
+    engines = EngineSet(Path(recipe.cache_dir), seed=recipe.seed)
+    if judge.backend in SERVED_BACKENDS:
+        for name in ("alpaca_eval", "mt_bench"):
+            if getattr(settings, name).enabled:
+                engines.ensure(judge, "judge", f"eval_judge:{name}")
+    plan = engines.plan()
+    if plan:
+        console.print(engines_table(plan))
+    return {
+        "stage": "eval",
+        "recipe": recipe.name,
+        "models": [{"name": m.name, "kind": m.kind, "path": m.path} for m in models],
+        "answers_by": settings.backend,
+        "engines": plan,
+        "estimate": {"answers_per_model": calls, "verdicts_per_model": calls},
+        "results": str(recipe.resolved_eval_dir),
+    }

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from tapir.engines import SERVED_BACKENDS
 from tapir.llm_factory import Constraint, LLMContext, build_llm, preflight
 from tapir.llms import read_usage
 from tapir.recipe import ModelSpec
@@ -82,8 +83,13 @@ class JudgeClient:
             batch = conversations[start : start + self.batch_size]
             try:
                 outputs = self.llm.generate_outputs(inputs=batch, num_generations=1, **kwargs)
-            except Exception:  # a prompt too long for the judge's context, or the judge went away
+            except Exception:  # an in-process judge raises for the whole batch
                 outputs = [self._one(conversation, kwargs, stats) for conversation in batch]
+            for output in outputs:  # an engine client reports each failed request instead
+                failure = next((f for f in (output or {}).get("failures") or [] if f), None)
+                if failure:
+                    stats.call_errors += 1
+                    stats.last_error = failure[:300]
             texts += [_first_text(o) for o in outputs]
             if self.on_batch:
                 self.on_batch(len(batch))
@@ -119,25 +125,33 @@ class JudgeClient:
 def build_judges(
     spec: ModelSpec,
     context: LLMContext,
-    budgets: dict[str, tuple[int, str | None]],
+    budgets: dict[str, tuple[int, Constraint | None]],
     *,
     constrain: bool,
     batch_size: int,
     retries: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, JudgeClient]:
-    """One JudgeClient per benchmark (name -> (verdict budget, GBNF grammar)).
+    """One JudgeClient per benchmark (name -> (verdict budget, answer constraint)).
 
-    A llama.cpp judge gets one instance per grammar (the grammar is fixed at load; the
-    instances are small). Every other backend is loaded once and shared -- two vLLM engines
-    would not fit one GPU -- and the benchmarks' verdict formats are left to their parsers.
+    A served judge (llama.cpp, vLLM, an endpoint) is one engine for every benchmark; each
+    benchmark's client sends its own constraint with each request (a grammar for llama.cpp,
+    guided choice or regex for vLLM) when ``constrain`` is on. An in-process transformers
+    judge is loaded once and shared, and the verdict formats are left to the parsers.
     """
     preflight(spec, "judge")
     shared = None
     judges = {}
-    for name, (budget, grammar) in budgets.items():
-        if spec.backend == "llamacpp" and constrain and grammar:
-            llm = build_llm(spec, "judge", context, temperature=0.0, constraint=Constraint(grammar))
+    for name, (budget, constraint) in budgets.items():
+        if spec.backend in SERVED_BACKENDS:
+            llm = build_llm(
+                spec,
+                "judge",
+                context,
+                temperature=0.0,
+                constraint=constraint if constrain else None,
+                step=f"eval_judge:{name}",
+            )
             llm.load()
         else:
             if shared is None:

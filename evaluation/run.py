@@ -17,13 +17,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tapir.engines import EngineSet
 from tapir.errors import EvaluationError
 from tapir.evaluation import alpaca_eval_bench, html_report, leaderboard, mt_bench_bench, plots
 from tapir.evaluation.generation import CachedGenerator, TransformersGenerator, VLLMGenerator
 from tapir.evaluation.judging import build_judges, usage_summary
 from tapir.evaluation.models import EvalModel, resolve_models
 from tapir.evaluation.published import published_rows
-from tapir.llm_factory import LLMContext, choice_grammar, model_id, score_grammar
+from tapir.llm_factory import Constraint, LLMContext, choice_constraint, model_id, score_constraint
 from tapir.manifest import library_versions, now_utc, write_json
 from tapir.recipe import Recipe
 
@@ -53,7 +54,6 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
     settings = recipe.evaluation
     if not settings.alpaca_eval.enabled and not settings.mt_bench.enabled:
         raise EvaluationError("evaluation: both alpaca_eval and mt_bench are disabled")
-    out_dir = recipe.resolved_eval_dir
     started = time.perf_counter()
     # Everything that can be wrong is found before any model loads.
     reference = (
@@ -83,7 +83,20 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
     )
 
     # usage_dir is set per model and benchmark below (fresh_usage_dir), so none here
-    context = LLMContext(cache_dir=Path(recipe.cache_dir), seed=recipe.seed)
+    engines = EngineSet(Path(recipe.cache_dir), seed=recipe.seed)
+    context = LLMContext(cache_dir=Path(recipe.cache_dir), seed=recipe.seed, engines=engines)
+    with engines:
+        return _evaluate(
+            recipe, console, context, models, reference, mt_data, published, judge_label, started
+        )
+
+
+def _evaluate(recipe, console, context, models, reference, mt_data, published, judge_label, started) -> Path:
+    """Generate, judge and score every model, then the leaderboard, plots, page and summary."""
+    settings = recipe.evaluation
+    out_dir = recipe.resolved_eval_dir
+    judge_spec = settings.judge or recipe.judge
+    judge_name = model_id(judge_spec)
     results: dict[str, dict[str, Any]] = {}
     rows = []
     with Progress(
@@ -101,11 +114,14 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
         def phase(description: str, total: int) -> None:
             progress.reset(task, total=total, description=description)
 
-        budgets: dict[str, tuple[int, str | None]] = {}
+        budgets: dict[str, tuple[int, Constraint | None]] = {}
         if reference is not None and settings.alpaca_eval.annotator == "judge":
-            budgets["alpaca_eval"] = (settings.alpaca_eval.judge_max_new_tokens, choice_grammar(["m", "M"]))
+            budgets["alpaca_eval"] = (
+                settings.alpaca_eval.judge_max_new_tokens,
+                choice_constraint(["m", "M"]),
+            )
         if mt_data is not None:
-            budgets["mt_bench"] = (settings.mt_bench.judge_max_new_tokens, score_grammar(1, 10))
+            budgets["mt_bench"] = (settings.mt_bench.judge_max_new_tokens, score_constraint(1, 10))
         judges = build_judges(
             judge_spec,
             context,
@@ -115,6 +131,7 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
             retries=settings.judge_retries,
             on_batch=advance,
         )
+        context.engine_set().start()
         alpaca_judge, mt_judge = judges.get("alpaca_eval"), judges.get("mt_bench")
         for model in models:
             generator = CachedGenerator(

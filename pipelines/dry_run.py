@@ -106,6 +106,20 @@ def estimate(recipe: Recipe, n_seeds: int) -> dict[str, RoleEstimate]:
     return roles
 
 
+def planned_rows(recipe: Recipe, n_seeds: int) -> dict[str, int]:
+    """Rows each LLM step will see at most (the live progress's totals; refinement depends on
+    the selection, so it has none)."""
+    rows = {f"{step}": n_seeds for step in CHAIN_STEPS}
+    if recipe.expansion.enabled:
+        hard = min(n_seeds, recipe.expansion.max_hard_seeds or n_seeds)
+        rows["expand_instructions"] = hard
+        rows.update({f"{step}_expanded": hard * recipe.expansion.per_hard_seed for step in CHAIN_STEPS})
+    return rows
+
+
+CHAIN_STEPS = ("respond_teacher", "respond_student", "judge_teacher", "judge_student", "classify_task")
+
+
 def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
     """Print the plan; returns the estimate (for tests). Raises TapirError on bad input."""
     n_seeds, note = count_seeds_offline(recipe.seeds)
@@ -168,5 +182,38 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
             console.print(
                 f"[yellow]note: {role}.api_key_env {spec.api_key_env} is not set here; a real run needs it[/]"
             )
+    engines = context.engine_set().plan()
+    console.print(engines_table(engines))
     console.print("[green]recipe valid; nothing was loaded or called[/]")
-    return {"seeds": n_seeds, "roles": {r: vars(e) for r, e in roles.items()}}
+    return {
+        "stage": "data",
+        "recipe": recipe.name,
+        "recipe_hash": recipe.fingerprint(),
+        "seeds": n_seeds,
+        "steps": list(pipeline.dag.G.nodes),
+        "engines": engines,
+        "roles": {r: vars(e) for r, e in roles.items()},
+        "estimate": {
+            "calls": sum(e.calls for e in roles.values()),
+            "input_tokens": sum(e.input_tokens for e in roles.values()),
+            "output_tokens": sum(e.output_tokens for e in roles.values()),
+            "note": "upper bound: every seed hard, every row kept",
+        },
+    }
+
+
+def engines_table(engines: list[dict[str, Any]]) -> Table:
+    """One row per engine: what runs, where, and which steps are its clients."""
+    table = Table(title="Engines (one per distinct model; every step is a client)", title_justify="left")
+    for column in ("engine", "backend", "model", "started by tapir", "max in flight", "serves"):
+        table.add_column(column)
+    for engine in engines:
+        table.add_row(
+            engine["id"],
+            engine["backend"],
+            str(engine["model"]),
+            "yes" if engine["started_by_tapir"] else f"no ({engine['base_url']})",
+            str(engine["max_concurrency"]),
+            ", ".join(engine["serves"]),
+        )
+    return table

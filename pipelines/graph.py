@@ -25,7 +25,7 @@ from distilabel.pipeline import Pipeline
 from distilabel.steps import LoadDataFromDicts
 from distilabel.steps.base import _Step
 
-from tapir.llm_factory import Constraint, LLMContext, build_llm, choice_grammar, score_grammar
+from tapir.llm_factory import LLMContext, build_llm, choice_constraint, score_constraint
 from tapir.pipelines.prompts import template_text
 from tapir.pipelines.review_corrections import Corrections
 from tapir.pipelines.steps import (
@@ -83,9 +83,9 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
     kwargs = _task_kwargs(recipe)
     respond = template_text("respond")
     judge_template = template_text(recipe.judging.template, "judging.template")
-    judge_constraint = Constraint(score_grammar(1, 10), "Rating: [[1-10]]")
+    judge_constraint = score_constraint(1, 10)
 
-    def judge_llm():
+    def judge_llm(step: str):
         return build_llm(
             recipe.judge,
             "judge",
@@ -93,12 +93,13 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
             max_new_tokens=recipe.judging.max_new_tokens,
             temperature=recipe.judging.temperature,
             constraint=judge_constraint,
+            step=step,
         )
 
     def respond_as(role: str) -> ResponseGenerator:
         return ResponseGenerator(
             name=f"respond_{role}{suffix}",
-            llm=build_llm(recipe.role(role), role, context),
+            llm=build_llm(recipe.role(role), role, context, step=f"respond_{role}{suffix}"),
             template=respond,
             output_mappings={
                 "response": f"{role}_response",
@@ -111,7 +112,7 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
     def judge_answer_of(role: str) -> ResponseJudge:
         return ResponseJudge(
             name=f"judge_{role}{suffix}",
-            llm=judge_llm(),
+            llm=judge_llm(f"judge_{role}{suffix}"),
             template=judge_template,
             input_mappings={"response": f"{role}_response"},
             output_mappings={
@@ -136,7 +137,8 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
                 context,
                 max_new_tokens=recipe.taxonomy.max_new_tokens,
                 temperature=0.0,
-                constraint=Constraint(choice_grammar(recipe.taxonomy.labels), "one taxonomy label"),
+                constraint=choice_constraint(recipe.taxonomy.labels, "one taxonomy label"),
+                step=f"classify_task{suffix}",
             ),
             template=template_text("classify_task"),
             labels=recipe.taxonomy.labels,
@@ -188,6 +190,7 @@ def build_pipeline(
                     context,
                     max_new_tokens=recipe.expansion.max_new_tokens,
                     temperature=recipe.expansion.temperature,
+                    step="expand_instructions",
                 ),
                 template=template_text(recipe.expansion.template, "expansion.template"),
                 num_generations=recipe.expansion.per_hard_seed,
@@ -234,7 +237,11 @@ def build_pipeline(
             refiner = TaskAwareRefiner(
                 name="refine_responses",
                 llm=build_llm(
-                    recipe.teacher, "teacher", context, max_new_tokens=recipe.refinement.max_new_tokens
+                    recipe.teacher,
+                    "teacher",
+                    context,
+                    max_new_tokens=recipe.refinement.max_new_tokens,
+                    step="refine_responses",
                 ),
                 templates={n: template_text(n, "refinement.prompts") for n in sorted(names)},
                 prompt_for_task=recipe.refinement.prompts,

@@ -15,12 +15,15 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from tapir.engines import EngineSet
 from tapir.errors import DataError, TapirError
 from tapir.llm_factory import LLMContext, model_id, preflight
 from tapir.llms import read_usage
 from tapir.manifest import library_versions, now_utc, sha256_file, write_json
 from tapir.pipelines.card import write_card
+from tapir.pipelines.dry_run import planned_rows
 from tapir.pipelines.graph import CURRICULUM, EXPANSION_AUDIT, POOL, SELECTED, build_pipeline
+from tapir.pipelines.progress import LiveProgress, distilabel_logs_to
 from tapir.pipelines.report import plot_summary, print_summary, summarise
 from tapir.pipelines.review_corrections import applied_summary, load_corrections
 from tapir.pipelines.seeds import describe_source, load_seeds
@@ -98,12 +101,30 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
     staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "logs").mkdir(parents=True)
+    engines = EngineSet(Path(recipe.cache_dir), log_dir=staging / "logs", seed=recipe.seed)
     try:
-        context = LLMContext(cache_dir=Path(recipe.cache_dir), usage_dir=staging / "logs", seed=recipe.seed)
+        context = LLMContext(
+            cache_dir=Path(recipe.cache_dir), usage_dir=staging / "logs", seed=recipe.seed, engines=engines
+        )
         pipeline = build_pipeline(recipe, seeds, context, corrections)
         if recipe.pipeline.runner == "ray":
             pipeline = pipeline.ray(ray_head_node_url=recipe.pipeline.ray_address)
-        distiset = pipeline.run(use_cache=_completed_before(pipeline, context))
+        use_cache = _completed_before(pipeline, context)
+        if not use_cache:  # an exact re-run answers from distilabel's cache: no engine needed
+            engines.start(console)
+        prices = {
+            role: spec.price_per_million_tokens
+            for role in ("teacher", "student", "judge")
+            if (spec := recipe.role(role)).price_per_million_tokens
+        }
+        progress = LiveProgress(staging / "logs", console, planned_rows(recipe, len(seeds)), prices)
+        try:
+            with distilabel_logs_to(staging / "logs" / "distilabel.log"), progress:
+                distiset = pipeline.run(use_cache=use_cache)
+        finally:
+            engines.stop()
+        if not use_cache:
+            console.print(progress.table())
         if distiset is None:
             raise TapirError("pipeline: distilabel returned no result (see its log above)")
 
@@ -138,6 +159,7 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
         _replace(out_dir, staging)
         _mark_completed(pipeline, context)
     except BaseException:
+        engines.stop()
         shutil.rmtree(staging, ignore_errors=True)
         raise
     print_summary(summary, console)

@@ -12,7 +12,7 @@ import pytest
 import tapir.pipelines.graph as graph
 from tapir.llm_factory import LLMContext, build_llm
 from tapir.recipe import ModelSpec, recipe_from_dict
-from tapir.testing import EMPTY, MALFORMED, ScriptedLLM
+from tapir.testing import EMPTY, MALFORMED
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -53,19 +53,14 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def scripted(monkeypatch):
-    """Every role answers with tapir.testing.ScriptedLLM instead of a real model, except a
-    transformers model given as an existing folder (a trained tiny student): that one is real."""
+    """Every role is served by tapir's scripted simulator (one loopback engine, canned answers)
+    instead of a real model, except a transformers model given as an existing folder (a trained
+    tiny student): that one is real."""
 
     def build(spec: ModelSpec, role: str, context: LLMContext, **kwargs):
-        if spec.backend == "transformers" and Path(spec.model).is_dir():
-            return build_llm(spec, role, context, **kwargs)
-        return ScriptedLLM(
-            role=role,
-            model_id=f"scripted-{role}-{spec.model}",
-            usage_dir=str(context.usage_dir),
-            response_cache_dir=str(context.cache_dir / "responses"),
-            labels=list(LABELS),
-        )
+        if not (spec.backend == "transformers" and Path(spec.model).is_dir()):
+            spec = ModelSpec(backend="scripted", model=f"{role}-{spec.model}")
+        return build_llm(spec, role, context, **kwargs)
 
     monkeypatch.setattr(graph, "build_llm", build)
 

@@ -49,17 +49,19 @@ def test_default_recipe_eval_on_the_embedded_model(tmp_path):
 
 def test_a_prompt_too_long_for_the_judge_is_counted_not_fatal(tmp_path):
     from tapir.evaluation.judging import JudgeStats, build_judges
-    from tapir.llm_factory import LLMContext, choice_grammar
+    from tapir.llm_factory import LLMContext, choice_constraint
     from tapir.recipe import ModelSpec
 
+    context = LLMContext(cache_dir=REPO / ".cache" / "tapir", usage_dir=tmp_path)
     judge = build_judges(
         ModelSpec(backend="llamacpp", model="embedded", context_length=512),
-        LLMContext(cache_dir=REPO / ".cache" / "tapir", usage_dir=tmp_path),
-        {"pairs": (2, choice_grammar(["m", "M"]))},
+        context,
+        {"pairs": (2, choice_constraint(["m", "M"]))},
         constrain=True,
         batch_size=4,
         retries=1,
     )["pairs"]
+    context.engine_set().start()
     short = [{"role": "user", "content": "Answer m or M."}]
     long = [{"role": "user", "content": "word " * 3000 + "Answer m or M."}]
     stats = JudgeStats()
@@ -68,3 +70,4 @@ def test_a_prompt_too_long_for_the_judge_is_counted_not_fatal(tmp_path):
     assert verdicts[1].value is None and verdicts[1].text == ""
     assert stats.call_errors == 2  # the first ask and the retry
     assert stats.parse_failures == 1 and "context" in stats.last_error.lower()
+    context.engine_set().stop()

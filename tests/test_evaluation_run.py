@@ -188,18 +188,21 @@ def test_judge_usage_is_priced_only_when_a_price_table_is_given(tmp_path):
     assert priced["calls"] == 3 and priced["cost_usd"] == pytest.approx(2 * 10.0 + 0.5 * 30.0)
 
 
-def test_one_judge_instance_is_shared_unless_llamacpp_needs_a_grammar_each(tmp_path):
+def test_one_judge_engine_serves_every_benchmark_each_with_its_own_constraint(tmp_path):
     from tapir.evaluation.judging import build_judges
-    from tapir.llm_factory import LLMContext
+    from tapir.llm_factory import LLMContext, choice_constraint
     from tapir.recipe import ModelSpec
 
+    context = LLMContext(cache_dir=tmp_path)
     judges = build_judges(
         ModelSpec(backend="scripted", model="judge"),
-        LLMContext(cache_dir=tmp_path),
-        {"alpaca_eval": (16, 'root ::= "m" | "M"'), "mt_bench": (2048, None)},
+        context,
+        {"alpaca_eval": (16, choice_constraint(["m", "M"])), "mt_bench": (2048, None)},
         constrain=True,
         batch_size=2,
         retries=0,
     )
-    assert judges["alpaca_eval"].llm is judges["mt_bench"].llm  # e.g. one vLLM engine, not two
+    engines = context.engine_set().plan()  # one engine (e.g. one vLLM server), not two
+    assert len(engines) == 1 and engines[0]["serves"] == ["eval_judge:alpaca_eval", "eval_judge:mt_bench"]
+    assert judges["alpaca_eval"].llm.choices == ["m", "M"] and judges["mt_bench"].llm.grammar is None
     assert (judges["alpaca_eval"].max_new_tokens, judges["mt_bench"].max_new_tokens) == (16, 2048)

@@ -21,7 +21,7 @@ from tapir.testing import build_tiny_student
 from tapir.training.rounds import run_training
 from tapir.training.sft import RoundSpec, build_trainer
 
-from .conftest import LABELS, make_recipe
+from .conftest import make_recipe
 
 QUIET = Console(quiet=True)
 ANSWERS = ["Blue is calm.", "Red is loud.", "Green grows.", "Gold shines."]
@@ -242,7 +242,7 @@ def test_closed_loop_regrades_only_the_student(tmp_path, tiny_model):
     """`tapir distill` as a user runs it: data with a scripted teacher and judge, rounds trained
     on the tiny model, and after each round the real checkpoint answers the pool again. Only
     those answers are graded anew; teacher answers and grades come from the response cache."""
-    scripted = {"backend": "scripted", "model": "canned", "options": {"labels": list(LABELS)}}
+    scripted = {"backend": "scripted", "model": "canned"}  # labels: the ones the prompt names
     recipe = make_recipe(
         tmp_path,
         teacher=scripted,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import shlex
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -39,7 +40,7 @@ def accelerate_processes(config: Path) -> int:
     return max(1, int(cluster.num_processes or 1))
 
 
-def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = None) -> None:
+def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = None) -> dict[str, Any]:
     from tapir.training.launch import accelerate_command
 
     settings = recipe.training
@@ -66,6 +67,7 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
         f"{'LoRA r=' + str(settings.lora.r) if settings.lora.enabled else 'full fine-tuning'}; "
         f"{'bf16' if settings.bf16 else 'fp16' if settings.fp16 else settings.dtype}"
     )
+    plan_rounds: list[dict[str, Any]] = []
     table = Table(title="Rounds")
     for column in ("round", "data", "rows", "optimizer steps"):
         table.add_column(column)
@@ -86,6 +88,7 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
         else:
             steps = f"ceil(rows / {global_batch}) x {settings.epochs:g} epochs"
         table.add_row(name, source, "?" if rows is None else str(rows), steps)
+        plan_rounds.append({"round": name, "data": source, "rows": rows, "optimizer_steps": steps})
     console.print(table)
     if closed_loop:
         console.print(
@@ -93,7 +96,36 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
             f"({settings.rescore_backend}), the judge grades those answers, and the next round is "
             "built from what is still hard"
         )
+    command = None
     if settings.launcher == "accelerate":
         job = recipe.resolved_train_dir / "<round>" / "round_job.json"
-        console.print("each round runs as: " + shlex.join(accelerate_command(recipe, job)))
+        command = shlex.join(accelerate_command(recipe, job))
+        console.print("each round runs as: " + command)
     console.print("[green]training plan is valid[/] (nothing was loaded or trained)")
+    return {
+        "stage": "train",
+        "recipe": recipe.name,
+        "start_model": start,
+        "global_batch": global_batch,
+        "devices": devices,
+        "closed_loop": bool(closed_loop),
+        "rounds": plan_rounds,
+        "rescore": rescore_plan(recipe, names) if closed_loop else [],
+        "launch_command": command,
+    }
+
+
+def rescore_plan(recipe: Recipe, names: list[str]) -> list[dict[str, Any]]:
+    """What serves each re-score: the checkpoint on the re-score backend, one engine at a time
+    (the pass before it has stopped its student engine, and training has released the devices)."""
+    backend = recipe.training.rescore_backend
+    return [
+        {
+            "after": name,
+            "student": str(recipe.resolved_train_dir / name / "model"),
+            "backend": backend,
+            "served": backend != "transformers",
+            "steps": ["respond_student", "respond_student_expanded"],
+        }
+        for name in names[:-1]
+    ]

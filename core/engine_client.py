@@ -1,0 +1,263 @@
+"""The one client every step uses to reach an engine (``tapir.engines``).
+
+It is distilabel's ``OpenAILLM`` (so a step is an ordinary distilabel Task) with what a shared
+engine needs from its clients:
+
+- **guided decoding passes through**: a llama.cpp engine gets the step's GBNF ``grammar``, a
+  vLLM engine ``guided_choice`` / ``guided_regex``; judge and classifier answers keep parsing;
+- **one concurrency cap per engine across all steps**: distilabel runs each step in its own
+  process, so the cap is a set of ``max_concurrency`` slot files that a request holds an
+  exclusive ``flock`` on while it is in flight (the kernel frees a dead process's slots);
+- **bounded retries**: connection errors, time-outs, 429, 5xx and bodies that are not a chat
+  completion are retried with exponential back-off and full jitter, honouring ``Retry-After``;
+  every retry and every final failure is counted per role in the usage log (and so in the run
+  summary). A final failure is a ``None`` generation, which the response cache never stores
+  and the step's parser counts — one failed request never takes its batch down.
+
+The engine's address is excluded from distilabel's step signature and from the response cache
+key: a run on another port is still the same model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from distilabel.models.llms import OpenAILLM
+from distilabel.models.llms.utils import prepare_output
+from pydantic import Field, PrivateAttr, SecretStr
+
+from tapir.llms import UsageLoggingMixin
+from tapir.simulator import ROLE_HEADER
+
+SLOT_POLL_S = 0.005
+
+
+class SlotLimiter:
+    """At most ``size`` requests in flight to one engine, across processes (flock'ed files)."""
+
+    def __init__(self, folder: str, size: int) -> None:
+        self.folder = Path(folder)
+        self.size = size
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.asynccontextmanager
+    async def slot(self):
+        fd = await self._acquire()
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    async def _acquire(self) -> int:
+        wait = SLOT_POLL_S
+        while True:
+            for index in random.sample(range(self.size), self.size):
+                fd = os.open(self.folder / f"slot-{index}", os.O_CREAT | os.O_RDWR, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return fd
+                except BlockingIOError:
+                    os.close(fd)
+            await asyncio.sleep(wait * (0.5 + random.random()))
+            wait = min(wait * 2, 0.1)
+
+
+class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
+    """A step's client of one engine (see the module docstring)."""
+
+    base_url: str = Field("", exclude=True, description="The engine's /v1 address (set when built).")
+    api_key: SecretStr | None = Field(None, exclude=True)
+    slot_dir: str | None = Field(None, exclude=True)
+    max_concurrency: int | None = Field(None, exclude=True)
+    retry_base_s: float = Field(0.5, exclude=True)
+    retry_cap_s: float = Field(30.0, exclude=True)
+    guided: str | None = Field(None, description="How constraints travel: grammar, vllm or none.")
+    grammar: str | None = Field(None, description="GBNF grammar every generation must follow.")
+    choices: list[str] | None = Field(None, description="The only answers allowed (vLLM guided_choice).")
+    regex: str | None = Field(None, description="A regex every answer must match (vLLM guided_regex).")
+    stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
+    seed: int | None = Field(None, description="Sampling seed sent with each request.")
+    supports_n: bool = Field(True, description="False: one request per generation.")
+
+    _limiter: SlotLimiter | None = PrivateAttr(None)
+    _call_stats: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def load(self) -> None:
+        if self.api_key is None:
+            self.api_key = SecretStr("not-needed")
+        super().load()
+        # Retries are ours (counted, Retry-After honoured); the SDK's own would hide them.
+        self._aclient = self._aclient.with_options(max_retries=0)
+        if self.slot_dir and self.max_concurrency:
+            self._limiter = SlotLimiter(self.slot_dir, self.max_concurrency)
+
+    @property
+    def model_name(self) -> str:
+        return self.model_id or self.model
+
+    async def agenerate(  # type: ignore[override]
+        self,
+        input: Any,
+        num_generations: int = 1,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+    ):
+        penalties = {"frequency_penalty": frequency_penalty, "presence_penalty": presence_penalty}
+        if self.supports_n or num_generations == 1:
+            requests = [(num_generations, 0)]
+        else:
+            requests = [(1, index) for index in range(num_generations)]
+        results = await asyncio.gather(
+            *(
+                self._request(input, n, index, max_new_tokens, temperature, top_p, penalties)
+                for n, index in requests
+            )
+        )
+        generations: list[str | None] = []
+        failures: list[str | None] = []
+        input_tokens: list[int] = []
+        output_tokens: list[int] = []
+        for n, result in zip((n for n, _ in requests), results):
+            if isinstance(result, str):  # the request failed for good: why
+                generations += [None] * n
+                failures += [result] * n
+                input_tokens += [0] * n
+                output_tokens += [0] * n
+                continue
+            texts, prompt_tokens, completion_tokens = result
+            generations += texts
+            failures += [None] * len(texts)
+            input_tokens += [prompt_tokens] * len(texts)
+            output_tokens += [completion_tokens // max(1, len(texts))] * len(texts)
+        output = prepare_output(generations, input_tokens=input_tokens, output_tokens=output_tokens)
+        if any(failures):
+            output["failures"] = failures  # type: ignore[typeddict-unknown-key]
+        return output
+
+    def _body(
+        self, n: int, index: int, max_new_tokens: int, temperature: float, top_p: float
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        }
+        if n > 1:
+            body["n"] = n
+        if self.seed is not None:
+            body["seed"] = self.seed + index  # separate requests for one prompt must differ
+        if self.stop:
+            body["stop"] = list(self.stop)
+        extra_body: dict[str, Any] = {}
+        if self.guided == "grammar" and self.grammar:
+            extra_body["grammar"] = self.grammar
+        elif self.guided == "vllm" and self.choices:
+            extra_body["guided_choice"] = list(self.choices)
+        elif self.guided == "vllm" and self.regex:
+            extra_body["guided_regex"] = self.regex
+        if extra_body:
+            body["extra_body"] = extra_body
+        return body
+
+    async def _request(
+        self,
+        messages: Any,
+        n: int,
+        index: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        penalties: dict[str, float],
+    ) -> tuple[list[str | None], int, int] | str:
+        """The answer texts and token counts, or why the request failed for good."""
+        import openai
+        from openai.types.chat import ChatCompletion
+
+        body = self._body(n, index, max_new_tokens, temperature, top_p)
+        body.update({k: v for k, v in penalties.items() if v})
+        headers = {ROLE_HEADER: self.role}
+        for attempt in range(self.max_retries + 1):
+            retry_after: float | None = None
+            try:
+                async with self._slot():
+                    completion = await self._aclient.chat.completions.create(
+                        messages=messages, extra_headers=headers, timeout=self.timeout, **body
+                    )
+                if isinstance(completion, ChatCompletion) and completion.choices:
+                    texts = [choice.message.content for choice in completion.choices]
+                    usage = completion.usage
+                    return (
+                        [t if t is not None else "" for t in texts],
+                        usage.prompt_tokens if usage else 0,
+                        usage.completion_tokens if usage else 0,
+                    )
+                reason = "malformed response"
+            except openai.RateLimitError as exc:
+                reason, retry_after = "HTTP 429", _retry_after(exc)
+            except openai.InternalServerError as exc:
+                reason, retry_after = f"HTTP {exc.status_code}", _retry_after(exc)
+            except openai.APITimeoutError:
+                reason = "timeout"
+            except openai.APIConnectionError:
+                reason = "connection error"
+            except openai.APIStatusError as exc:  # 4xx: the request itself is wrong; no retry
+                self._count_failure(f"HTTP {exc.status_code}")
+                return f"HTTP {exc.status_code}: {_message(exc)}"
+            except (openai.APIResponseValidationError, ValueError, TypeError):
+                reason = "malformed response"
+            if attempt == self.max_retries:
+                self._count_failure(reason)
+                return f"{reason} (after {attempt + 1} attempts)"
+            self._count("retries")
+            await asyncio.sleep(self._backoff(attempt, retry_after))
+        return "no attempt made"
+
+    def _slot(self):
+        return self._limiter.slot() if self._limiter else contextlib.nullcontext()
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        delay = random.uniform(0, min(self.retry_cap_s, self.retry_base_s * 2**attempt))  # full jitter
+        return max(delay, retry_after or 0.0)
+
+    def _count(self, name: str) -> None:
+        self._call_stats[name] = self._call_stats.get(name, 0) + 1
+
+    def _count_failure(self, reason: str) -> None:
+        self._count("failed_calls")
+        reasons = self._call_stats.setdefault("failure_reasons", {})
+        reasons[reason] = reasons.get(reason, 0) + 1
+
+    def drain_call_stats(self) -> dict[str, Any]:
+        stats, self._call_stats = self._call_stats, {}
+        return stats
+
+
+def _message(exc: Any) -> str:
+    """The server's own words, short: what the user needs to see (e.g. "exceeds context")."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        detail = body.get("message") or body.get("detail") or body.get("error") or body
+        if isinstance(detail, dict):
+            detail = detail.get("message") or detail
+        return str(detail)[:300]
+    return str(getattr(exc, "message", exc))[:300]
+
+
+def _retry_after(exc: Any) -> float | None:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,471 @@
+"""One served engine per distinct model; every pipeline step, judge and stage is a client.
+
+People who run this at scale run one inference server per model and many clients; we are built
+that way at every size. For each distinct model a run uses, :class:`EngineSet` keeps exactly
+one engine:
+
+- ``llamacpp``: llama-cpp-python's OpenAI-compatible server (``tapir.llamacpp_server``), one
+  process with all cores, on a free loopback port;
+- ``vllm``: ``vllm serve`` with tensor/pipeline parallelism and memory from the recipe;
+- ``scripted``: tapir's loopback simulator (``tapir.simulator``), canned answers for tests;
+- ``openai`` (any ``base_url``): an endpoint the user runs or buys; nothing is started.
+
+Two roles with the same model (the embedded default plays teacher, student and judge) share
+one engine: one copy of the weights, one process, no threads fighting over the cores.
+Sampling settings, grammars and stop strings travel per request, so they never split an
+engine.
+
+Started engines are health-checked before the first step and stopped on normal exit, on error,
+on Ctrl-C and on SIGTERM; each engine process also asks the kernel to kill it when tapir dies
+(``PR_SET_PDEATHSIG``), so even ``kill -9`` of tapir leaves no server behind.
+
+Engines a parent process already runs are shared with its children (``tapir distill``'s
+re-score, for one) through a registry file named in ``TAPIR_ENGINES``; a child attaches to
+them and never stops them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tapir.embedded import EMBEDDED, chat_template_path, embedded_gguf_path
+from tapir.errors import EndpointError
+from tapir.recipe import ModelSpec
+
+REGISTRY_ENV = "TAPIR_ENGINES"
+OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
+SERVED_BACKENDS = ("llamacpp", "vllm", "scripted", "openai")
+DEFAULT_CONCURRENCY = {"llamacpp": 4, "vllm": 64, "scripted": 64, "openai": 16}
+START_TIMEOUT_S = {"llamacpp": 120.0, "vllm": 1800.0, "scripted": 30.0}
+_PR_SET_PDEATHSIG = 1
+EMBEDDED_GGUF = "<embedded GGUF>"
+
+
+@dataclass
+class Engine:
+    """One model, served (or reached) at ``base_url``; clients send ``served_name``."""
+
+    id: str
+    backend: str
+    model: str
+    served_name: str
+    base_url: str
+    max_concurrency: int
+    slot_dir: str
+    api_key_env: str | None = None
+    supports_n: bool = True  # llama-cpp-python's server answers one choice per request
+    guided: str | None = None  # how constraints travel: "grammar" (llama.cpp), "vllm", None
+    serves: list[str] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+    owned: bool = True  # False: started by a parent process (attached through the registry)
+    log_file: str | None = None
+
+    def plan(self) -> dict[str, Any]:
+        """What ``--dry-run --json`` shows of it."""
+        return {
+            "id": self.id,
+            "backend": self.backend,
+            "model": self.model,
+            "served_name": self.served_name,
+            "base_url": self.base_url if self.backend == "openai" else "(loopback, chosen at start)",
+            "max_concurrency": self.max_concurrency,
+            "started_by_tapir": self.backend != "openai",
+            "command": [part if part != str(_port(self.base_url)) else "<port>" for part in self.command],
+            "serves": sorted(set(self.serves)),
+        }
+
+
+def engine_key(spec: ModelSpec) -> str:
+    """What makes two roles' models one engine: the weights and how they are loaded, never
+    per-request sampling."""
+    if spec.backend == "openai":
+        parts: list[Any] = ["openai", (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/"), spec.model]
+    elif spec.backend == "scripted":
+        parts = ["scripted", spec.options]
+    else:
+        template = resolved_template(spec)
+        parts = [
+            spec.backend,
+            spec.model,
+            hashlib.sha256(template.read_bytes()).hexdigest() if template and template.is_file() else None,
+            spec.context_length,
+            spec.threads,
+            spec.options,
+        ]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resolved_template(spec: ModelSpec) -> Path | None:
+    if spec.chat_template:
+        return Path(spec.chat_template)
+    if spec.model == EMBEDDED:
+        return chat_template_path()
+    return None
+
+
+def served_name(spec: ModelSpec) -> str:
+    if spec.backend in ("openai", "scripted"):
+        return spec.model
+    if spec.model == EMBEDDED:
+        return EMBEDDED
+    return Path(spec.model).name if spec.backend == "llamacpp" else spec.model
+
+
+def _port(base_url: str) -> int | None:
+    from urllib.parse import urlparse
+
+    return urlparse(base_url).port
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent(parent: int) -> None:
+    """Runs in the engine process before exec: the kernel kills it when tapir dies, however."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # tapir died before the prctl took effect
+        os._exit(1)
+
+
+def _option_flags(options: dict[str, Any]) -> list[str]:
+    """``{tensor_parallel_size: 2, enforce_eager: true}`` -> vLLM's ``--tensor-parallel-size 2
+    --enforce-eager``."""
+    flags: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list | tuple):
+            flags += [flag, *(str(v) for v in value)]
+        else:
+            flags += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
+    return flags
+
+
+class EngineSet:
+    """The engines of one run. Use as a context manager: everything it started is stopped."""
+
+    def __init__(self, cache_dir: Path, log_dir: Path | None = None, seed: int = 42) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.log_dir = log_dir
+        self.seed = seed
+        self.engines: dict[str, Engine] = {}
+        self._processes: dict[str, subprocess.Popen] = {}
+        self._logs: list[Any] = []
+        # Slot files and the registry live here; created only when an engine starts.
+        self._work = Path(tempfile.gettempdir()) / f"tapir-engines-{os.getpid()}-{id(self):x}"
+        self._attached = _read_registry()
+        self._registry_file: Path | None = None
+        self._previous_env: str | None = None
+        self._old_term: Any = None
+
+    # --- planning -----------------------------------------------------------------------------
+
+    def ensure(self, spec: ModelSpec, role: str, step: str | None = None) -> Engine:
+        """The engine for ``spec`` (created, not started, the first time it is asked for)."""
+        key = engine_key(spec)
+        engine = self.engines.get(key)
+        if engine is None:
+            engine = self._attached.get(key) or self._new_engine(key, spec)
+            self.engines[key] = engine
+        engine.serves.append(step or role)
+        return engine
+
+    def _new_engine(self, key: str, spec: ModelSpec) -> Engine:
+        backend = spec.backend
+        if backend not in SERVED_BACKENDS:
+            raise EndpointError(f"backend {backend!r} is not served by an engine")
+        concurrency = spec.max_concurrency or DEFAULT_CONCURRENCY[backend]
+        slot_dir = str(self._work / f"slots-{key}")
+        name = served_name(spec)
+        if backend == "openai":
+            return Engine(
+                id=f"openai:{name}",
+                backend=backend,
+                model=spec.model,
+                served_name=name,
+                base_url=(spec.base_url or OPENAI_DEFAULT_URL).rstrip("/"),
+                max_concurrency=concurrency,
+                slot_dir=slot_dir,
+                api_key_env=spec.api_key_env,
+                owned=False,
+            )
+        port = _free_port()
+        base_url = f"http://127.0.0.1:{port}/v1"
+        if backend == "scripted":
+            command = [sys.executable, "-m", "tapir.simulator", "--port", str(port)]
+            command += _option_flags(spec.options)
+            return Engine(
+                id=f"scripted:{name}",
+                backend=backend,
+                model=spec.model,
+                served_name=name,
+                base_url=base_url,
+                max_concurrency=concurrency,
+                slot_dir=slot_dir,
+                command=command,
+            )
+        if backend == "llamacpp":
+            path = EMBEDDED_GGUF if spec.model == EMBEDDED else spec.model  # assembled at start
+            options = dict(spec.options)
+            command = [
+                sys.executable,
+                "-m",
+                "tapir.llamacpp_server",
+                "--model",
+                str(path),
+                "--alias",
+                name,
+                "--port",
+                str(port),
+                "--n-ctx",
+                str(spec.context_length),
+                "--n-threads",
+                str(spec.threads or os.cpu_count() or 1),
+                "--n-gpu-layers",
+                str(options.pop("n_gpu_layers", 0)),
+                "--seed",
+                str(self.seed if spec.seed is None else spec.seed),
+            ]
+            template = resolved_template(spec)
+            if template:
+                command += ["--chat-template", str(template)]
+            if "n_batch" in options:
+                command += ["--n-batch", str(options.pop("n_batch"))]
+            return Engine(
+                id=f"llamacpp:{name}",
+                backend=backend,
+                model=spec.model,
+                served_name=name,
+                base_url=base_url,
+                max_concurrency=concurrency,
+                slot_dir=slot_dir,
+                supports_n=False,
+                guided="grammar",
+                command=command,
+            )
+        # vllm: `vllm serve`, one per model; parallelism and memory are the recipe's options.
+        command = ["vllm", "serve", spec.model, "--host", "127.0.0.1", "--port", str(port)]
+        command += ["--served-model-name", name, "--max-model-len", str(spec.context_length)]
+        command += ["--seed", str(self.seed if spec.seed is None else spec.seed)]
+        template = resolved_template(spec)
+        if template:
+            command += ["--chat-template", str(template)]
+        command += _option_flags(spec.options)
+        return Engine(
+            id=f"vllm:{name}",
+            backend=backend,
+            model=spec.model,
+            served_name=name,
+            base_url=base_url,
+            max_concurrency=concurrency,
+            slot_dir=slot_dir,
+            guided="vllm",
+            command=command,
+        )
+
+    def plan(self) -> list[dict[str, Any]]:
+        return [engine.plan() for engine in self.engines.values()]
+
+    # --- running ------------------------------------------------------------------------------
+
+    def start(self, console: Any = None) -> None:
+        """Start every owned engine that is not running, wait until each answers, and publish
+        them to child processes. A failure stops whatever was started and names the engine."""
+        self._install_term_handler()
+        try:
+            for key, engine in self.engines.items():
+                if engine.owned and engine.backend != "openai" and key not in self._processes:
+                    self._start_one(key, engine, console)
+        except BaseException:
+            self.stop()
+            raise
+        self._publish()
+
+    def _start_one(self, key: str, engine: Engine, console: Any) -> None:
+        if engine.backend == "vllm" and shutil.which("vllm") is None:
+            raise EndpointError(f"{engine.id}: vllm is not installed here (GPU machines: pip install vllm)")
+        self._work.mkdir(parents=True, exist_ok=True)
+        log_dir = self.log_dir or self._work
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"engine.{engine.id.replace(':', '_').replace('/', '_')}.log"
+        engine.log_file = str(log_path)
+        log = open(log_path, "ab")  # noqa: SIM115  # closed in stop()
+        self._logs.append(log)
+        if console is not None:
+            console.print(f"[dim]starting engine {engine.id} ({engine.backend}) at {engine.base_url}[/]")
+        started = time.perf_counter()
+        parent = os.getpid()
+        command = [
+            str(embedded_gguf_path(self.cache_dir)) if p == EMBEDDED_GGUF else p for p in engine.command
+        ]
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches tapir, which stops the engine in order
+            preexec_fn=lambda: _die_with_parent(parent),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._processes[key] = process
+        _wait_until_ready(engine, process, log_path, START_TIMEOUT_S.get(engine.backend, 120.0))
+        if console is not None:
+            console.print(f"[dim]engine {engine.id} ready in {time.perf_counter() - started:.1f}s[/]")
+
+    def stop(self) -> None:
+        """Stop every engine this set started (SIGTERM, then SIGKILL); idempotent."""
+        for process in self._processes.values():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for process in self._processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self._processes.clear()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        self._unpublish()
+        self._restore_term_handler()
+        shutil.rmtree(self._work, ignore_errors=True)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes.values()]
+
+    def __enter__(self) -> EngineSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- sharing with child processes ---------------------------------------------------------
+
+    def _publish(self) -> None:
+        if not self.engines:
+            return
+        self._work.mkdir(parents=True, exist_ok=True)
+        self._registry_file = self._work / "registry.json"
+        entries = {**{k: asdict(e) for k, e in self._attached.items()}}
+        entries.update({k: asdict(e) for k, e in self.engines.items() if e.backend != "openai"})
+        self._registry_file.write_text(json.dumps(entries), encoding="utf-8")
+        self._previous_env = os.environ.get(REGISTRY_ENV)
+        os.environ[REGISTRY_ENV] = str(self._registry_file)
+
+    def _unpublish(self) -> None:
+        if self._registry_file is None:
+            return
+        if self._previous_env is None:
+            os.environ.pop(REGISTRY_ENV, None)
+        else:
+            os.environ[REGISTRY_ENV] = self._previous_env
+        self._registry_file = None
+
+    # --- SIGTERM behaves like Ctrl-C: the `finally` blocks stop the engines ---------------------
+
+    def _install_term_handler(self) -> None:
+        if self._old_term is not None or not _main_thread():
+            return
+
+        owner = os.getpid()
+
+        def on_term(signum: int, frame: Any) -> None:
+            if os.getpid() != owner:  # a forked worker (distilabel's pool) dies as it always did
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            raise SystemExit(128 + signum)
+
+        self._old_term = signal.signal(signal.SIGTERM, on_term)
+
+    def _restore_term_handler(self) -> None:
+        if self._old_term is not None and _main_thread():
+            signal.signal(signal.SIGTERM, self._old_term)
+        self._old_term = None
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _read_registry() -> dict[str, Engine]:
+    path = os.environ.get(REGISTRY_ENV)
+    if not path or not Path(path).is_file():
+        return {}
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    attached = {}
+    for key, entry in entries.items():
+        entry.update(owned=False, serves=[])
+        attached[key] = Engine(**entry)
+    return attached
+
+
+def _wait_until_ready(engine: Engine, process: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
+    """Poll the engine's model list until it names the served model, or fail with its log's tail."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            raise EndpointError(
+                f"{engine.id}: the {engine.backend} engine exited with status {code} while starting"
+                f" ({_last_line(log_path)}; log: {log_path})"
+            )
+        try:
+            response = httpx.get(f"{engine.base_url}/models", timeout=2.0)
+            if response.status_code == 200:
+                names = [m.get("id") for m in response.json().get("data", [])]
+                if engine.backend == "scripted" or engine.served_name in names:
+                    return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise EndpointError(f"{engine.id}: the engine did not answer within {timeout_s:.0f}s (log: {log_path})")
+
+
+def _last_line(log_path: Path) -> str:
+    try:
+        lines = [x for x in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return "no log"
+    meaningful = [x for x in lines if "Error" in x or "error" in x] or lines
+    return meaningful[-1].strip()[:200] if meaningful else "no output"
+
+
+@contextlib.contextmanager
+def engines_for(cache_dir: Path, log_dir: Path | None = None, seed: int = 42) -> Iterator[EngineSet]:
+    with EngineSet(cache_dir, log_dir, seed) as engines:
+        yield engines

@@ -1,0 +1,75 @@
+"""Serve one GGUF with llama-cpp-python's OpenAI-compatible server, using tapir's chat template.
+
+This is ``python -m llama_cpp.server`` plus one thing it cannot do: take a Jinja chat template
+*file* for a GGUF that carries none (the embedded Gemma 3 270M base model has none, and
+llama.cpp's fallback layout makes it answer with empty text). We build the server's app with
+llama-cpp-python's own ``create_app``, install the template on the loaded model exactly as
+tapir's in-process llama.cpp did, and run it with uvicorn as the library does. Grammars, stop
+strings, seeds and sampling come per request through the server's own request fields.
+
+    python -m tapir.llamacpp_server --model m.gguf --alias embedded --port 8123 \
+        --n-ctx 2048 --n-threads 2 --chat-template tapir_chat.jinja
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tapir.llamacpp_server")
+    parser.add_argument("--model", required=True, help="GGUF file")
+    parser.add_argument("--alias", required=True, help="the model name clients send")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--n-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--n-batch", type=int, default=512)
+    parser.add_argument("--n-gpu-layers", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--chat-template", help="Jinja chat template file (transformers' generation tags allowed)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    import uvicorn
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from llama_cpp.server import app as server_app
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    from tapir.llms import strip_generation_markers
+
+    model_settings = ModelSettings(
+        model=args.model,
+        model_alias=args.alias,
+        n_ctx=args.n_ctx,
+        n_threads=args.n_threads,
+        n_threads_batch=args.n_threads,
+        n_batch=args.n_batch,
+        n_gpu_layers=args.n_gpu_layers,
+        seed=args.seed,
+        logits_all=False,  # the server's default keeps logits of every prompt token: slow, unused
+        verbose=False,
+    )
+    server_settings = ServerSettings(host=args.host, port=args.port)
+    app = server_app.create_app(server_settings=server_settings, model_settings=[model_settings])
+    if args.chat_template:
+        with open(args.chat_template, encoding="utf-8") as handle:
+            template = handle.read()
+        model = server_app._llama_proxy(args.alias)  # type: ignore[misc]  # loaded by create_app
+        vocab_token = model._model.token_get_text  # type: ignore[attr-defined]
+        model.chat_handler = Jinja2ChatFormatter(
+            template=strip_generation_markers(template),
+            eos_token=vocab_token(model.token_eos()),
+            bos_token=vocab_token(model.token_bos()),
+            stop_token_ids=[model.token_eos()],
+        ).to_chat_handler()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

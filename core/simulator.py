@@ -1,0 +1,346 @@
+"""A loopback OpenAI-compatible server that answers tapir's prompts by script, with faults.
+
+Tests and benchmarks need an endpoint that behaves like the real ones — latency, 429 with
+``Retry-After``, 5xx, time-outs, truncated or garbage bodies, dropped connections — and does
+so *deterministically*: whether a request fails depends only on the seed, the request's body
+and how many times that same body was asked before, so a rerun sees the same faults and a
+retry can succeed. It speaks just enough HTTP/1.1 (keep-alive, Content-Length) over asyncio
+streams to control every byte it sends, which no web framework lets a test do (a dropped
+connection or a body shorter than its Content-Length).
+
+Answers are scripted from the prompt (``scripted_answer``): the judge grades teacher answers
+higher than student answers, the classifier picks a label named in the request, and trigger
+words produce malformed or empty answers, so the pipeline's parsing and counting can be
+checked without a model. The ``X-Tapir-Role`` header (sent by tapir's client) says whose
+answer is asked for.
+
+Run it: ``python -m tapir.simulator --port 0 --latency-ms 500 --rate-5xx 0.1`` prints its URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+MALFORMED = "MALFORMED"  # instructions containing it get unparseable judge/classifier answers
+EMPTY = "EMPTYANSWER"  # instructions containing it get an empty teacher response
+HANG_MARKER = "HANGFOREVER"  # a prompt containing it never gets an answer (a time-out)
+ROLE_HEADER = "x-tapir-role"
+READY_LINE = "tapir-simulator listening on"
+
+FAULTS = ("429", "5xx", "timeout", "truncated", "garbage", "empty", "drop")
+
+
+def _digest(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def scripted_answer(role: str, model: str, prompt: str) -> str:
+    """The canned answer to one of tapir's prompts (see the module docstring)."""
+    h = _digest(f"scripted-{role}-{model}|{prompt}")
+    if "Rating: [[" in prompt:  # judge
+        if MALFORMED in prompt:
+            return "The answer is fine, I suppose."
+        is_teacher = "[teacher]" in prompt
+        score = 7 + h % 4 if is_teacher else 2 + h % 8
+        return f"The answer is adequate. Rating: [[{score}]]"
+    if "Best Model Identifier" in prompt:  # AlpacaEval pairwise judge
+        if MALFORMED in prompt:
+            return "Both outputs have merits."
+        return "m" if h % 2 else "M"
+    if "Categories:" in prompt:  # classifier
+        if MALFORMED in prompt:
+            return "I am not sure what this is."
+        found = re.search(r"Categories:\s*(.+)", prompt)
+        labels = [label.strip() for label in found.group(1).split(",")] if found else []
+        request = prompt.split("Request:", 1)[-1].lower()
+        for label in sorted(labels, key=len, reverse=True):
+            if label.lower() in request:
+                return label
+        return labels[h % len(labels)] if labels else "Others"
+    if "Write one new instruction" in prompt:  # expansion
+        return f"Describe a new problem number {h % 1000} in the same style and explain it."
+    if "Original answer:" in prompt:  # refinement
+        return f"An improved, well structured answer (v{h % 97})."
+    if EMPTY in prompt and role == "teacher":
+        return ""
+    return f"[{role}] answer {h % 10_000} to the request."
+
+
+@dataclass
+class SimulatorSettings:
+    """Latency and fault rates (each a probability per request; they add up to at most 1)."""
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rate_429: float = 0.0
+    retry_after_s: float = 0.2
+    rate_5xx: float = 0.0
+    rate_timeout: float = 0.0
+    hang_s: float = 3600.0  # a "timeout" holds the request this long (longer than any client waits)
+    rate_truncated: float = 0.0
+    rate_garbage: float = 0.0
+    rate_empty: float = 0.0
+    rate_drop: float = 0.0
+    seed: int = 0
+    models: tuple[str, ...] = ()  # served model names; empty: any name is served
+    api_key: str = ""  # when set, requests must carry it (Authorization: Bearer)
+    echo_key_in_errors: bool = False  # a hostile server: error bodies repeat the caller's key
+
+    def fault_for(self, body_key: str, attempt: int) -> str | None:
+        """Deterministic by seed, request body and attempt number."""
+        u = random.Random(f"{self.seed}|{body_key}|{attempt}").random()
+        edge = 0.0
+        for name in FAULTS:
+            edge += getattr(self, f"rate_{name}")
+            if u < edge:
+                return name
+        return None
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    answered: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    faults: dict[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        self.faults = dict.fromkeys(FAULTS, 0)
+
+
+class Simulator:
+    """The server. ``await start()`` binds 127.0.0.1 (port 0: a free one); ``url`` is its /v1."""
+
+    def __init__(self, settings: SimulatorSettings, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.settings = settings
+        self.host, self.port = host, port
+        self.counters = Counters()
+        self._attempts: dict[str, int] = {}
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        async with self._server:
+            await self._server.serve_forever()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await _read_request(reader)
+                if request is None:
+                    break
+                keep_open = await self._answer(request, writer)
+                if not keep_open:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+        method, path, headers, body = request["method"], request["path"], request["headers"], request["body"]
+        path = path.split("?", 1)[0].rstrip("/")
+        if self.settings.api_key and headers.get("authorization") != f"Bearer {self.settings.api_key}":
+            given = headers.get("authorization", "")
+            detail = f"invalid key {given}" if self.settings.echo_key_in_errors else "invalid key"
+            await _send(writer, 401, {"error": {"message": detail, "type": "invalid_request_error"}})
+            return True
+        if method == "GET" and path in ("/health", "/v1/health"):
+            await _send(writer, 200, {"status": "ok"})
+            return True
+        if method == "GET" and path == "/v1/models":
+            names = list(self.settings.models) or ["any"]
+            await _send(
+                writer, 200, {"object": "list", "data": [{"id": n, "object": "model"} for n in names]}
+            )
+            return True
+        if method == "GET" and path == "/stats":
+            await _send(writer, 200, asdict(self.counters))
+            return True
+        if method != "POST" or path != "/v1/chat/completions":
+            await _send(writer, 404, {"error": {"message": f"no route {method} {path}"}})
+            return True
+        counters = self.counters
+        counters.in_flight += 1
+        counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
+        try:
+            return await self._chat(headers, body, writer)
+        finally:
+            counters.in_flight -= 1
+
+    async def _chat(self, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter) -> bool:
+        settings = self.settings
+        self.counters.requests += 1
+        try:
+            payload = json.loads(body)
+            messages = payload["messages"]
+            model = str(payload["model"])
+        except (ValueError, KeyError, TypeError):
+            await _send(writer, 400, {"error": {"message": "body is not a chat completion request"}})
+            return True
+        if settings.models and model not in settings.models:
+            await _send(writer, 404, {"error": {"message": f"The model `{model}` does not exist."}})
+            return True
+        key = hashlib.sha256(body).hexdigest()
+        attempt = self._attempts.get(key, 0)
+        self._attempts[key] = attempt + 1
+        delay = settings.latency_ms + (random.random() * settings.jitter_ms if settings.jitter_ms else 0)
+        if delay:
+            await asyncio.sleep(delay / 1000)
+        prompt = "\n".join(str(m.get("content") or "") for m in messages)
+        fault = settings.fault_for(key, attempt)
+        if HANG_MARKER in prompt:
+            fault = "timeout"
+        if fault:
+            self.counters.faults[fault] += 1  # type: ignore[index]
+        if fault == "429":
+            await _send(
+                writer,
+                429,
+                {"error": {"message": "rate limited"}},
+                {"Retry-After": f"{settings.retry_after_s:g}"},
+            )
+            return True
+        if fault == "5xx":
+            await _send(writer, 503, {"error": {"message": "server overloaded"}})
+            return True
+        if fault == "timeout":
+            await asyncio.sleep(settings.hang_s)
+            return False
+        if fault == "drop":
+            return False
+        if fault == "garbage":
+            await _send_raw(writer, 200, b"<html>upstream proxy error</html>", "text/html")
+            return True
+        role = headers.get(ROLE_HEADER, "assistant")
+        text = "" if fault == "empty" else scripted_answer(role, model, prompt)
+        n = int(payload.get("n") or 1)
+        answer = {
+            "id": f"chatcmpl-{key[:12]}-{attempt}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text if i == 0 else f"{text} ({i})"},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+                for i in range(n)
+            ],
+            "usage": {
+                "prompt_tokens": len(prompt.split()),
+                "completion_tokens": len(text.split()) * n,
+                "total_tokens": len(prompt.split()) + len(text.split()) * n,
+            },
+        }
+        if fault == "truncated":
+            data = json.dumps(answer).encode()
+            await _send_raw(writer, 200, data[: len(data) // 2], "application/json", length=len(data))
+            return False
+        self.counters.answered += 1
+        await _send(writer, 200, answer)
+        return True
+
+
+async def _read_request(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    line = await reader.readline()
+    if not line:
+        return None
+    try:
+        method, path, _ = line.decode("latin-1").split(" ", 2)
+    except ValueError:
+        return None
+    headers: dict[str, str] = {}
+    while True:
+        raw = await reader.readline()
+        if raw in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = raw.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length") or 0)
+    body = await reader.readexactly(length) if length else b""
+    return {"method": method, "path": path, "headers": headers, "body": body}
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests"}
+
+
+async def _send(
+    writer: asyncio.StreamWriter, status: int, payload: Any, extra: dict[str, str] | None = None
+) -> None:
+    await _send_raw(writer, status, json.dumps(payload).encode(), "application/json", extra=extra)
+
+
+async def _send_raw(
+    writer: asyncio.StreamWriter,
+    status: int,
+    data: bytes,
+    content_type: str,
+    *,
+    length: int | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
+    reason = _REASONS.get(status, "Service Unavailable" if status >= 500 else "Error")
+    head = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {content_type}"]
+    head.append(f"Content-Length: {length if length is not None else len(data)}")
+    head += [f"{k}: {v}" for k, v in (extra or {}).items()]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
+    await writer.drain()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tapir.simulator", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
+    for spec in fields(SimulatorSettings):
+        flag = "--" + spec.name.replace("_", "-")
+        if spec.name == "models":
+            parser.add_argument(flag, nargs="*", default=[], help="served model names (default: any)")
+        elif spec.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true")
+        else:
+            kind = int if spec.name == "seed" else (str if spec.name == "api_key" else float)
+            parser.add_argument(flag, type=kind, default=spec.default)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = vars(_parser().parse_args(argv))
+    host, port = args.pop("host"), args.pop("port")
+    args["models"] = tuple(args["models"])
+    settings = SimulatorSettings(**args)
+
+    async def run() -> None:
+        simulator = Simulator(settings, host, port)
+        await simulator.start()
+        print(f"{READY_LINE} {simulator.url}", flush=True)
+        await simulator.serve_forever()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
