@@ -72,22 +72,28 @@ class UsageTail:
 
 
 def render(
-    steps: dict[str, StepLine], totals: dict[str, int], prices: dict[str, dict[str, float]], now: float
+    steps: dict[str, StepLine],
+    totals: dict[str, int],
+    prices: dict[str, dict[str, float]],
+    now: float,
+    final: bool = False,
 ) -> Table:
+    """The step lines; ``final``: the run is over (planned totals were upper bounds)."""
     table = Table(title="tapir data: steps", title_justify="left", expand=False)
     for column in ("step", "rows", "calls", "out tok/s", "ETA", "retries/failed", "spend"):
         table.add_column(column, justify="left" if column == "step" else "right")
     for name in sorted(steps, key=lambda n: steps[n].first):
         line = steps[name]
         total = totals.get(name)
-        seconds = max(1e-6, (line.last if total and line.rows >= total else now) - line.first)
+        finished = final or bool(total and line.rows >= total)
+        seconds = max(1e-6, (line.last if finished else now) - line.first)
         rate = line.output_tokens / seconds if line.calls else 0.0
         rows_per_s = line.rows / seconds
         eta = ""
-        if total and line.rows < total and rows_per_s > 0:
-            eta = f"{(total - line.rows) / rows_per_s:.0f}s"
-        elif total and line.rows >= total:
+        if finished:
             eta = "done"
+        elif total and rows_per_s > 0:
+            eta = f"{(total - line.rows) / rows_per_s:.0f}s"
         price = prices.get(line.role)
         spend = ""
         if price:
@@ -125,8 +131,8 @@ class LiveProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def table(self) -> Table:
-        return render(self.tail.poll(), self.totals, self.prices, time.time())
+    def table(self, final: bool = False) -> Table:
+        return render(self.tail.poll(), self.totals, self.prices, time.time(), final)
 
     def __enter__(self) -> LiveProgress:
         if self.console.is_terminal and not self.console.quiet:

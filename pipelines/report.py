@@ -222,19 +222,40 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         console.print(f"[bold]Review applied[/]: {applied}")
 
     usage = Table(title="LLM usage this run", title_justify="left")
-    for column in ("role", "calls", "input tokens", "output tokens", "empty outputs", "seconds"):
+    columns = (
+        "calls",
+        "input_tokens",
+        "output_tokens",
+        "empty_generations",
+        "retries",
+        "failed_calls",
+        "seconds",
+    )
+    for column in (
+        "role",
+        "calls",
+        "input tokens",
+        "output tokens",
+        "empty outputs",
+        "retries",
+        "failed",
+        "seconds",
+    ):
         usage.add_column(column, justify="left" if column == "role" else "right")
     for role, numbers in sorted(summary["usage"].items()):
-        usage.add_row(
-            role,
-            *(
-                f"{numbers[k]:.0f}"
-                for k in ("calls", "input_tokens", "output_tokens", "empty_generations", "seconds")
-            ),
-        )
+        usage.add_row(role, *(f"{numbers.get(k, 0):.0f}" for k in columns))
     if not summary["usage"]:
-        usage.add_row("(none: every step came from the cache)", "0", "0", "0", "0", "0")
+        usage.add_row("(none: every step came from the cache)", *("0" for _ in columns))
     console.print(usage)
+    for role, numbers in sorted(summary["usage"].items()):
+        if numbers.get("failed_calls"):
+            reasons = ", ".join(
+                f"{k} ×{v}" for k, v in sorted((numbers.get("failure_reasons") or {}).items())
+            )
+            console.print(
+                f"[yellow]{role}: {numbers['failed_calls']:.0f} request(s) failed after retries ({reasons}); "
+                "never cached: a re-run asks exactly those again[/]"
+            )
 
 
 def plot_summary(summary: dict[str, Any], folder: Path) -> list[Path]:

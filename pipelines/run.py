@@ -124,7 +124,7 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
         finally:
             engines.stop()
         if not use_cache:
-            console.print(progress.table())
+            console.print(progress.table(final=True))
         if distiset is None:
             raise TapirError("pipeline: distilabel returned no result (see its log above)")
 
