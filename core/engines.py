@@ -15,9 +15,11 @@ one engine: one copy of the weights, one process, no threads fighting over the c
 Sampling settings, grammars and stop strings travel per request, so they never split an
 engine.
 
-Started engines are health-checked before the first step and stopped on normal exit, on error,
-on Ctrl-C and on SIGTERM; each engine process also asks the kernel to kill it when tapir dies
-(``PR_SET_PDEATHSIG``), so even ``kill -9`` of tapir leaves no server behind.
+Started engines are health-checked before the first step and stopped on normal exit, on error
+and on Ctrl-C; each engine process also asks the kernel to end it when tapir dies
+(``PR_SET_PDEATHSIG``), which covers SIGTERM and ``kill -9`` of tapir. tapir installs no SIGTERM
+handler of its own: distilabel's forked pool workers would inherit it, and its pool teardown
+relies on SIGTERM ending them (a Python handler there left a worker blocked for ever).
 
 Engines a parent process already runs are shared with its children (``tapir distill``'s
 re-score, for one) through a registry file named in ``TAPIR_ENGINES``; a child attaches to
@@ -179,7 +181,6 @@ class EngineSet:
         self._attached = _read_registry()
         self._registry_file: Path | None = None
         self._previous_env: str | None = None
-        self._old_term: Any = None
 
     # --- planning -----------------------------------------------------------------------------
 
@@ -294,7 +295,6 @@ class EngineSet:
     def start(self, console: Any = None) -> None:
         """Start every owned engine that is not running, wait until each answers, and publish
         them to child processes. A failure stops whatever was started and names the engine."""
-        self._install_term_handler()
         try:
             for key, engine in self.engines.items():
                 if engine.owned and engine.backend != "openai" and key not in self._processes:
@@ -354,7 +354,6 @@ class EngineSet:
             log.close()
         self._logs.clear()
         self._unpublish()
-        self._restore_term_handler()
         shutil.rmtree(self._work, ignore_errors=True)
 
     def pids(self) -> list[int]:
@@ -387,34 +386,6 @@ class EngineSet:
         else:
             os.environ[REGISTRY_ENV] = self._previous_env
         self._registry_file = None
-
-    # --- SIGTERM behaves like Ctrl-C: the `finally` blocks stop the engines ---------------------
-
-    def _install_term_handler(self) -> None:
-        if self._old_term is not None or not _main_thread():
-            return
-
-        owner = os.getpid()
-
-        def on_term(signum: int, frame: Any) -> None:
-            if os.getpid() != owner:  # a forked worker (distilabel's pool) dies as it always did
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-                return
-            raise SystemExit(128 + signum)
-
-        self._old_term = signal.signal(signal.SIGTERM, on_term)
-
-    def _restore_term_handler(self) -> None:
-        if self._old_term is not None and _main_thread():
-            signal.signal(signal.SIGTERM, self._old_term)
-        self._old_term = None
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _read_registry() -> dict[str, Engine]:

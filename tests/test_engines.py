@@ -306,9 +306,10 @@ def _ready_then_sleep(ready) -> None:
 
 
 def test_a_forked_worker_still_dies_on_sigterm_while_engines_run(tmp_path):
-    """distilabel forks its step workers after the engines start and ends them with SIGTERM;
-    the owner's SIGTERM handler (stop the engines, then exit) must not reach them, or a worker
-    unwinds through its queues' finalizers and the pool's teardown waits for it for ever."""
+    """distilabel forks its step workers after the engines start and ends them with SIGTERM, so
+    starting engines must leave SIGTERM's default action in place: a Python handler inherited by
+    a worker left it blocked on its pool's queue lock and the pipeline's teardown waited for
+    ever (seen in `make data` and the closed loop)."""
     import multiprocessing
 
     with EngineSet(tmp_path) as engines:
