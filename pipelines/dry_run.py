@@ -204,15 +204,17 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
 
 def engines_table(engines: list[dict[str, Any]]) -> Table:
     """One row per engine: what runs, where, and which steps are its clients."""
-    table = Table(title="Engines (one per distinct model; every step is a client)", title_justify="left")
-    for column in ("engine", "backend", "model", "started by tapir", "max in flight", "serves"):
-        table.add_column(column)
+    table = Table(
+        title="Engines (one per distinct model; every step is a client)", title_justify="left", expand=True
+    )
+    for column in ("engine", "backend", "model", "started", "in flight", "serves"):
+        table.add_column(column, overflow="fold", ratio=3 if column == "serves" else 1)
     for engine in engines:
         table.add_row(
             engine["id"],
             engine["backend"],
             str(engine["model"]),
-            "yes" if engine["started_by_tapir"] else f"no ({engine['base_url']})",
+            "by tapir" if engine["started_by_tapir"] else f"no: {engine['base_url']}",
             str(engine["max_concurrency"]),
             ", ".join(engine["serves"]),
         )
