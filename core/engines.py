@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,94 +197,47 @@ class EngineSet:
         backend = spec.backend
         if backend not in SERVED_BACKENDS:
             raise EndpointError(f"backend {backend!r} is not served by an engine")
-        concurrency = spec.max_concurrency or DEFAULT_CONCURRENCY[backend]
-        slot_dir = str(self._work / f"slots-{key}")
         name = served_name(spec)
+        common: dict[str, Any] = {
+            "id": f"{backend}:{name}",
+            "backend": backend,
+            "model": spec.model,
+            "served_name": name,
+            "max_concurrency": spec.max_concurrency or DEFAULT_CONCURRENCY[backend],
+            "slot_dir": str(self._work / f"slots-{key}"),
+        }
         if backend == "openai":
-            return Engine(
-                id=f"openai:{name}",
-                backend=backend,
-                model=spec.model,
-                served_name=name,
-                base_url=(spec.base_url or OPENAI_DEFAULT_URL).rstrip("/"),
-                max_concurrency=concurrency,
-                slot_dir=slot_dir,
-                api_key_env=spec.api_key_env,
-                owned=False,
-            )
+            base_url = (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/")
+            return Engine(**common, base_url=base_url, api_key_env=spec.api_key_env, owned=False)
         port = _free_port()
         base_url = f"http://127.0.0.1:{port}/v1"
+        seed = str(self.seed if spec.seed is None else spec.seed)
+        template = resolved_template(spec)
         if backend == "scripted":
             command = [sys.executable, "-m", "tapir.simulator", "--port", str(port)]
-            command += _option_flags(spec.options)
-            return Engine(
-                id=f"scripted:{name}",
-                backend=backend,
-                model=spec.model,
-                served_name=name,
-                base_url=base_url,
-                max_concurrency=concurrency,
-                slot_dir=slot_dir,
-                command=command,
-            )
+            return Engine(**common, base_url=base_url, command=command + _option_flags(spec.options))
         if backend == "llamacpp":
-            path = EMBEDDED_GGUF if spec.model == EMBEDDED else spec.model  # assembled at start
             options = dict(spec.options)
-            command = [
-                sys.executable,
-                "-m",
-                "tapir.llamacpp_server",
+            command = [sys.executable, "-m", "tapir.llamacpp_server"]
+            command += [
                 "--model",
-                str(path),
-                "--alias",
-                name,
-                "--port",
-                str(port),
-                "--n-ctx",
-                str(spec.context_length),
-                "--n-threads",
-                str(spec.threads or os.cpu_count() or 1),
-                "--n-gpu-layers",
-                str(options.pop("n_gpu_layers", 0)),
-                "--seed",
-                str(self.seed if spec.seed is None else spec.seed),
-            ]
-            template = resolved_template(spec)
+                EMBEDDED_GGUF if spec.model == EMBEDDED else spec.model,
+            ]  # assembled at start
+            command += ["--alias", name, "--port", str(port), "--n-ctx", str(spec.context_length)]
+            command += ["--n-threads", str(spec.threads or os.cpu_count() or 1)]
+            command += ["--n-gpu-layers", str(options.pop("n_gpu_layers", 0)), "--seed", seed]
             if template:
                 command += ["--chat-template", str(template)]
             if "n_batch" in options:
                 command += ["--n-batch", str(options.pop("n_batch"))]
-            return Engine(
-                id=f"llamacpp:{name}",
-                backend=backend,
-                model=spec.model,
-                served_name=name,
-                base_url=base_url,
-                max_concurrency=concurrency,
-                slot_dir=slot_dir,
-                supports_n=False,
-                guided="grammar",
-                command=command,
-            )
+            return Engine(**common, base_url=base_url, supports_n=False, guided="grammar", command=command)
         # vllm: `vllm serve`, one per model; parallelism and memory are the recipe's options.
         command = ["vllm", "serve", spec.model, "--host", "127.0.0.1", "--port", str(port)]
-        command += ["--served-model-name", name, "--max-model-len", str(spec.context_length)]
-        command += ["--seed", str(self.seed if spec.seed is None else spec.seed)]
-        template = resolved_template(spec)
+        command += ["--served-model-name", name, "--max-model-len", str(spec.context_length), "--seed", seed]
         if template:
             command += ["--chat-template", str(template)]
         command += _option_flags(spec.options)
-        return Engine(
-            id=f"vllm:{name}",
-            backend=backend,
-            model=spec.model,
-            served_name=name,
-            base_url=base_url,
-            max_concurrency=concurrency,
-            slot_dir=slot_dir,
-            guided="vllm",
-            command=command,
-        )
+        return Engine(**common, base_url=base_url, guided="vllm", command=command)
 
     def plan(self) -> list[dict[str, Any]]:
         return [engine.plan() for engine in self.engines.values()]
@@ -434,9 +386,3 @@ def _last_line(log_path: Path) -> str:
         return "no log"
     meaningful = [x for x in lines if "Error" in x or "error" in x] or lines
     return meaningful[-1].strip()[:200] if meaningful else "no output"
-
-
-@contextlib.contextmanager
-def engines_for(cache_dir: Path, log_dir: Path | None = None, seed: int = 42) -> Iterator[EngineSet]:
-    with EngineSet(cache_dir, log_dir, seed) as engines:
-        yield engines

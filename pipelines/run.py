@@ -110,8 +110,6 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
         if recipe.pipeline.runner == "ray":
             pipeline = pipeline.ray(ray_head_node_url=recipe.pipeline.ray_address)
         use_cache = _completed_before(pipeline, context)
-        if not use_cache:  # an exact re-run answers from distilabel's cache: no engine needed
-            engines.start(console)
         prices = {
             role: spec.price_per_million_tokens
             for role in ("teacher", "student", "judge")
@@ -119,6 +117,8 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
         }
         progress = LiveProgress(staging / "logs", console, planned_rows(recipe, len(seeds)), prices)
         try:
+            if not use_cache:  # an exact re-run answers from distilabel's cache: no engine needed
+                engines.start(console)
             with distilabel_logs_to(staging / "logs" / "distilabel.log"), progress:
                 distiset = pipeline.run(use_cache=use_cache)
         finally:
@@ -158,8 +158,7 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
         write_card(staging / "README.md", recipe, summary, manifest)
         _replace(out_dir, staging)
         _mark_completed(pipeline, context)
-    except BaseException:
-        engines.stop()
+    except BaseException:  # the engines were stopped by the finally around the run
         shutil.rmtree(staging, ignore_errors=True)
         raise
     print_summary(summary, console)
