@@ -8,6 +8,7 @@ repeats after a discarded warm-up; we report answers per second, the speed ratio
 every answer is identical.
 
     .venv/bin/python benchmarks/eval_generation.py                          # embedded Gemma 3 270M, CPU
+    .venv/bin/python benchmarks/eval_generation.py --vs-engine              # vs tapir eval's llama.cpp engine
     .venv/bin/python benchmarks/eval_generation.py --model Qwen/Qwen2.5-0.5B-Instruct --prompts 64 --batch 16
 """
 
@@ -34,7 +35,14 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument(
+        "--vs-engine",
+        action="store_true",
+        help="embedded model: batched transformers vs the served llama.cpp engine `tapir eval` uses",
+    )
     args = parser.parse_args()
+    if args.vs_engine:
+        return vs_engine(args)
 
     import torch
 
@@ -88,6 +96,52 @@ def main() -> int:
     for n in differing[:3]:
         print(f"--- differs at {n}:\nbatched:    {answers['batched'][n]!r}")
         print(f"sequential: {answers['sequential'][n]!r}")
+    return 0
+
+
+def vs_engine(args: argparse.Namespace) -> int:
+    """The embedded student's answers as ``tapir eval`` makes them (one llama.cpp engine, requests
+    in flight up to its cap) against batched transformers on the converted fp32 weights."""
+    import tempfile
+
+    from tapir.engines import EngineSet
+    from tapir.evaluation.generation import EngineGenerator, TransformersGenerator
+    from tapir.llm_factory import LLMContext
+    from tapir.recipe import ModelSpec
+    from tapir.training.student_model import materialize_embedded_student
+
+    cache = REPO / ".cache" / "tapir"
+    folder = str(materialize_embedded_student(cache))
+    instructions = [r["instruction"] for r in json.loads(REFERENCE.read_text())[: args.prompts]]
+    conversations = [[{"role": "user", "content": i}] for i in instructions]
+    batched = TransformersGenerator(folder, batch_size=args.batch, dtype=args.dtype)
+    tokenizer = batched.tokenizer
+    times: dict[str, list[float]] = {"transformers batched": [], "llama.cpp engine": []}
+    tokens: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as scratch, EngineSet(cache) as engines:
+        context = LLMContext(cache_dir=Path(scratch), engines=engines)  # a fresh response cache
+        served = EngineGenerator(ModelSpec(backend="llamacpp", model="embedded"), context, "student")
+        runners = {"transformers batched": batched, "llama.cpp engine": served}
+        for runner in runners.values():  # warm-up, discarded
+            runner.generate(conversations[:2], 8, 0.0, 0)
+        for repeat in range(args.repeats):
+            order = list(runners) if repeat % 2 == 0 else list(reversed(runners))
+            for name in order:
+                served.llm.response_cache_dir = str(Path(scratch) / f"r{repeat}")  # no cache hits
+                started = time.perf_counter()
+                answers = runners[name].generate(conversations, args.max_new_tokens, 0.0, repeat)
+                times[name].append(time.perf_counter() - started)
+                tokens[name] = sum(len(tokenizer(a or "")["input_ids"]) - 1 for a in answers)
+    result = {
+        "machine": f"{platform.node()} ({os.cpu_count()} cores)",
+        "date": time.strftime("%Y-%m-%d"),
+        "prompts": len(conversations),
+        "max_new_tokens": args.max_new_tokens,
+        "seconds": {k: [round(v, 1) for v in vs] for k, vs in times.items()},
+        "answers_per_s": {k: round(len(conversations) / statistics.median(v), 3) for k, v in times.items()},
+        "output_tokens_per_s": {k: round(tokens[k] / statistics.median(v), 1) for k, v in times.items()},
+    }
+    print(json.dumps(result, indent=2))
     return 0
 
 

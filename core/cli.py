@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 from rich.console import Console
 
@@ -241,28 +242,62 @@ def run(argv: list[str] | None = None) -> int:
 
             data_plan = dry_run(recipe, console)
             return _emit(distill_plan(data_plan, train_plan), as_json)
-        if args.command == "distill":
-            from tapir.pipelines.run import run_data
-
-            run_data(recipe, console, recipe_path=args.recipe)
         from tapir.training.rounds import run_training
 
-        run_training(recipe, console, recipe_path=args.recipe, closed_loop=closed_loop)
+        if args.command == "distill":
+            _distill(recipe, console, args.recipe)
+        else:
+            run_training(recipe, console, recipe_path=args.recipe, closed_loop=closed_loop)
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def _distill(recipe, console, recipe_path: str | None) -> None:
+    """Data, then the closed-loop rounds, with one engine per model for the whole run: the
+    teacher's and judge's engines stay up through training, and each re-score (a child
+    ``tapir data``) attaches to them through the engine registry instead of starting its own.
+    The first pass's student engine is stopped before training (on a GPU node it holds the
+    memory training needs) unless another role shares it (the embedded default)."""
+    from tapir.engines import EngineSet
+    from tapir.pipelines.run import run_data
+    from tapir.training.rounds import run_training
+
+    log_dir = recipe.resolved_train_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with EngineSet(Path(recipe.cache_dir), log_dir=log_dir, seed=recipe.seed) as engines:
+        run_data(recipe, console, recipe_path=recipe_path, engines=engines)
+        for engine in list(engines.engines.values()):
+            if engine.serves and all(step.startswith("respond_student") for step in engine.serves):
+                engines.release(engine)
+        run_training(recipe, console, recipe_path=recipe_path, closed_loop=True)
+
+
 def distill_plan(data_plan: dict, train_plan: dict) -> dict:
-    """Both plans, with each re-score's student added to the engine that serves the student:
-    the first pass's engine stops before training, and each checkpoint is served in its turn,
-    so one student engine holds the devices at a time."""
+    from tapir.engines import DEFAULT_CONCURRENCY
+
+    """Both plans, with each re-score's engine: a vLLM student engine serves each checkpoint in
+    its turn (the first pass's engine stops before training, so one student engine holds the
+    devices at a time); llama.cpp serves each checkpoint's GGUF as an engine of its own."""
     engines = [dict(e) for e in data_plan["engines"]]
     student = next((e for e in engines if any(s.startswith("respond_student") for s in e["serves"])), None)
     for rescore in train_plan["rescore"]:
         entry = f"re-score after {rescore['after']} ({rescore['backend']}: {rescore['student']})"
-        if student is not None and rescore["served"]:
+        if not rescore["served"]:
+            continue
+        if student is not None and student["backend"] == rescore["backend"] == "vllm":
             student["serves"] = [*student["serves"], entry]
             student.setdefault("then_serves_in_turn", []).append(rescore["student"])
+        else:
+            engines.append(
+                {
+                    "id": f"{rescore['backend']}:{rescore['after']}/{Path(rescore['student']).name}",
+                    "backend": rescore["backend"],
+                    "model": rescore["student"],
+                    "max_concurrency": DEFAULT_CONCURRENCY[rescore["backend"]],
+                    "started_by_tapir": True,
+                    "serves": [f"{step} (re-score after {rescore['after']})" for step in rescore["steps"]],
+                }
+            )
     return {**data_plan, "stage": "distill", "engines": engines, "training": train_plan}
 
 

@@ -21,6 +21,7 @@ key: a run on another port is still the same model.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import os
@@ -35,38 +36,94 @@ from pydantic import Field, PrivateAttr, SecretStr
 from tapir.llms import UsageLoggingMixin
 from tapir.simulator import ROLE_HEADER
 
-SLOT_POLL_S = 0.005
+SLOT_POLL_S = 0.002
+SLOT_POLL_MAX_S = 0.02
 
 
 class SlotLimiter:
-    """At most ``size`` requests in flight to one engine, across processes (flock'ed files)."""
+    """At most ``size`` requests in flight to one engine, across processes (flock'ed files).
+
+    Each process keeps the slot files open and one poller task hands free slots to its waiting
+    requests in order, so a thousand queued requests cost one scan per poll, not a thousand.
+    """
 
     def __init__(self, folder: str, size: int) -> None:
         self.folder = Path(folder)
         self.size = size
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._pid = -1
+        self._fds: dict[int, int] = {}
+        self._held: set[int] = set()
+        self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
+        self._poller: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
     async def slot(self):
-        fd = await self._acquire()
+        index = await self._acquire()
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            self._release(index)
+
+    def _fd(self, index: int) -> int:
+        if self._pid != os.getpid():  # forked: the parent's descriptors share its locks
+            self._pid, self._fds, self._held = os.getpid(), {}, set()
+            self._waiters, self._poller = collections.deque(), None
+        fd = self._fds.get(index)
+        if fd is None:
+            fd = self._fds[index] = os.open(self.folder / f"slot-{index}", os.O_CREAT | os.O_RDWR, 0o600)
+        return fd
+
+    def _try_any(self) -> int | None:
+        for index in random.sample(range(self.size), self.size):
+            if index in self._held:
+                continue
+            try:
+                fcntl.flock(self._fd(index), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            self._held.add(index)
+            return index
+        return None
+
+    def _release(self, index: int) -> None:
+        fcntl.flock(self._fd(index), fcntl.LOCK_UN)
+        self._held.discard(index)
 
     async def _acquire(self) -> int:
+        self._fd(0)  # (re)initialise after a fork before touching the queue
+        if not self._waiters:
+            index = self._try_any()
+            if index is not None:
+                return index
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._waiters.append(future)
+        if self._poller is None or self._poller.done() or self._poller.get_loop() is not loop:
+            self._poller = loop.create_task(self._poll())
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._release(future.result())
+            raise
+
+    async def _poll(self) -> None:
         wait = SLOT_POLL_S
+        loop = asyncio.get_running_loop()
         while True:
-            for index in random.sample(range(self.size), self.size):
-                fd = os.open(self.folder / f"slot-{index}", os.O_CREAT | os.O_RDWR, 0o600)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return fd
-                except BlockingIOError:
-                    os.close(fd)
+            # cancelled while waiting, or left behind by an event loop that is gone
+            while self._waiters and (self._waiters[0].done() or self._waiters[0].get_loop() is not loop):
+                self._waiters.popleft()
+            if not self._waiters:
+                return
+            index = self._try_any()
+            if index is not None:
+                self._waiters.popleft().set_result(index)
+                wait = SLOT_POLL_S
+                continue
             await asyncio.sleep(wait * (0.5 + random.random()))
-            wait = min(wait * 2, 0.1)
+            wait = min(wait * 2, SLOT_POLL_MAX_S)
 
 
 class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
@@ -191,6 +248,7 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
             retry_after: float | None = None
             try:
                 async with self._slot():
+                    self._count("requests")
                     completion = await self._aclient.chat.completions.create(
                         messages=messages, extra_headers=headers, timeout=self.timeout, **body
                     )

@@ -68,6 +68,7 @@ class Engine:
     base_url: str
     max_concurrency: int
     slot_dir: str
+    context_length: int = 0
     api_key_env: str | None = None
     supports_n: bool = True  # llama-cpp-python's server answers one choice per request
     guided: str | None = None  # how constraints travel: "grammar" (llama.cpp), "vllm", None
@@ -99,12 +100,13 @@ def engine_key(spec: ModelSpec) -> str:
     elif spec.backend == "scripted":
         parts = ["scripted", spec.options]
     else:
+        # Not the context length: one engine loaded with the longest context a role asks for
+        # serves the shorter ones too (EngineSet.ensure), rather than a second copy of the weights.
         template = resolved_template(spec)
         parts = [
             spec.backend,
             spec.model,
             hashlib.sha256(template.read_bytes()).hexdigest() if template and template.is_file() else None,
-            spec.context_length,
             spec.threads,
             spec.options,
         ]
@@ -186,20 +188,39 @@ class EngineSet:
     def ensure(self, spec: ModelSpec, role: str, step: str | None = None) -> Engine:
         """The engine for ``spec`` (created, not started, the first time it is asked for)."""
         key = engine_key(spec)
-        engine = self.engines.get(key)
+        engine = self.engines.get(key) or self._attached.get(key)
+        if engine is not None and engine.context_length < spec.context_length:
+            if engine.owned and key not in self._processes:  # not started yet: load it longer
+                self._set_context(engine, spec.context_length)
+            else:  # running with a shorter context: a second engine for the longer one
+                key = f"{key}:ctx{spec.context_length}"
+                engine = self.engines.get(key)
         if engine is None:
-            engine = self._attached.get(key) or self._new_engine(key, spec)
-            self.engines[key] = engine
+            engine = self._new_engine(key, spec)
+        self.engines.setdefault(key, engine)
         engine.serves.append(step or role)
         return engine
+
+    @staticmethod
+    def _set_context(engine: Engine, context_length: int) -> None:
+        flag = "--n-ctx" if engine.backend == "llamacpp" else "--max-model-len"
+        if flag in engine.command:
+            engine.command[engine.command.index(flag) + 1] = str(context_length)
+        engine.context_length = context_length
 
     def _new_engine(self, key: str, spec: ModelSpec) -> Engine:
         backend = spec.backend
         if backend not in SERVED_BACKENDS:
             raise EndpointError(f"backend {backend!r} is not served by an engine")
         name = served_name(spec)
+        taken = {e.id for e in self.engines.values()}
+        engine_id = f"{backend}:{name}"
+        if engine_id in taken:  # same weights loaded another way (other options, template)
+            free = (f"{engine_id}#{n}" for n in range(2, len(taken) + 3))
+            engine_id = next(candidate for candidate in free if candidate not in taken)
         common: dict[str, Any] = {
-            "id": f"{backend}:{name}",
+            "id": engine_id,
+            "context_length": spec.context_length,
             "backend": backend,
             "model": spec.model,
             "served_name": name,
@@ -225,6 +246,8 @@ class EngineSet:
             ]  # assembled at start
             command += ["--alias", name, "--port", str(port), "--n-ctx", str(spec.context_length)]
             command += ["--n-threads", str(spec.threads or os.cpu_count() or 1)]
+            if spec.threads is None:  # the recipe did not fix it: yield cores other processes use
+                command.append("--adaptive-threads")
             command += ["--n-gpu-layers", str(options.pop("n_gpu_layers", 0)), "--seed", seed]
             if template:
                 command += ["--chat-template", str(template)]
@@ -308,6 +331,25 @@ class EngineSet:
         self._unpublish()
         shutil.rmtree(self._work, ignore_errors=True)
 
+    def release(self, engine: Engine) -> None:
+        """Stop one engine this set started (a checkpoint evaluation no longer needs); the others
+        keep running. A later ``ensure`` of the same model starts it again."""
+        key = next((k for k, e in self.engines.items() if e is engine), None)
+        process = self._processes.pop(key, None) if key else None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if key:
+            del self.engines[key]
+            if self._registry_file is not None:  # children must not attach to it any more
+                self._write_registry()
+
     def pids(self) -> list[int]:
         return [p.pid for p in self._processes.values()]
 
@@ -323,12 +365,18 @@ class EngineSet:
         if not self.engines:
             return
         self._work.mkdir(parents=True, exist_ok=True)
-        self._registry_file = self._work / "registry.json"
-        entries = {**{k: asdict(e) for k, e in self._attached.items()}}
-        entries.update({k: asdict(e) for k, e in self.engines.items() if e.backend != "openai"})
-        self._registry_file.write_text(json.dumps(entries), encoding="utf-8")
-        self._previous_env = os.environ.get(REGISTRY_ENV)
+        if self._registry_file is None:
+            self._registry_file = self._work / "registry.json"
+            self._previous_env = os.environ.get(REGISTRY_ENV)
+        self._write_registry()
         os.environ[REGISTRY_ENV] = str(self._registry_file)
+
+    def _write_registry(self) -> None:
+        assert self._registry_file is not None
+        entries = {**{k: asdict(e) for k, e in self._attached.items()}}
+        running = {k: e for k, e in self.engines.items() if k in self._processes or not e.owned}
+        entries.update({k: asdict(e) for k, e in running.items() if e.backend != "openai"})
+        self._registry_file.write_text(json.dumps(entries), encoding="utf-8")
 
     def _unpublish(self) -> None:
         if self._registry_file is None:

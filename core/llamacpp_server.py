@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +32,61 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--chat-template", help="Jinja chat template file (transformers' generation tags allowed)"
     )
+    parser.add_argument(
+        "--adaptive-threads",
+        action="store_true",
+        help="use only the cores other processes leave idle (re-checked every 2 s)",
+    )
     return parser
+
+
+class ThreadGovernor(threading.Thread):
+    """Gives llama.cpp only the cores that other processes leave idle, re-checked every few seconds.
+
+    llama.cpp's threads meet at a barrier after every operation; when another CPU-bound process
+    takes one of them off its core, the others spin at the barrier. On 2 cores beside one busy
+    process, 2 threads made 25 output tokens/s and 1 thread 48 (62 with 2 threads on a quiet
+    machine; BENCHMARKS.md). So: threads = cores minus the whole cores the rest of the machine
+    keeps busy, measured from /proc/stat against this process's own CPU time, smoothed, at
+    least 1. Linux only; elsewhere it leaves the threads alone.
+    """
+
+    def __init__(self, set_threads, cores: int, every_s: float = 2.0) -> None:
+        super().__init__(daemon=True, name="tapir-thread-governor")
+        self.set_threads, self.cores, self.every_s = set_threads, cores, every_s
+        self.current = cores
+        self.others = 0.0
+        self.stopped = threading.Event()
+
+    @staticmethod
+    def _sample() -> tuple[int, int, int]:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:9]]
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            own = handle.read().rsplit(")", 1)[1].split()
+        return sum(fields), fields[3] + fields[4], int(own[11]) + int(own[12])
+
+    def run(self) -> None:
+        try:
+            previous = self._sample()
+        except OSError:
+            return
+        while not self.stopped.wait(self.every_s):
+            current = self._sample()
+            total, idle, own = (now - before for now, before in zip(current, previous))
+            previous = current
+            if total <= 0:
+                continue
+            busy_cores = (total - idle) / total * self.cores
+            own_cores = own / total * self.cores
+            self.others = 0.5 * self.others + 0.5 * max(0.0, busy_cores - own_cores)
+            # Only a whole core's worth of other work takes a thread away: tapir's own clients
+            # (a few tenths of a core) never do, so a quiet machine keeps every core.
+            wanted = max(1, min(self.cores, self.cores - int(self.others + 0.1)))
+            if wanted != self.current:
+                self.set_threads(wanted, wanted)
+                self.current = wanted
+                print(f"tapir: llama.cpp threads -> {wanted} (other processes use {self.others:.1f} cores)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
             bos_token=vocab_token(model.token_bos()),
             stop_token_ids=[model.token_eos()],
         ).to_chat_handler()
+    if args.adaptive_threads and os.path.exists("/proc/stat"):
+        model = server_app._llama_proxy(args.alias)  # type: ignore[misc]
+        ThreadGovernor(model._ctx.set_n_threads, args.n_threads).start()  # type: ignore[attr-defined]
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

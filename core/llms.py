@@ -23,9 +23,11 @@ from distilabel.models.llms import TransformersLLM
 from pydantic import BaseModel, Field
 
 USAGE_FILE_PREFIX = "usage"
-# What a usage record counts; retries and failed calls come from engine clients.
+# What a usage record counts; HTTP requests (first tries and retries; one request may carry
+# several generations), retries and failed calls come from engine clients.
 USAGE_TOTALS: dict[str, Any] = {
     "calls": 0,
+    "requests": 0,
     "input_tokens": 0,
     "output_tokens": 0,
     "empty_generations": 0,

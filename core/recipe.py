@@ -365,10 +365,16 @@ class TrainingSettings(StrictModel):
         description="After round r, re-generate student answers with the new checkpoint, re-grade "
         "them, recompute MFD and build round r+1 from what is still hard (`make distill`).",
     )
-    rescore_backend: Literal["transformers", "vllm"] = Field(
-        "transformers",
-        description="Engine that generates the new checkpoint's answers in the closed loop "
-        "(vllm for GPU clusters).",
+    rescore_backend: Literal["auto", "llamacpp", "transformers", "vllm"] = Field(
+        "auto",
+        description="Engine that serves the new checkpoint's answers in the closed loop: "
+        "llamacpp (the checkpoint written back to GGUF; needs a student that came from a GGUF, "
+        "like the embedded one), vllm (GPU clusters), transformers (in-process, CPU). auto: "
+        "llamacpp for a GGUF-born student, else transformers.",
+    )
+    rescore_quantization: Literal["F16", "Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K"] = Field(
+        "Q4_K_M",
+        description="GGUF type of a checkpoint served by llama.cpp (the embedded student's own is Q4_K_M).",
     )
     rescore_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra arguments for that engine's distilabel LLM."
@@ -515,8 +521,12 @@ class EvaluationSettings(StrictModel):
     baselines: list[str] = Field(
         default_factory=list, description="More models to evaluate beside ours (folders or Hub ids)."
     )
-    backend: Literal["transformers", "vllm"] = Field(
-        "transformers", description="Answer generation engine (vllm on GPU machines)."
+    backend: Literal["auto", "llamacpp", "transformers", "vllm"] = Field(
+        "auto",
+        description="What answers the benchmarks: llamacpp (a GGUF-born student and its "
+        "checkpoints, written back to GGUF and served like the pipeline's models), vllm (`vllm "
+        "serve` per model, GPUs), transformers (batched in-process). auto: llamacpp where the "
+        "model came from a GGUF, else transformers.",
     )
     backend_options: dict[str, Any] = Field(
         default_factory=dict, description="Passed to vllm.LLM(...) or from_pretrained(...)."

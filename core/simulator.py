@@ -112,6 +112,7 @@ class Counters:
     answered: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    hanging: int = 0
     faults: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
@@ -223,7 +224,15 @@ class Simulator:
             await _send(writer, 503, {"error": {"message": "server overloaded"}})
             return True
         if fault == "timeout":
-            await asyncio.sleep(settings.hang_s)
+            # A hung request is not "in flight" (its client gives up and frees its slot, while
+            # this coroutine sleeps on): counted apart, so in_flight checks a client's cap.
+            self.counters.in_flight -= 1
+            self.counters.hanging += 1
+            try:
+                await asyncio.sleep(settings.hang_s)
+            finally:
+                self.counters.in_flight += 1
+                self.counters.hanging -= 1
             return False
         if fault == "drop":
             return False

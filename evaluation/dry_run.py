@@ -12,8 +12,9 @@ from rich.table import Table
 from tapir.engines import SERVED_BACKENDS, EngineSet
 from tapir.errors import EvaluationError
 from tapir.evaluation.alpaca_eval_bench import check_annotator
-from tapir.evaluation.models import resolve_models
+from tapir.evaluation.models import STUDENT, resolve_models
 from tapir.evaluation.published import published_rows
+from tapir.evaluation.serving import answer_backend, planned_engine
 from tapir.llm_factory import model_id
 from tapir.pipelines.dry_run import engines_table
 from tapir.recipe import Recipe
@@ -39,7 +40,7 @@ def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None
     published = published_rows(settings.published, settings.paper_rows)
     console.print(f"[bold]tapir eval --dry-run[/] {recipe.name} (recipe hash {recipe.fingerprint()})")
     console.print(f"judge: {judge.backend} {model_id(judge)}; answers by {settings.backend}")
-    if settings.backend == "vllm":
+    if settings.backend == "vllm":  # answers by `vllm serve`, one model at a time
         import importlib.util
 
         found = importlib.util.find_spec("vllm") is not None
@@ -61,28 +62,37 @@ def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None
             _check_source(getattr(mt, name), f"evaluation.mt_bench.{name}", console)
         calls += 8 * per_category * 2
     view = Table(title="models")
-    for column in ("name", "kind", "path", "cache key"):
+    for column in ("name", "kind", "path", "answered by", "cache key"):
         view.add_column(column)
+    engines = EngineSet(Path(recipe.cache_dir), seed=recipe.seed)
+    answer_engines: list[dict[str, Any]] = []
+    backends = {}
     for model in models:
-        view.add_row(model.name, model.kind, model.path, model.key[:16])
+        backends[model.name] = backend = answer_backend(recipe, model)
+        view.add_row(model.name, model.kind, model.path, backend, model.key[:16])
+        if backend == "llamacpp" and model.kind == STUDENT and recipe.student.backend == "llamacpp":
+            engines.ensure(recipe.student, "eval_model", f"eval_answers:{model.name}")
+        elif (planned := planned_engine(recipe, model, backend)) is not None:
+            answer_engines.append(planned)
     console.print(view)
     console.print(
         f"per model: about {calls} answers and {calls} judge verdicts "
         f"(cached ones are free); {len(published)} published row(s) beside ours"
     )
     console.print(f"results: {recipe.resolved_eval_dir}")
-    engines = EngineSet(Path(recipe.cache_dir), seed=recipe.seed)
     if judge.backend in SERVED_BACKENDS:
         for name in ("alpaca_eval", "mt_bench"):
             if getattr(settings, name).enabled:
                 engines.ensure(judge, "judge", f"eval_judge:{name}")
-    plan = engines.plan()
+    plan = engines.plan() + answer_engines
     if plan:
         console.print(engines_table(plan))
     return {
         "stage": "eval",
         "recipe": recipe.name,
-        "models": [{"name": m.name, "kind": m.kind, "path": m.path} for m in models],
+        "models": [
+            {"name": m.name, "kind": m.kind, "path": m.path, "answered_by": backends[m.name]} for m in models
+        ],
         "answers_by": settings.backend,
         "engines": plan,
         "estimate": {"answers_per_model": calls, "verdicts_per_model": calls},

@@ -2,10 +2,10 @@
 
 FastChat's ``gen_model_answer`` answers one prompt at a time; on a GPU that leaves most of the
 device idle. We batch (left padding, prompts sorted by length so a batch pads little) with
-transformers, or hand the whole list to vLLM. The chat template is always the one saved with
-the model's tokenizer -- a model without one is refused, never given a template guessed from its
-name. Answers are cached by model identity, prompt and sampling settings, so re-evaluating an
-unchanged checkpoint generates nothing.
+transformers, or send the whole list, concurrently, to a served engine (llama.cpp, vLLM). The
+chat template is always the one saved with the model's tokenizer -- a model without one is
+refused, never given a template guessed from its name. Answers are cached by model identity,
+prompt and sampling settings, so re-evaluating an unchanged checkpoint generates nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tapir.errors import EvaluationError
+from tapir.llm_factory import LLMContext
 from tapir.llms import open_cache
+from tapir.recipe import ModelSpec
 
 Conversation = list[dict[str, str]]
 
@@ -96,28 +98,57 @@ class TransformersGenerator:
         return answers
 
 
-class VLLMGenerator:
-    """vLLM's ``LLM.chat`` (GPU machines): it applies the tokenizer's chat template itself."""
+class EngineGenerator:
+    """Answers through a served engine: llama.cpp for checkpoints written back to GGUF (CPU), or
+    ``vllm serve`` (GPUs), the same engines the data pipeline's steps use. Requests go out
+    concurrently up to the engine's ``max_concurrency``, retried on transient faults; an answer
+    that still fails is ``None`` and its reason is kept (never an empty answer to be judged)."""
 
-    def __init__(self, model: str, dtype: str = "auto", options: dict[str, Any] | None = None) -> None:
-        try:
-            from vllm import LLM
-        except ImportError:
-            raise EvaluationError(
-                "evaluation.backend: vllm is not installed here (GPU machines: pip install vllm)"
-            ) from None
-        self.llm = LLM(model=model, dtype=dtype, **(options or {}))
-        if not self.llm.get_tokenizer().chat_template:
-            raise EvaluationError(f"evaluation.models: {model} has no chat template saved with its tokenizer")
+    def __init__(
+        self,
+        spec: ModelSpec,
+        context: LLMContext,
+        name: str,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        from tapir.engines import engine_key
+        from tapir.llm_factory import build_llm
+
+        engines = context.engine_set()
+        shared = engine_key(spec) in engines.engines  # e.g. the embedded student is the judge too
+        self.llm = build_llm(spec, "eval_model", context, step=f"eval_answers:{name}")
+        self.engine = engines.ensure(spec, "eval_model", f"eval_answers:{name}")
+        self.engines = None if shared else engines
+        engines.start()
+        self.llm.load()
+        self.on_batch = on_batch
+        self.failures: list[str] = []
 
     def generate(
         self, conversations: list[Conversation], max_new_tokens: int, temperature: float, seed: int
-    ) -> list[str]:
-        from vllm import SamplingParams
+    ) -> list[str | None]:
+        self.llm.seed = seed
+        step = max(1, self.engine.max_concurrency)
+        answers: list[str | None] = []
+        for start in range(0, len(conversations), step):
+            batch = conversations[start : start + step]
+            outputs = self.llm.generate_outputs(
+                inputs=batch, num_generations=1, max_new_tokens=max_new_tokens, temperature=temperature
+            )
+            for output in outputs:
+                texts = output.get("generations") or [None]
+                failure = next((f for f in output.get("failures") or [] if f), None)
+                if texts[0] is None:
+                    self.failures.append(failure or "no answer")
+                answers.append(texts[0].strip() if texts[0] is not None else None)
+            if self.on_batch:
+                self.on_batch(len(batch))
+        return answers
 
-        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed)
-        outputs = self.llm.chat(conversations, params, use_tqdm=True)
-        return [o.outputs[0].text.strip() for o in outputs]
+    def close(self) -> None:
+        """Stop this model's engine (each checkpoint has its own) unless another role shares it."""
+        if self.engines is not None:
+            self.engines.release(self.engine)
 
 
 class CachedGenerator:
@@ -160,8 +191,24 @@ class CachedGenerator:
             fresh = self.engine.generate(
                 [conversations[n] for n in missing], max_new_tokens, temperature, seed
             )
+            failed = 0
             for n, answer in zip(missing, fresh):
+                if answer is None:  # a served request that failed after its retries
+                    failed += 1
+                    continue
                 answers[n] = answer
                 self.cache.set(keys[n], answer)
-            self.generated += len(missing)
+            self.generated += len(missing) - failed
+            if failed:
+                reasons = getattr(self.engine, "failures", []) or ["unknown"]
+                raise EvaluationError(
+                    f"evaluation: {failed} of {len(missing)} answers from {self.model_key[:40]} failed "
+                    f"after retries (last: {reasons[-1][:160]}); the {len(missing) - failed} that "
+                    "came back are cached, so a rerun asks only for the rest"
+                )
         return [a or "" for a in answers]
+
+    def close(self) -> None:
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()

@@ -20,10 +20,11 @@ from rich.table import Table
 from tapir.engines import EngineSet
 from tapir.errors import EvaluationError
 from tapir.evaluation import alpaca_eval_bench, html_report, leaderboard, mt_bench_bench, plots
-from tapir.evaluation.generation import CachedGenerator, TransformersGenerator, VLLMGenerator
+from tapir.evaluation.generation import CachedGenerator, EngineGenerator, TransformersGenerator
 from tapir.evaluation.judging import build_judges, usage_summary
 from tapir.evaluation.models import EvalModel, resolve_models
 from tapir.evaluation.published import published_rows
+from tapir.evaluation.serving import answer_backend, served_spec
 from tapir.llm_factory import Constraint, LLMContext, choice_constraint, model_id, score_constraint
 from tapir.manifest import library_versions, now_utc, write_json
 from tapir.recipe import Recipe
@@ -34,10 +35,12 @@ NOTE = (
 )
 
 
-def _engine(recipe: Recipe, model: EvalModel, on_batch):
+def _engine(recipe: Recipe, model: EvalModel, backend: str, context: LLMContext, on_batch):
+    """What answers for ``model``: a served engine (llama.cpp, vLLM) or batched transformers."""
     settings = recipe.evaluation
-    if settings.backend == "vllm":
-        return VLLMGenerator(model.path, settings.dtype, settings.backend_options)
+    if backend in ("llamacpp", "vllm"):
+        spec = served_spec(recipe, model, backend)
+        return EngineGenerator(spec, context, model.name, on_batch=on_batch)
     return TransformersGenerator(
         model.path, settings.batch_size, settings.dtype, settings.backend_options, on_batch=on_batch
     )
@@ -134,8 +137,14 @@ def _evaluate(recipe, console, context, models, reference, mt_data, published, j
         context.engine_set().start()
         alpaca_judge, mt_judge = judges.get("alpaca_eval"), judges.get("mt_bench")
         for model in models:
+            backend = answer_backend(recipe, model)
+            quantization = recipe.training.rescore_quantization
+            serving = f"{backend}:{quantization}" if backend == "llamacpp" else backend
             generator = CachedGenerator(
-                model.key, lambda m=model: _engine(recipe, m, advance), Path(recipe.cache_dir), advance
+                f"{model.key}|{serving}",
+                lambda m=model, b=backend: _engine(recipe, m, b, context, advance),
+                Path(recipe.cache_dir),
+                advance,
             )
             model_results: dict[str, Any] = {}
             model_dir = out_dir / model.name
@@ -176,11 +185,16 @@ def _evaluate(recipe, console, context, models, reference, mt_data, published, j
                 )
                 result["judge_health"]["usage"] = usage_summary(usage, settings.price_per_million_tokens)
                 model_results["mt_bench"] = result
-            model_results["generation"] = {"generated": generator.generated, "from_cache": generator.cached}
+            model_results["generation"] = {
+                "backend": serving,
+                "generated": generator.generated,
+                "from_cache": generator.cached,
+            }
             results[model.name] = model_results
             rows.append(
                 leaderboard.model_row(model.name, model.kind, model.stage, judge_label, model_results)
             )
+            generator.close()  # this checkpoint's engine; the judge's keeps running
             del generator
             gc.collect()
         phase("done", 1)

@@ -26,6 +26,7 @@ from distilabel.steps import LoadDataFromDicts
 from distilabel.steps.base import _Step
 
 from tapir.llm_factory import LLMContext, build_llm, choice_constraint, score_constraint
+from tapir.pipelines.local_pipeline import TapirPipeline
 from tapir.pipelines.prompts import template_text
 from tapir.pipelines.review_corrections import Corrections
 from tapir.pipelines.steps import (
@@ -170,7 +171,7 @@ def build_pipeline(
     """
     corrections = corrections or Corrections()
     kwargs = _task_kwargs(recipe)
-    with Pipeline(
+    with TapirPipeline(
         name=f"tapir-{recipe.name}",
         description=recipe.description or "TAPIR curriculum data",
         cache_dir=str(context.cache_dir / "distilabel"),

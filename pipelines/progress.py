@@ -176,8 +176,14 @@ def distilabel_logs_to(log_file: Path) -> Iterator[None]:
                 handler.setLevel(logging.WARNING)
 
     pipeline_base.setup_logging = setup_logging
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     try:
         yield
     finally:
         pipeline_base.setup_logging = original
+        # distilabel left a handler feeding its (now closed) log queue on the root logger: what
+        # runs next in this process (`tapir distill`'s training) would get "Logging error"s.
+        root.handlers[:] = handlers
+        root.setLevel(level)
         file_handler.close()

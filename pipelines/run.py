@@ -81,8 +81,11 @@ def _explain_empty(pool: list[dict[str, Any]]) -> str:
     return f"all {len(pool)} rows were excluded ({top})"
 
 
-def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -> Path:
-    """Run the TAPIR data pipeline for ``recipe``; returns the output folder."""
+def run_data(
+    recipe: Recipe, console: Console, recipe_path: str | None = None, engines: EngineSet | None = None
+) -> Path:
+    """Run the TAPIR data pipeline for ``recipe``; returns the output folder. With ``engines``
+    (``tapir distill``) the run uses the caller's engines and leaves them running."""
     started = time.perf_counter()
     for role in ("teacher", "student", "judge"):
         preflight(recipe.role(role), role)
@@ -101,7 +104,9 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
     staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "logs").mkdir(parents=True)
-    engines = EngineSet(Path(recipe.cache_dir), log_dir=staging / "logs", seed=recipe.seed)
+    owned = engines is None
+    if engines is None:
+        engines = EngineSet(Path(recipe.cache_dir), log_dir=staging / "logs", seed=recipe.seed)
     try:
         context = LLMContext(
             cache_dir=Path(recipe.cache_dir), usage_dir=staging / "logs", seed=recipe.seed, engines=engines
@@ -122,7 +127,8 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
             with distilabel_logs_to(staging / "logs" / "distilabel.log"), progress:
                 distiset = pipeline.run(use_cache=use_cache)
         finally:
-            engines.stop()
+            if owned:
+                engines.stop()
         if not use_cache:
             console.print(progress.table(final=True))
         if distiset is None:
@@ -158,7 +164,7 @@ def run_data(recipe: Recipe, console: Console, recipe_path: str | None = None) -
         write_card(staging / "README.md", recipe, summary, manifest)
         _replace(out_dir, staging)
         _mark_completed(pipeline, context)
-    except BaseException:  # the engines were stopped by the finally around the run
+    except BaseException:  # our engines were stopped by the finally around the run
         shutil.rmtree(staging, ignore_errors=True)
         raise
     print_summary(summary, console)

@@ -66,6 +66,19 @@ def test_roles_with_the_same_model_share_one_engine_and_sampling_never_splits_it
     assert "base_url" not in teacher.dump() and "slot_dir" not in teacher.dump()
 
 
+def test_one_engine_loads_the_longest_context_its_roles_ask_for(tmp_path):
+    """The eval judge (8192 tokens) and the student (2048) are one GGUF: one engine, loaded long."""
+    engines = EngineSet(tmp_path)
+    gguf = str(tmp_path / "m.gguf")
+    student = engines.ensure(ModelSpec(backend="llamacpp", model=gguf, context_length=2048), "student")
+    judge = engines.ensure(ModelSpec(backend="llamacpp", model=gguf, context_length=8192), "judge")
+    assert student is judge and len(engines.plan()) == 1
+    command = engines.plan()[0]["command"]
+    assert command[command.index("--n-ctx") + 1] == "8192"
+    other = engines.ensure(ModelSpec(backend="llamacpp", model=gguf, options={"n_batch": 64}), "x")
+    assert other is not judge and other.id == judge.id + "#2"  # ids stay unique (log file names)
+
+
 def test_guided_decoding_travels_in_each_request_as_the_engine_expects():
     from tapir.engine_client import TapirEngineClient
 
@@ -323,3 +336,24 @@ def test_a_forked_worker_still_dies_on_sigterm_while_engines_run(tmp_path):
         child.terminate()
         child.join(10)
     assert child.exitcode == -signal.SIGTERM
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs a core to give up")
+def test_llamacpp_threads_yield_the_core_a_busy_neighbour_takes():
+    """llama.cpp's barrier-synchronised threads stall when a neighbour takes one of their cores
+    (BENCHMARKS.md: 25 vs 48 tokens/s on 2 cores), so the engine gives that core up."""
+    from tapir.llamacpp_server import ThreadGovernor
+
+    cores = os.cpu_count() or 2
+    given: list[int] = []
+    governor = ThreadGovernor(lambda threads, batch: given.append(threads), cores, every_s=0.3)
+    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        governor.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not given:
+            time.sleep(0.1)
+    finally:
+        neighbour.kill()
+        governor.stopped.set()
+    assert given and given[-1] <= cores - 1

@@ -1,5 +1,5 @@
-"""`tapir eval` with the embedded default recipe (slow tier): the real Gemma 3 270M answers
-(transformers, its saved template) and judges (llama.cpp, grammar-constrained verdicts)."""
+"""`tapir eval` with the embedded default recipe (slow tier): the real Gemma 3 270M answers and
+judges through one llama.cpp engine (tapir's template; grammar-constrained verdicts)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def test_default_recipe_eval_on_the_embedded_model(tmp_path):
     assert 1 <= student["mt_bench"] <= 10
     assert student["judge_parse_failures"] == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["results"]["student"]["generation"]["backend"] == "llamacpp:Q4_K_M"
     health = summary["results"]["student"]["alpaca_eval"]["judge_health"]
     assert health["judgments"] == 3 and set(health["usage"]) >= {"calls", "input_tokens", "output_tokens"}
     assert summary["results"]["student"]["alpaca_eval"]["metrics"]["length_controlled_winrate"] is None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 from rich.console import Console
@@ -114,7 +115,8 @@ def test_eval_writes_leaderboard_plots_and_report_then_reuses_caches(tmp_path, t
     assert set(math["judge"].map(lambda j: j[1])) == {"single-math-v1", "single-math-v1-multi-turn"}
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["results"][name]["generation"] == {"generated": 6 + 16, "from_cache": 0}
+    generation = {"backend": "transformers", "generated": 6 + 16, "from_cache": 0}  # a Hub-style model
+    assert summary["results"][name]["generation"] == generation
     calls = read_usage(out / name / "alpaca_eval" / "usage")["judge"]["calls"]
     assert calls == len(INSTRUCTIONS) + 1  # one retry
     # a model outside the curriculum has no round curve
@@ -132,7 +134,7 @@ def test_eval_writes_leaderboard_plots_and_report_then_reuses_caches(tmp_path, t
     # Unchanged model, unchanged settings: nothing generated, nothing judged, same board.
     run_eval(recipe, QUIET)
     again = json.loads((out / "summary.json").read_text())["results"][name]
-    assert again["generation"] == {"generated": 0, "from_cache": 22}
+    assert again["generation"] == {"backend": "transformers", "generated": 0, "from_cache": 22}
     assert again["alpaca_eval"]["judge_health"]["usage"]["calls"] == 0
     assert again["mt_bench"]["judge_health"]["usage"]["calls"] == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "leaderboard.csv"), board)
@@ -206,3 +208,43 @@ def test_one_judge_engine_serves_every_benchmark_each_with_its_own_constraint(tm
     assert len(engines) == 1 and engines[0]["serves"] == ["eval_judge:alpaca_eval", "eval_judge:mt_bench"]
     assert judges["alpaca_eval"].llm.choices == ["m", "M"] and judges["mt_bench"].llm.grammar is None
     assert (judges["alpaca_eval"].max_new_tokens, judges["mt_bench"].max_new_tokens) == (16, 2048)
+
+
+def test_served_answers_fan_out_to_the_engine_and_a_failed_one_is_an_error_not_an_empty_answer(tmp_path):
+    """Answers through an engine (as a checkpoint served by llama.cpp or vLLM is): requests run
+    concurrently up to the engine's cap; an answer that fails after its retries stops the model's
+    evaluation with one line, and the answers that came back are cached for the rerun."""
+    from tapir.engines import EngineSet
+    from tapir.errors import EvaluationError
+    from tapir.evaluation.generation import CachedGenerator, EngineGenerator
+    from tapir.llm_factory import LLMContext
+    from tapir.recipe import ModelSpec
+    from tapir.simulator import HANG_MARKER
+
+    spec = ModelSpec(
+        backend="scripted",
+        model="student",
+        options={"latency_ms": 200},
+        max_concurrency=8,
+        max_retries=1,
+        timeout_s=1,
+    )
+    ask = [[{"role": "user", "content": f"Question {n}?"}] for n in range(15)]
+    with EngineSet(tmp_path) as engines:
+        context = LLMContext(cache_dir=tmp_path, engines=engines)
+        served = EngineGenerator(spec, context, "round_1")
+        served.llm.retry_base_s = 0.01
+        generator = CachedGenerator("round_1|scripted", lambda: served, tmp_path)
+        answers = generator.generate(ask, 16, 0.0, 42)
+        stats = httpx.get(served.engine.base_url.removesuffix("/v1") + "/stats").json()
+        assert all(a.startswith("[eval_model] answer") for a in answers) and generator.generated == 15
+        assert stats["max_in_flight"] == 8  # the engine's cap, not one request at a time
+
+        hung = [[{"role": "user", "content": f"{HANG_MARKER} question?"}], *ask[:2], ask[14]]
+        hung.append([{"role": "user", "content": "A new question?"}])
+        failed = r"^evaluation: 1 of 2 answers from round_1\|scripted failed after retries"
+        with pytest.raises(EvaluationError, match=failed):
+            generator.generate(hung, 16, 0.0, 42)
+        assert generator.cached == 3 and generator.generated == 16  # the new one came back, cached
+        served.close()
+        assert not engines.engines  # this model's engine is stopped; nothing else was running

@@ -259,9 +259,11 @@ def test_closed_loop_regrades_only_the_student(tmp_path, tiny_model):
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Logging error" not in result.stderr  # distilabel's log queue is gone before training
 
     seen = pool(recipe.resolved_output_dir)  # every instruction answered and graded so far
     train_dir = recipe.resolved_train_dir
+    assert [p.name for p in (train_dir / "logs").glob("engine.*.log")] == ["engine.scripted_canned.log"]
     names = ["warmup", "round_1", "round_2"]
     assert all((train_dir / n / "manifest.json").is_file() for n in names)
     for before, after in zip(names, names[1:]):
@@ -279,6 +281,9 @@ def test_closed_loop_regrades_only_the_student(tmp_path, tiny_model):
         kept = [i for i in rows if i in seen]
         assert kept and all(rows[i]["teacher_score"] == seen[i]["teacher_score"] for i in kept)
         assert any(rows[i]["student_response"] != seen[i]["student_response"] for i in kept)
+        # one engine for the whole run: the re-score attached to the distill run's scripted
+        # engine (teacher and judge) instead of starting one of its own
+        assert not list((rescored / "logs").glob("engine.*.log"))
         trained_on = json.loads((train_dir / after / "manifest.json").read_text())["data"]["path"]
         assert trained_on == str(rescored / "data" / f"{after}.parquet")
         seen.update({i: rows[i] for i in new})

@@ -2,9 +2,11 @@
 is built from what is still hard for it (METHOD step 3, "later rounds: the previous round's
 model").
 
-It is ``tapir data`` again, with the checkpoint as the student. The response cache answers every
-teacher, classifier and teacher-grading prompt (their inputs did not change), so the LLM calls of
-a re-score are the new student's answers and the judge's grades of them.
+It is ``tapir data`` again, with the checkpoint as the student, served like any model: a
+student that came from a GGUF (the embedded one) is written back to GGUF and served by llama.cpp,
+so a re-score's answers cost about what the first pass's did; vLLM serves it on GPU clusters.
+The response cache answers every teacher, classifier and teacher-grading prompt (their inputs
+did not change), so the LLM calls of a re-score are the new student's answers and the judge's grades of them.
 
 The re-score runs as a fresh ``tapir data`` process: distilabel forks its step workers, and a
 process that has just trained cannot fork safely (torch's OpenMP pool deadlocks in the child;
@@ -21,23 +23,87 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from tapir.embedded import EMBEDDED, embedded_gguf_path
 from tapir.errors import TrainingError
 from tapir.recipe import ModelSpec, Recipe
+from tapir.training.gguf_export import gguf_for_checkpoint
+from tapir.training.model_setup import start_model_name, template_file
 
 RESCORED = "rescored"
+SERVED_TEMPLATE = "chat_template.jinja"
+
+
+def born_from_gguf(recipe: Recipe) -> bool:
+    """Whether the trained student came from a GGUF (the embedded one, or a llamacpp student
+    trained from the same model's transformers folder)."""
+    return start_model_name(recipe) == EMBEDDED or (
+        recipe.student.backend == "llamacpp" and recipe.student.model.endswith(".gguf")
+    )
+
+
+def gguf_reference(recipe: Recipe) -> Path | None:
+    """The GGUF the trained student came from (its metadata and tokenizer are the export's)."""
+    if start_model_name(recipe) == EMBEDDED:
+        return embedded_gguf_path(recipe.cache_dir)
+    if born_from_gguf(recipe):
+        return Path(recipe.student.model).expanduser()
+    return None
+
+
+def resolved_rescore_backend(recipe: Recipe) -> str:
+    """``training.rescore_backend`` with ``auto`` decided: llama.cpp serves a GGUF-born student's
+    checkpoints (about what the first pass's answers cost), transformers the others on CPU."""
+    chosen = recipe.training.rescore_backend
+    born_gguf = born_from_gguf(recipe)
+    if chosen == "auto":
+        return "llamacpp" if born_gguf else "transformers"
+    if chosen == "llamacpp" and not born_gguf:
+        raise TrainingError(
+            "training.rescore_backend: llamacpp serves checkpoints written back to GGUF, which needs "
+            "a student that came from a GGUF (student.backend llamacpp); use transformers or vllm"
+        )
+    return chosen
 
 
 def rescored_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path) -> Recipe:
-    """``recipe`` with the checkpoint as student (its own saved chat template) writing to out_dir."""
+    """``recipe`` with the checkpoint as student (its own saved chat template) writing to out_dir.
+    For llama.cpp the checkpoint is written back to GGUF first (once per checkpoint)."""
+    backend = resolved_rescore_backend(recipe)
+    model, template = str(checkpoint), None
+    if backend == "llamacpp":
+        reference = gguf_reference(recipe)
+        assert reference is not None  # resolved_rescore_backend checked it
+        quantization = recipe.training.rescore_quantization
+        target = checkpoint.parent / f"model-{quantization}.gguf"
+        model = str(gguf_for_checkpoint(checkpoint, reference, target, quantization))
+        template = str(_served_template(recipe, checkpoint))
     student = ModelSpec(
-        backend=recipe.training.rescore_backend,
-        model=str(checkpoint),
+        backend=backend,
+        model=model,
         context_length=recipe.student.context_length,
+        threads=recipe.student.threads,
         seed=recipe.student.seed,
         generation=recipe.student.generation,
+        chat_template=template,
+        max_concurrency=recipe.student.max_concurrency if backend == recipe.student.backend else None,
         options=dict(recipe.training.rescore_options),
     )
     return recipe.model_copy(update={"student": student, "output_dir": str(out_dir)})
+
+
+def _served_template(recipe: Recipe, checkpoint: Path) -> Path:
+    """The chat template the checkpoint was trained with, as a file llama.cpp's server can read."""
+    chosen = template_file(recipe)
+    if chosen is not None:
+        return chosen
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    if not tokenizer.chat_template:
+        raise TrainingError(f"closed loop: {checkpoint} has no chat template to serve it with")
+    target = checkpoint.parent / SERVED_TEMPLATE
+    target.write_text(tokenizer.chat_template, encoding="utf-8")
+    return target
 
 
 def rescore(recipe: Recipe, checkpoint: Path, out_dir: Path, console: Console) -> Path:

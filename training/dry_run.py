@@ -16,6 +16,7 @@ from rich.table import Table
 
 from tapir.errors import TrainingError
 from tapir.recipe import Recipe
+from tapir.training.closed_loop import resolved_rescore_backend
 from tapir.training.model_setup import start_model_name
 from tapir.training.round_data import WARMUP, parquet_rows
 
@@ -93,7 +94,7 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
     if closed_loop:
         console.print(
             f"closed loop: after each round the checkpoint answers the pool again "
-            f"({settings.rescore_backend}), the judge grades those answers, and the next round is "
+            f"({resolved_rescore_backend(recipe)}), the judge grades those answers, and the next round is "
             "built from what is still hard"
         )
     command = None
@@ -117,15 +118,22 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
 
 def rescore_plan(recipe: Recipe, names: list[str]) -> list[dict[str, Any]]:
     """What serves each re-score: the checkpoint on the re-score backend, one engine at a time
-    (the pass before it has stopped its student engine, and training has released the devices)."""
-    backend = recipe.training.rescore_backend
-    return [
-        {
-            "after": name,
-            "student": str(recipe.resolved_train_dir / name / "model"),
-            "backend": backend,
-            "served": backend != "transformers",
-            "steps": ["respond_student", "respond_student_expanded"],
-        }
-        for name in names[:-1]
-    ]
+    (the pass before it has stopped its student engine, and training has released the devices).
+    llama.cpp serves the checkpoint written back to GGUF."""
+    backend = resolved_rescore_backend(recipe)
+    quantization = recipe.training.rescore_quantization
+    plans = []
+    for name in names[:-1]:
+        checkpoint = recipe.resolved_train_dir / name / "model"
+        served = checkpoint.parent / f"model-{quantization}.gguf" if backend == "llamacpp" else checkpoint
+        plans.append(
+            {
+                "after": name,
+                "student": str(served),
+                "checkpoint": str(checkpoint),
+                "backend": backend,
+                "served": backend != "transformers",
+                "steps": ["respond_student", "respond_student_expanded"],
+            }
+        )
+    return plans

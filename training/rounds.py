@@ -41,6 +41,7 @@ _BOOKKEEPING = {
     "closed_loop",
     "rescore_backend",
     "rescore_options",
+    "rescore_quantization",
 }
 
 

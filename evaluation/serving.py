@@ -1,0 +1,107 @@
+"""Which engine answers the benchmarks for each evaluated model.
+
+A checkpoint of a student that came from a GGUF (the embedded default) is written back to GGUF
+once (the closed loop's re-score wrote the same file) and served by llama.cpp, like every model
+of the data pipeline: on this CPU llama.cpp makes about 1.6x batched transformers' output
+tokens/s (BENCHMARKS.md, "Evaluation answers"). On GPU machines ``vllm serve`` serves each
+model in turn. Other models (a Hub baseline) are answered by batched transformers in-process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tapir.errors import EvaluationError
+from tapir.evaluation.models import STUDENT, EvalModel
+from tapir.recipe import ModelSpec, Recipe
+
+SERVED_TEMPLATE_SUFFIX = ".chat_template.jinja"
+
+
+def answer_backend(recipe: Recipe, model: EvalModel) -> str:
+    """``evaluation.backend`` with ``auto`` decided for this model."""
+    from tapir.training.closed_loop import born_from_gguf
+
+    chosen = recipe.evaluation.backend
+    born_gguf = model.kind in ("round", STUDENT) and born_from_gguf(recipe)
+    if chosen == "auto":
+        return "llamacpp" if born_gguf else "transformers"
+    if chosen == "llamacpp" and not born_gguf:
+        raise EvaluationError(
+            f"evaluation.backend: llamacpp serves models that came from a GGUF; {model.name} "
+            f"({model.path}) did not (use transformers or vllm)"
+        )
+    return chosen
+
+
+def planned_engine(recipe: Recipe, model: EvalModel, backend: str) -> dict | None:
+    """What a dry run shows of the engine that will answer for ``model`` (nothing is exported)."""
+    if backend not in ("llamacpp", "vllm"):
+        return None
+    path = model.path
+    if backend == "llamacpp" and model.kind != STUDENT:
+        checkpoint = Path(model.path)
+        path = str(checkpoint.parent / f"{checkpoint.name}-{recipe.training.rescore_quantization}.gguf")
+    from tapir.engines import DEFAULT_CONCURRENCY
+
+    return {
+        "id": f"{backend}:{model.name}",
+        "backend": backend,
+        "model": path,
+        "max_concurrency": recipe.student.max_concurrency or DEFAULT_CONCURRENCY[backend],
+        "started_by_tapir": True,
+        "serves": [f"eval_answers:{model.name}"],
+    }
+
+
+def served_spec(recipe: Recipe, model: EvalModel, backend: str) -> ModelSpec:
+    """The model as an engine serves it (the GGUF export is written on first use)."""
+    settings = recipe.evaluation
+    if backend == "vllm":
+        options = {"dtype": settings.dtype, **settings.backend_options}
+        return ModelSpec(
+            backend="vllm", model=model.path, context_length=recipe.student.context_length, options=options
+        )
+    from tapir.training.closed_loop import gguf_reference
+    from tapir.training.gguf_export import gguf_for_checkpoint
+
+    reference = gguf_reference(recipe)
+    assert reference is not None  # answer_backend checked it
+    if model.kind == STUDENT and recipe.student.backend == "llamacpp":
+        return recipe.student  # the pipeline's own student engine (shared with roles that use it)
+    checkpoint = Path(model.path)
+    quantization = recipe.training.rescore_quantization
+    if model.kind == STUDENT:
+        gguf = reference
+    else:
+        target = checkpoint.parent / f"{checkpoint.name}-{quantization}.gguf"
+        gguf = gguf_for_checkpoint(checkpoint, reference, target, quantization)
+    return ModelSpec(
+        backend="llamacpp",
+        model=str(gguf),
+        chat_template=str(_tokenizer_template(checkpoint, gguf)),
+        context_length=recipe.student.context_length,
+        threads=recipe.student.threads,
+        options=dict(settings.backend_options),
+    )
+
+
+def _tokenizer_template(checkpoint: Path, gguf: Path) -> Path:
+    """The chat template saved with the model's tokenizer, as a file llama.cpp's server reads
+    (evaluation never guesses a template)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    except OSError as exc:
+        raise EvaluationError(
+            f"evaluation.models: cannot load a tokenizer from {checkpoint} ({exc})"
+        ) from None
+    if not tokenizer.chat_template:
+        raise EvaluationError(
+            f"evaluation.models: {checkpoint} has no chat template saved with its tokenizer"
+        )
+    target = gguf.with_name(gguf.stem + SERVED_TEMPLATE_SUFFIX)
+    if not target.is_file() or target.read_text(encoding="utf-8") != tokenizer.chat_template:
+        target.write_text(tokenizer.chat_template, encoding="utf-8")
+    return target
