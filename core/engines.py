@@ -312,18 +312,7 @@ class EngineSet:
 
     def stop(self) -> None:
         """Stop every engine this set started (SIGTERM, then SIGKILL); idempotent."""
-        for process in self._processes.values():
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for process in self._processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        _end(list(self._processes.values()))
         self._processes.clear()
         for log in self._logs:
             log.close()
@@ -336,15 +325,7 @@ class EngineSet:
         keep running. A later ``ensure`` of the same model starts it again."""
         key = next((k for k, e in self.engines.items() if e is engine), None)
         process = self._processes.pop(key, None) if key else None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        _end([process] if process is not None else [])
         if key:
             del self.engines[key]
             if self._registry_file is not None:  # children must not attach to it any more
@@ -386,6 +367,22 @@ class EngineSet:
         else:
             os.environ[REGISTRY_ENV] = self._previous_env
         self._registry_file = None
+
+
+def _end(processes: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+    """SIGTERM each engine's process group, then SIGKILL whatever is left after ``grace_s``."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _read_registry() -> dict[str, Engine]:

@@ -23,6 +23,9 @@ from tapir.errors import RecipeError
 
 Backend = Literal["llamacpp", "openai", "vllm", "transformers", "scripted"]
 Role = Literal["teacher", "student", "judge"]
+# What serves a trained checkpoint (closed-loop re-score, evaluation answers); auto: llamacpp for
+# a student that came from a GGUF, else transformers.
+CheckpointServing = Literal["auto", "llamacpp", "transformers", "vllm"]
 
 #: EasyDistill's 32 task categories (METHOD.md, step 5).
 EASYDISTILL_TAXONOMY: list[str] = [
@@ -365,7 +368,7 @@ class TrainingSettings(StrictModel):
         description="After round r, re-generate student answers with the new checkpoint, re-grade "
         "them, recompute MFD and build round r+1 from what is still hard (`make distill`).",
     )
-    rescore_backend: Literal["auto", "llamacpp", "transformers", "vllm"] = Field(
+    rescore_backend: CheckpointServing = Field(
         "auto",
         description="Engine that serves the new checkpoint's answers in the closed loop: "
         "llamacpp (the checkpoint written back to GGUF; needs a student that came from a GGUF, "
@@ -521,7 +524,7 @@ class EvaluationSettings(StrictModel):
     baselines: list[str] = Field(
         default_factory=list, description="More models to evaluate beside ours (folders or Hub ids)."
     )
-    backend: Literal["auto", "llamacpp", "transformers", "vllm"] = Field(
+    backend: CheckpointServing = Field(
         "auto",
         description="What answers the benchmarks: llamacpp (a GGUF-born student and its "
         "checkpoints, written back to GGUF and served like the pipeline's models), vllm (`vllm "
@@ -529,7 +532,9 @@ class EvaluationSettings(StrictModel):
         "model came from a GGUF, else transformers.",
     )
     backend_options: dict[str, Any] = Field(
-        default_factory=dict, description="Passed to vllm.LLM(...) or from_pretrained(...)."
+        default_factory=dict,
+        description="`vllm serve` flags (vllm), llama.cpp engine options (llamacpp) or "
+        "from_pretrained(...) arguments (transformers).",
     )
     batch_size: int = Field(8, gt=0, description="Prompts per generation batch.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype.")

@@ -15,23 +15,19 @@ from tapir.errors import EvaluationError
 from tapir.evaluation.models import STUDENT, EvalModel
 from tapir.recipe import ModelSpec, Recipe
 
-SERVED_TEMPLATE_SUFFIX = ".chat_template.jinja"
-
 
 def answer_backend(recipe: Recipe, model: EvalModel) -> str:
     """``evaluation.backend`` with ``auto`` decided for this model."""
-    from tapir.training.closed_loop import born_from_gguf
+    from tapir.training.closed_loop import born_from_gguf, checkpoint_serving
 
-    chosen = recipe.evaluation.backend
     born_gguf = model.kind in ("round", STUDENT) and born_from_gguf(recipe)
-    if chosen == "auto":
-        return "llamacpp" if born_gguf else "transformers"
-    if chosen == "llamacpp" and not born_gguf:
+    backend = checkpoint_serving(recipe.evaluation.backend, born_gguf)
+    if backend is None:
         raise EvaluationError(
             f"evaluation.backend: llamacpp serves models that came from a GGUF; {model.name} "
             f"({model.path}) did not (use transformers or vllm)"
         )
-    return chosen
+    return backend
 
 
 def planned_engine(recipe: Recipe, model: EvalModel, backend: str) -> dict | None:
@@ -89,19 +85,16 @@ def served_spec(recipe: Recipe, model: EvalModel, backend: str) -> ModelSpec:
 def _tokenizer_template(checkpoint: Path, gguf: Path) -> Path:
     """The chat template saved with the model's tokenizer, as a file llama.cpp's server reads
     (evaluation never guesses a template)."""
-    from transformers import AutoTokenizer
+    from tapir.training.gguf_export import write_chat_template
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+        written = write_chat_template(checkpoint, gguf)
     except OSError as exc:
         raise EvaluationError(
             f"evaluation.models: cannot load a tokenizer from {checkpoint} ({exc})"
         ) from None
-    if not tokenizer.chat_template:
+    if written is None:
         raise EvaluationError(
             f"evaluation.models: {checkpoint} has no chat template saved with its tokenizer"
         )
-    target = gguf.with_name(gguf.stem + SERVED_TEMPLATE_SUFFIX)
-    if not target.is_file() or target.read_text(encoding="utf-8") != tokenizer.chat_template:
-        target.write_text(tokenizer.chat_template, encoding="utf-8")
-    return target
+    return written

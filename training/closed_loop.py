@@ -26,11 +26,10 @@ from rich.console import Console
 from tapir.embedded import EMBEDDED, embedded_gguf_path
 from tapir.errors import TrainingError
 from tapir.recipe import ModelSpec, Recipe
-from tapir.training.gguf_export import gguf_for_checkpoint
+from tapir.training.gguf_export import gguf_for_checkpoint, write_chat_template
 from tapir.training.model_setup import start_model_name, template_file
 
 RESCORED = "rescored"
-SERVED_TEMPLATE = "chat_template.jinja"
 
 
 def born_from_gguf(recipe: Recipe) -> bool:
@@ -50,19 +49,26 @@ def gguf_reference(recipe: Recipe) -> Path | None:
     return None
 
 
-def resolved_rescore_backend(recipe: Recipe) -> str:
-    """``training.rescore_backend`` with ``auto`` decided: llama.cpp serves a GGUF-born student's
-    checkpoints (about what the first pass's answers cost), transformers the others on CPU."""
-    chosen = recipe.training.rescore_backend
-    born_gguf = born_from_gguf(recipe)
+def checkpoint_serving(chosen: str, born_gguf: bool) -> str | None:
+    """A ``CheckpointServing`` choice decided: auto is llamacpp for a GGUF-born model, else
+    transformers; None when llamacpp was asked for a model that did not come from a GGUF."""
     if chosen == "auto":
         return "llamacpp" if born_gguf else "transformers"
     if chosen == "llamacpp" and not born_gguf:
+        return None
+    return chosen
+
+
+def resolved_rescore_backend(recipe: Recipe) -> str:
+    """``training.rescore_backend`` with ``auto`` decided: llama.cpp serves a GGUF-born student's
+    checkpoints (about what the first pass's answers cost), transformers the others on CPU."""
+    backend = checkpoint_serving(recipe.training.rescore_backend, born_from_gguf(recipe))
+    if backend is None:
         raise TrainingError(
             "training.rescore_backend: llamacpp serves checkpoints written back to GGUF, which needs "
             "a student that came from a GGUF (student.backend llamacpp); use transformers or vllm"
         )
-    return chosen
+    return backend
 
 
 def rescored_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path) -> Recipe:
@@ -76,7 +82,7 @@ def rescored_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path) -> Recipe:
         quantization = recipe.training.rescore_quantization
         target = checkpoint.parent / f"model-{quantization}.gguf"
         model = str(gguf_for_checkpoint(checkpoint, reference, target, quantization))
-        template = str(_served_template(recipe, checkpoint))
+        template = str(_served_template(recipe, checkpoint, target))
     student = ModelSpec(
         backend=backend,
         model=model,
@@ -91,19 +97,15 @@ def rescored_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path) -> Recipe:
     return recipe.model_copy(update={"student": student, "output_dir": str(out_dir)})
 
 
-def _served_template(recipe: Recipe, checkpoint: Path) -> Path:
+def _served_template(recipe: Recipe, checkpoint: Path, gguf: Path) -> Path:
     """The chat template the checkpoint was trained with, as a file llama.cpp's server can read."""
     chosen = template_file(recipe)
     if chosen is not None:
         return chosen
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
-    if not tokenizer.chat_template:
+    written = write_chat_template(checkpoint, gguf)
+    if written is None:
         raise TrainingError(f"closed loop: {checkpoint} has no chat template to serve it with")
-    target = checkpoint.parent / SERVED_TEMPLATE
-    target.write_text(tokenizer.chat_template, encoding="utf-8")
-    return target
+    return written
 
 
 def rescore(recipe: Recipe, checkpoint: Path, out_dir: Path, console: Console) -> Path:

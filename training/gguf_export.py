@@ -154,3 +154,18 @@ def _quantize(source: Path, out: Path, ftype: int) -> None:
     code = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params)
     if code != 0 or not out.is_file():
         raise TrainingError(f"gguf export: llama.cpp could not quantize {source.name} (code {code})")
+
+
+def write_chat_template(checkpoint: Path, gguf: Path) -> Path | None:
+    """The chat template saved with ``checkpoint``'s tokenizer, as a file beside ``gguf`` for
+    llama.cpp's server (``<gguf stem>.chat_template.jinja``); None when the tokenizer has none.
+    Raises OSError when no tokenizer loads from ``checkpoint``."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    if not tokenizer.chat_template:
+        return None
+    target = gguf.with_name(gguf.stem + ".chat_template.jinja")
+    if not target.is_file() or target.read_text(encoding="utf-8") != tokenizer.chat_template:
+        target.write_text(tokenizer.chat_template, encoding="utf-8")
+    return target
