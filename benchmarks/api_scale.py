@@ -13,6 +13,7 @@ fault either retried or counted as a failed call, and every seed accounted for.
     .venv/bin/python benchmarks/api_scale.py                      # 52,002 seeds, clean endpoint
     .venv/bin/python benchmarks/api_scale.py --faults             # the same with faults
     .venv/bin/python benchmarks/api_scale.py --seeds 2000         # a quick look
+    .venv/bin/python benchmarks/api_scale.py --faults --replicas 2  # 2 processes per client step
 
 The simulator runs as its own process (an endpoint the user runs, backend ``openai``), so its
 counters survive the run and its CPU is not counted as tapir's memory.
@@ -38,6 +39,9 @@ import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by a test
+from process_memory import PeakMemory  # noqa: E402
+
 ALPACA_SIZE = 52_002
 FAULTS = {"rate_5xx": 0.10, "rate_429": 0.05, "retry_after_s": 0.5, "rate_timeout": 0.02, "hang_s": 3600}
 VERBS = ["Explain", "Summarize", "Translate into French", "Classify", "Write Python for", "Brainstorm on"]
@@ -74,7 +78,9 @@ def start_simulator(port: int, latency_ms: float, faults: dict[str, float], log:
     raise RuntimeError(f"simulator did not start (log: {log})")
 
 
-def recipe(work: Path, seeds: Path, port: int, concurrency: int, batch_size: int, timeout_s: float) -> Path:
+def recipe(
+    work: Path, seeds: Path, port: int, concurrency: int, batch_size: int, timeout_s: float, replicas: int
+) -> Path:
     model = {
         "backend": "openai",
         "model": "sim",
@@ -93,50 +99,11 @@ def recipe(work: Path, seeds: Path, port: int, concurrency: int, batch_size: int
         "student": model,
         "judge": model,
         "seeds": {"source": str(seeds), "shuffle": False},
-        "pipeline": {"batch_size": batch_size},
+        "pipeline": {"batch_size": batch_size, "replicas": replicas},
     }
     path = work / "recipe.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
     return path
-
-
-class PeakMemory(threading.Thread):
-    """Samples the memory of a process and all its children (tapir's whole tree). RSS counts
-    the pages forked workers share with their parent once per process; PSS (proportional set
-    size) splits each shared page between its sharers, so its sum is the tree's real footprint."""
-
-    def __init__(self, pid: int, every_s: float = 0.5) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.every_s = pid, every_s
-        self.peak_total = 0
-        self.peak_pss = 0
-        self.peak_single = 0
-        self.peak_processes = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        import psutil
-
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not self.done.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-                sizes, pss = [], []
-                for process in tree:
-                    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                        info = process.memory_full_info()
-                        sizes.append(info.rss)
-                        pss.append(info.pss)
-            except psutil.NoSuchProcess:
-                return
-            self.peak_total = max(self.peak_total, sum(sizes))
-            self.peak_pss = max(self.peak_pss, sum(pss))
-            self.peak_single = max(self.peak_single, max(sizes, default=0))
-            self.peak_processes = max(self.peak_processes, len(sizes))
-            self.done.wait(self.every_s)
 
 
 class InFlight(threading.Thread):
@@ -178,6 +145,7 @@ def run_scale(
     concurrency: int = 64,
     batch_size: int = 256,
     timeout_s: float = 5.0,
+    replicas: int = 1,
 ) -> dict[str, Any]:
     """One ``tapir data`` run against the simulator; what a benchmark or a test checks."""
     work.mkdir(parents=True, exist_ok=True)
@@ -185,7 +153,7 @@ def run_scale(
     port = free_port()
     simulator = start_simulator(port, latency_ms, faults or {}, work / "simulator.log")
     try:
-        recipe_file = recipe(work, seed_file, port, concurrency, batch_size, timeout_s)
+        recipe_file = recipe(work, seed_file, port, concurrency, batch_size, timeout_s, replicas)
         env = {**os.environ, "TAPIR_SIM_KEY": "not-a-secret"}
         started = time.perf_counter()
         with (work / "tapir.log").open("w") as log:
@@ -211,6 +179,7 @@ def run_scale(
         simulator.wait(timeout=10)
     result: dict[str, Any] = {
         "seeds": seeds,
+        "replicas": replicas,
         "exit_code": code,
         "wall_s": round(wall, 1),
         "peak_pss_tree_mb": round(memory.peak_pss / 2**20),
@@ -247,6 +216,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--faults", action="store_true", help="10%% 5xx, 5%% 429, 2%% timeouts")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="pipeline.replicas (worker processes per LLM step)"
+    )
     parser.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     args = parser.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="tapir-api-scale-"))
@@ -258,6 +230,7 @@ def main() -> None:
         faults=FAULTS if args.faults else None,
         concurrency=args.concurrency,
         batch_size=args.batch_size,
+        replicas=args.replicas,
     )
     target = 0.9 * args.concurrency / (args.latency_ms / 1000)
     if "requests" in result:  # the cap is on requests in flight; expansion asks n=2 per request

@@ -24,11 +24,12 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by a test
+from process_memory import PeakMemory  # noqa: E402
 
 
 def _prompts(n: int) -> list[dict[str, str]]:
@@ -138,34 +139,6 @@ def part_a(args: argparse.Namespace) -> dict:
     }
 
 
-class PeakMemory(threading.Thread):
-    """Peak RSS of every process under ``pid`` (by command), sampled every 0.25 s."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.peaks: dict[str, float] = {}
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        import psutil
-
-        while not self.stop.wait(0.25):
-            try:
-                root = psutil.Process(self.pid)
-                processes = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue
-            for process in processes:
-                try:
-                    command = " ".join(process.cmdline()[1:4]) or process.name()
-                    key = f"{process.pid} {command}"
-                    rss = process.memory_info().rss / 2**20
-                except psutil.Error:
-                    continue
-                self.peaks[key] = max(self.peaks.get(key, 0.0), rss)
-
-
 def run_data(seeds: int, busy: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         command = [
@@ -193,7 +166,7 @@ def run_data(seeds: int, busy: bool) -> dict:
             memory.start()
             _, stderr = process.communicate()
             seconds = time.perf_counter() - started
-            memory.stop.set()
+            memory.done.set()
         finally:
             if neighbour is not None:
                 neighbour.kill()

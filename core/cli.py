@@ -273,11 +273,11 @@ def _distill(recipe, console, recipe_path: str | None) -> None:
 
 
 def distill_plan(data_plan: dict, train_plan: dict) -> dict:
-    from tapir.engines import DEFAULT_CONCURRENCY
-
     """Both plans, with each re-score's engine: a vLLM student engine serves each checkpoint in
     its turn (the first pass's engine stops before training, so one student engine holds the
     devices at a time); llama.cpp serves each checkpoint's GGUF as an engine of its own."""
+    from tapir.engines import later_engine_plan
+
     engines = [dict(e) for e in data_plan["engines"]]
     student = next((e for e in engines if any(s.startswith("respond_student") for s in e["serves"])), None)
     for rescore in train_plan["rescore"]:
@@ -289,14 +289,12 @@ def distill_plan(data_plan: dict, train_plan: dict) -> dict:
             student.setdefault("then_serves_in_turn", []).append(rescore["student"])
         else:
             engines.append(
-                {
-                    "id": f"{rescore['backend']}:{rescore['after']}/{Path(rescore['student']).name}",
-                    "backend": rescore["backend"],
-                    "model": rescore["student"],
-                    "max_concurrency": DEFAULT_CONCURRENCY[rescore["backend"]],
-                    "started_by_tapir": True,
-                    "serves": [f"{step} (re-score after {rescore['after']})" for step in rescore["steps"]],
-                }
+                later_engine_plan(
+                    f"{rescore['backend']}:{rescore['after']}/{Path(rescore['student']).name}",
+                    rescore["backend"],
+                    rescore["student"],
+                    [f"{step} (re-score after {rescore['after']})" for step in rescore["steps"]],
+                )
             )
     return {**data_plan, "stage": "distill", "engines": engines, "training": train_plan}
 

@@ -92,6 +92,22 @@ class Engine:
         }
 
 
+def later_engine_plan(
+    id: str, backend: str, model: str, serves: list[str], max_concurrency: int | None = None
+) -> dict[str, Any]:
+    """A dry run's entry for an engine that starts later in the run (a trained checkpoint's),
+    in the shape of ``Engine.plan``."""
+    return {
+        "id": id,
+        "backend": backend,
+        "model": model,
+        "base_url": "(loopback, chosen at start)",
+        "max_concurrency": max_concurrency or DEFAULT_CONCURRENCY[backend],
+        "started_by_tapir": True,
+        "serves": serves,
+    }
+
+
 def engine_key(spec: ModelSpec) -> str:
     """What makes two roles' models one engine: the weights and how they are loaded, never
     per-request sampling."""

@@ -326,6 +326,17 @@ class RunnerSettings(StrictModel):
     )
     ray_address: str | None = Field(None, description="Ray head node address for runner: ray.")
     batch_size: int = Field(8, gt=0, description="Rows per batch sent to each step.")
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description=(
+            "Worker processes per LLM step whose model is served (an engine or endpoint; "
+            "distilabel's step replicas). A step waits for its whole batch, so against a slow or "
+            "flaky endpoint one batch's retried stragglers leave max_concurrency idle; 2 keeps "
+            "a second batch in flight. In-process models always run 1."
+        ),
+    )
 
 
 class LoraSettings(StrictModel):

@@ -38,16 +38,10 @@ def planned_engine(recipe: Recipe, model: EvalModel, backend: str) -> dict | Non
     if backend == "llamacpp" and model.kind != STUDENT:
         checkpoint = Path(model.path)
         path = str(checkpoint.parent / f"{checkpoint.name}-{recipe.training.rescore_quantization}.gguf")
-    from tapir.engines import DEFAULT_CONCURRENCY
+    from tapir.engines import later_engine_plan
 
-    return {
-        "id": f"{backend}:{model.name}",
-        "backend": backend,
-        "model": path,
-        "max_concurrency": recipe.student.max_concurrency or DEFAULT_CONCURRENCY[backend],
-        "started_by_tapir": True,
-        "serves": [f"eval_answers:{model.name}"],
-    }
+    serves = [f"eval_answers:{model.name}"]
+    return later_engine_plan(f"{backend}:{model.name}", backend, path, serves, recipe.student.max_concurrency)
 
 
 def served_spec(recipe: Recipe, model: EvalModel, backend: str) -> ModelSpec:

@@ -184,6 +184,10 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
             )
     engines = context.engine_set().plan()
     console.print(engines_table(engines))
+    steps = {name: pipeline.dag.get_step(name)["step"] for name in pipeline.dag}
+    replicated = sorted(name for name, step in steps.items() if step.resources.replicas > 1)
+    if replicated:
+        console.print(f"{recipe.pipeline.replicas} worker processes each: {', '.join(replicated)}")
     console.print("[green]recipe valid; nothing was loaded or called[/]")
     return {
         "stage": "data",
@@ -191,6 +195,9 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
         "recipe_hash": recipe.fingerprint(),
         "seeds": n_seeds,
         "steps": list(pipeline.dag.G.nodes),
+        "replicas": {  # worker processes per step where more than one (pipeline.replicas)
+            name: step.resources.replicas for name, step in steps.items() if step.resources.replicas > 1
+        },
         "engines": engines,
         "roles": {r: vars(e) for r, e in roles.items()},
         "estimate": {

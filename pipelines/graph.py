@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from distilabel.pipeline import Pipeline
-from distilabel.steps import LoadDataFromDicts
+from distilabel.steps import LoadDataFromDicts, StepResources
 from distilabel.steps.base import _Step
 
+from tapir.engine_client import TapirEngineClient
 from tapir.llm_factory import LLMContext, build_llm, choice_constraint, score_constraint
 from tapir.pipelines.local_pipeline import TapirPipeline
 from tapir.pipelines.prompts import template_text
@@ -254,4 +255,34 @@ def build_pipeline(
             rebalancer >> refiner >> [planner, KeepForReport(name=SELECTED)]
         else:
             rebalancer >> [planner, KeepForReport(name=SELECTED)]
+    _replicate_client_steps(pipeline, recipe.pipeline.replicas)
     return pipeline
+
+
+# distilabel flattens ``resources`` into these keys before it applies its own exclusion of
+# "resources", so without them a change of replicas would look like a new step to the cache.
+_RESOURCE_KEYS = {f"resources_{key}" for key in StepResources().model_dump()}
+
+
+def _replicate_client_steps(pipeline: Pipeline, replicas: int) -> None:
+    """``replicas`` worker processes for every client of a served model that feeds only
+    ordinary steps (the respond / judge / classify chains).
+
+    A step that feeds a global step keeps one process: distilabel hands a global step its
+    input once the predecessor's *last* batch arrives, and with replicas that batch can
+    overtake a straggler still being answered (rows lost), while the spare replicas wait for a
+    stop flag that only a successor in the same stage sends (a hang at the end of the stage).
+    How many processes run a step does not change what it computes, so it stays out of the
+    step's signature: changing it keeps the cache.
+    """
+    for name in pipeline.dag:
+        step = pipeline.dag.get_step(name)["step"]
+        step.exclude_from_signature = set(step.exclude_from_signature) | _RESOURCE_KEYS
+        successors = [pipeline.dag.get_step(s)["step"] for s in pipeline.dag.get_step_successors(name)]
+        if (
+            replicas > 1
+            and isinstance(getattr(step, "llm", None), TapirEngineClient)
+            and successors
+            and not any(s.is_global for s in successors)
+        ):
+            step.resources = StepResources(replicas=replicas)

@@ -21,7 +21,7 @@ def test_small_api_scale_run_with_faults_accounts_for_everything(tmp_path):
     bench = _benchmark()
     faults = {**bench.FAULTS, "retry_after_s": 0.05}
     result = bench.run_scale(
-        tmp_path, 120, latency_ms=30, faults=faults, concurrency=16, batch_size=32, timeout_s=1.0
+        tmp_path, 120, latency_ms=30, faults=faults, concurrency=16, batch_size=32, timeout_s=1.0, replicas=2
     )
     assert result["exit_code"] == 0, (tmp_path / "tapir.log").read_text()[-3000:]
     simulator = result["simulator"]
@@ -38,3 +38,41 @@ def test_small_api_scale_run_with_faults_accounts_for_everything(tmp_path):
     failed_rows = sum(steps[name]["failed"] for name in answer_steps)
     if failed_rows:  # a row whose call failed is excluded, never graded
         assert result["difficulty"]["excluded"] > 0 and result["excluded_reasons"]
+
+
+def test_replicas_go_to_chain_clients_only_and_keep_every_signature(tmp_path):
+    """pipeline.replicas: two processes for each client step that feeds ordinary steps; steps
+    that feed a global step keep one (distilabel would let their last batch overtake a
+    straggler); the number of processes is not part of any step's cache signature."""
+    import io
+
+    from rich.console import Console
+
+    from tapir.llm_factory import LLMContext
+    from tapir.pipelines.dry_run import dry_run
+    from tapir.pipelines.graph import build_pipeline
+    from tapir.recipe import recipe_from_dict
+
+    from .conftest import tiny_recipe_dict
+
+    model = {"backend": "openai", "model": "sim", "base_url": "http://127.0.0.1:9/v1", "max_concurrency": 8}
+
+    def pipeline(replicas: int):
+        data = tiny_recipe_dict(tmp_path, teacher=model, student=model, judge=model)
+        data["pipeline"] = {"batch_size": 4, "replicas": replicas}
+        recipe = recipe_from_dict(data)
+        context = LLMContext(cache_dir=tmp_path / "cache", dry_run=True)
+        built = build_pipeline(recipe, [{"instruction": "Say hi."}], context)
+        return {name: built.dag.get_step(name)["step"] for name in built.dag}
+
+    one, two = pipeline(1), pipeline(2)
+    replicated = {name for name, step in two.items() if step.resources.replicas == 2}
+    chain = ("respond_teacher", "respond_student", "judge_teacher", "judge_student", "classify_task")
+    assert replicated == {*chain, *(f"{name}_expanded" for name in chain)}
+    assert two["expand_instructions"].resources.replicas == 1  # feeds expansions_to_seeds (global)
+    assert two["refine_responses"].resources.replicas == 1  # feeds plan_curriculum (global)
+    assert {n: s.signature for n, s in one.items()} == {n: s.signature for n, s in two.items()}
+    data = tiny_recipe_dict(tmp_path, teacher=model, student=model, judge=model)
+    data["pipeline"] = {"batch_size": 4, "replicas": 2}
+    plan = dry_run(recipe_from_dict(data), Console(file=io.StringIO()))
+    assert plan["replicas"] == dict.fromkeys(replicated, 2)  # the plan says so
