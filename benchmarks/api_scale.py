@@ -79,7 +79,14 @@ def start_simulator(port: int, latency_ms: float, faults: dict[str, float], log:
 
 
 def recipe(
-    work: Path, seeds: Path, port: int, concurrency: int, batch_size: int, timeout_s: float, replicas: int
+    work: Path,
+    seeds: Path,
+    port: int,
+    concurrency: int,
+    batch_size: int,
+    timeout_s: float,
+    replicas: int,
+    max_retries: int = 6,
 ) -> Path:
     model = {
         "backend": "openai",
@@ -88,7 +95,7 @@ def recipe(
         "api_key_env": "TAPIR_SIM_KEY",
         "max_concurrency": concurrency,
         "timeout_s": timeout_s,
-        "max_retries": 6,
+        "max_retries": max_retries,
     }
     body = {
         "name": "api-scale",
@@ -146,6 +153,7 @@ def run_scale(
     batch_size: int = 256,
     timeout_s: float = 5.0,
     replicas: int = 1,
+    max_retries: int = 6,
 ) -> dict[str, Any]:
     """One ``tapir data`` run against the simulator; what a benchmark or a test checks."""
     work.mkdir(parents=True, exist_ok=True)
@@ -153,7 +161,7 @@ def run_scale(
     port = free_port()
     simulator = start_simulator(port, latency_ms, faults or {}, work / "simulator.log")
     try:
-        recipe_file = recipe(work, seed_file, port, concurrency, batch_size, timeout_s, replicas)
+        recipe_file = recipe(work, seed_file, port, concurrency, batch_size, timeout_s, replicas, max_retries)
         env = {**os.environ, "TAPIR_SIM_KEY": "not-a-secret"}
         started = time.perf_counter()
         with (work / "tapir.log").open("w") as log:

@@ -37,6 +37,10 @@ USAGE_TOTALS: dict[str, Any] = {
 }
 
 
+# How a request travels, not what it asks: a changed retry policy or time-out is the same answer.
+TRANSPORT_SETTINGS = ("max_retries", "timeout")
+
+
 class UsageLoggingMixin(BaseModel):
     """Appends one JSON line per generated batch to ``<usage_dir>/usage.<role>.<pid>.jsonl``."""
 
@@ -68,7 +72,11 @@ class UsageLoggingMixin(BaseModel):
         return outputs
 
     def _cache_key(self, input: Any, num_generations: int, kwargs: dict[str, Any]) -> str:
-        settings = {k: v for k, v in self.dump().items() if "key" not in k and "token" not in k}
+        settings = {
+            k: v
+            for k, v in self.dump().items()
+            if "key" not in k and "token" not in k and k not in TRANSPORT_SETTINGS
+        }
         payload = json.dumps(
             [type(self).__name__, settings, input, num_generations, kwargs], sort_keys=True, default=str
         )

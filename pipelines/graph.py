@@ -27,6 +27,7 @@ from distilabel.steps.base import _Step
 
 from tapir.engine_client import TapirEngineClient
 from tapir.llm_factory import LLMContext, build_llm, choice_constraint, score_constraint
+from tapir.llms import TRANSPORT_SETTINGS
 from tapir.pipelines.local_pipeline import TapirPipeline
 from tapir.pipelines.prompts import template_text
 from tapir.pipelines.review_corrections import Corrections
@@ -255,16 +256,19 @@ def build_pipeline(
             rebalancer >> refiner >> [planner, KeepForReport(name=SELECTED)]
         else:
             rebalancer >> [planner, KeepForReport(name=SELECTED)]
-    _replicate_client_steps(pipeline, recipe.pipeline.replicas)
+    _configure_steps(pipeline, recipe.pipeline.replicas)
     return pipeline
 
 
 # distilabel flattens ``resources`` into these keys before it applies its own exclusion of
-# "resources", so without them a change of replicas would look like a new step to the cache.
-_RESOURCE_KEYS = {f"resources_{key}" for key in StepResources().model_dump()}
+# "resources", so without them a change of replicas would look like a new step to the cache;
+# likewise an LLM's retry policy and time-out, which do not change its answers.
+_NOT_WHAT_A_STEP_COMPUTES = {f"resources_{key}" for key in StepResources().model_dump()} | {
+    f"llm_{key}" for key in TRANSPORT_SETTINGS
+}
 
 
-def _replicate_client_steps(pipeline: Pipeline, replicas: int) -> None:
+def _configure_steps(pipeline: Pipeline, replicas: int) -> None:
     """``replicas`` worker processes for every client of a served model that feeds only
     ordinary steps (the respond / judge / classify chains).
 
@@ -272,12 +276,13 @@ def _replicate_client_steps(pipeline: Pipeline, replicas: int) -> None:
     input once the predecessor's *last* batch arrives, and with replicas that batch can
     overtake a straggler still being answered (rows lost), while the spare replicas wait for a
     stop flag that only a successor in the same stage sends (a hang at the end of the stage).
-    How many processes run a step does not change what it computes, so it stays out of the
-    step's signature: changing it keeps the cache.
+    How many processes run a step, and how its requests are retried and timed out, do not
+    change what it computes, so they stay out of the step's signature: changing them keeps
+    the cache.
     """
     for name in pipeline.dag:
         step = pipeline.dag.get_step(name)["step"]
-        step.exclude_from_signature = set(step.exclude_from_signature) | _RESOURCE_KEYS
+        step.exclude_from_signature = set(step.exclude_from_signature) | _NOT_WHAT_A_STEP_COMPUTES
         successors = [pipeline.dag.get_step(s)["step"] for s in pipeline.dag.get_step_successors(name)]
         if (
             replicas > 1

@@ -163,7 +163,10 @@ def run_data(
         write_json(staging / "manifest.json", manifest)
         write_card(staging / "README.md", recipe, summary, manifest)
         _replace(out_dir, staging)
-        _mark_completed(pipeline, context)
+        if not any(numbers.get("failed_calls") for numbers in usage.values()):
+            # distilabel's cache holds the failed rows as they came out; a re-run must instead
+            # run the graph afresh, the response cache answering all but the failed requests.
+            _mark_completed(pipeline, context)
     except BaseException:  # our engines were stopped by the finally around the run
         shutil.rmtree(staging, ignore_errors=True)
         raise

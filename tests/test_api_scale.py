@@ -43,7 +43,8 @@ def test_small_api_scale_run_with_faults_accounts_for_everything(tmp_path):
 def test_replicas_go_to_chain_clients_only_and_keep_every_signature(tmp_path):
     """pipeline.replicas: two processes for each client step that feeds ordinary steps; steps
     that feed a global step keep one (distilabel would let their last batch overtake a
-    straggler); the number of processes is not part of any step's cache signature."""
+    straggler); neither the number of processes nor the retry policy and time-out are part of
+    any step's cache signature or of the response cache's keys."""
     import io
 
     from rich.console import Console
@@ -57,22 +58,44 @@ def test_replicas_go_to_chain_clients_only_and_keep_every_signature(tmp_path):
 
     model = {"backend": "openai", "model": "sim", "base_url": "http://127.0.0.1:9/v1", "max_concurrency": 8}
 
-    def pipeline(replicas: int):
-        data = tiny_recipe_dict(tmp_path, teacher=model, student=model, judge=model)
+    def pipeline(replicas: int, retries: dict | None = None):
+        served = {**model, **(retries or {})}
+        data = tiny_recipe_dict(tmp_path, teacher=served, student=served, judge=served)
         data["pipeline"] = {"batch_size": 4, "replicas": replicas}
         recipe = recipe_from_dict(data)
         context = LLMContext(cache_dir=tmp_path / "cache", dry_run=True)
         built = build_pipeline(recipe, [{"instruction": "Say hi."}], context)
         return {name: built.dag.get_step(name)["step"] for name in built.dag}
 
-    one, two = pipeline(1), pipeline(2)
+    one, two = pipeline(1), pipeline(2, {"max_retries": 0, "timeout_s": 7})
     replicated = {name for name, step in two.items() if step.resources.replicas == 2}
     chain = ("respond_teacher", "respond_student", "judge_teacher", "judge_student", "classify_task")
     assert replicated == {*chain, *(f"{name}_expanded" for name in chain)}
     assert two["expand_instructions"].resources.replicas == 1  # feeds expansions_to_seeds (global)
     assert two["refine_responses"].resources.replicas == 1  # feeds plan_curriculum (global)
     assert {n: s.signature for n, s in one.items()} == {n: s.signature for n, s in two.items()}
+    prompt = [{"role": "user", "content": "Say hi."}]
+    keys = [steps["respond_teacher"].llm._cache_key(prompt, 1, {}) for steps in (one, two)]
+    assert two["respond_teacher"].llm.max_retries == 0 and keys[0] == keys[1]
     data = tiny_recipe_dict(tmp_path, teacher=model, student=model, judge=model)
     data["pipeline"] = {"batch_size": 4, "replicas": 2}
     plan = dry_run(recipe_from_dict(data), Console(file=io.StringIO()))
     assert plan["replicas"] == dict.fromkeys(replicated, 2)  # the plan says so
+
+
+def test_failed_calls_are_asked_again_and_a_healthy_rerun_equals_a_run_never_faulted(tmp_path):
+    """A run whose requests failed for good (no retries allowed) is not final: the re-run
+    against a healthy endpoint asks again, and its data equals a run that never saw a fault."""
+    bench = _benchmark()
+    small = {"latency_ms": 20, "concurrency": 8, "batch_size": 16, "timeout_s": 1.0}
+    faults = {**bench.FAULTS, "retry_after_s": 0.05}
+    flaky = bench.run_scale(tmp_path / "run", 40, faults=faults, max_retries=0, **small)
+    assert flaky["exit_code"] == 0, (tmp_path / "run" / "tapir.log").read_text()[-3000:]
+    assert flaky["failed_calls"] > 0 and flaky["retries"] == 0
+    healed = bench.run_scale(tmp_path / "run", 40, **small)  # same cache, healthy endpoint
+    assert healed["exit_code"] == 0 and healed["failed_calls"] == 0
+    assert 0 < healed["requests"] < flaky["requests"]  # the failed ones (and what they held up)
+    bench.run_scale(tmp_path / "clean", 40, **small)
+    for split in sorted(p.name for p in (tmp_path / "clean" / "out" / "data").iterdir()):
+        healed_file = tmp_path / "run" / "out" / "data" / split
+        assert healed_file.read_bytes() == (tmp_path / "clean" / "out" / "data" / split).read_bytes(), split
