@@ -25,6 +25,7 @@ from tapir.manifest import contains_secret, error_line, scrub
 from tapir.pipelines.card import data_files, write_card
 from tapir.pipelines.review import AGREEMENT, DECISIONS, load_agreements
 from tapir.recipe import Recipe
+from tapir.staging import staging_dir, swap_into_place
 
 RUN_FILES = ("recipe.yaml", "manifest.json", "summary.json")
 
@@ -160,13 +161,10 @@ def push(
             raise DataError(
                 f"--to: {folder} exists and is not an earlier tapir upload folder; not replacing it"
             )
-        staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
+        staging = staging_dir(folder)
         try:
             files = build_upload(recipe, round_, staging)
-            if folder.exists():
-                shutil.rmtree(folder)
-            staging.rename(folder)
+            swap_into_place(staging, folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         console.print(

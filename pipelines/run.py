@@ -6,7 +6,6 @@ failed or interrupted run never leaves a folder that looks finished.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from tapir.pipelines.review_corrections import applied_summary, load_corrections
 from tapir.pipelines.seeds import describe_source, load_seeds
 from tapir.pipelines.steps import PLACEHOLDER
 from tapir.recipe import Recipe
+from tapir.staging import staging_dir, swap_into_place
 
 # Columns that only matter inside the graph.
 _INTERNAL = {PLACEHOLDER}
@@ -101,8 +101,7 @@ def run_data(
         )
 
     out_dir = recipe.resolved_output_dir
-    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_dir(out_dir)
     (staging / "logs").mkdir(parents=True)
     owned = engines is None
     if engines is None:
@@ -162,7 +161,7 @@ def run_data(
         manifest = _manifest(recipe, recipe_path, seeds, files, summary, staging, pipeline)
         write_json(staging / "manifest.json", manifest)
         write_card(staging / "README.md", recipe, summary, manifest)
-        _replace(out_dir, staging)
+        swap_into_place(staging, out_dir)
         if not any(numbers.get("failed_calls") for numbers in usage.values()):
             # distilabel's cache holds the failed rows as they came out; a re-run must instead
             # run the graph afresh, the response cache answering all but the failed requests.
@@ -254,14 +253,3 @@ def _mark_completed(pipeline: Any, context: LLMContext) -> None:
     marker = _completion_marker(pipeline, context)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(now_utc() + "\n", encoding="utf-8")
-
-
-def _replace(out_dir: Path, staging: Path) -> None:
-    """Swap the finished staging folder into place; the old output goes only once it has."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

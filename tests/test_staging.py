@@ -1,0 +1,46 @@
+"""Outputs are built beside their target and swapped in; what killed runs left is cleared."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tapir.staging import remove_stale, staging_dir, swap_into_place
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_runs_leftovers_go_and_a_live_runs_stay(tmp_path):
+    target = tmp_path / "out"
+    dead = _dead_pid()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        stale = [tmp_path / f".out.partial-{dead}", tmp_path / f".out.old-{dead}"]
+        running = tmp_path / f".out.partial-{live.pid}"
+        other = tmp_path / f".other.partial-{dead}"  # another target's: not ours to touch
+        for folder in (*stale, running, other):
+            (folder / "data").mkdir(parents=True)
+        assert sorted(remove_stale(target)) == sorted(stale)
+        assert running.is_dir() and other.is_dir() and not any(p.exists() for p in stale)
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_swap_replaces_the_target_only_once_the_new_one_is_complete(tmp_path):
+    target = tmp_path / "out"
+    (target / "old.txt").parent.mkdir()
+    (target / "old.txt").write_text("old")
+    staging = staging_dir(target)
+    assert staging.name == f".out.partial-{os.getpid()}" and not staging.exists()
+    staging.mkdir()
+    (staging / "new.txt").write_text("new")
+    assert (target / "old.txt").is_file()  # untouched while the new one is being built
+    swap_into_place(staging, target)
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or old copy left
