@@ -162,7 +162,7 @@ def run_data(seeds: int, busy: bool) -> dict:
         try:
             started = time.perf_counter()
             process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            memory = PeakMemory(process.pid)
+            memory = PeakMemory(process.pid, every_s=0.25)
             memory.start()
             _, stderr = process.communicate()
             seconds = time.perf_counter() - started

@@ -20,6 +20,7 @@ class PeakMemory(threading.Thread):
         self.peak_single = 0  # bytes: the largest one process's RSS
         self.peak_processes = 0
         self.peaks: dict[str, float] = {}  # "pid command" -> peak RSS in MiB
+        self._labels: dict[int, str] = {}  # pid -> "pid command", read once per process
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -40,7 +41,10 @@ class PeakMemory(threading.Thread):
                     info = process.memory_full_info()
                     sizes.append(info.rss)
                     pss.append(info.pss)
-                    key = f"{process.pid} {' '.join(process.cmdline()[1:4]) or process.name()}"
+                    key = self._labels.get(process.pid)
+                    if key is None:
+                        command = " ".join(process.cmdline()[1:4]) or process.name()
+                        key = self._labels[process.pid] = f"{process.pid} {command}"
                     self.peaks[key] = max(self.peaks.get(key, 0.0), info.rss / 2**20)
             self.peak_total = max(self.peak_total, sum(sizes))
             self.peak_pss = max(self.peak_pss, sum(pss))

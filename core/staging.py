@@ -30,7 +30,8 @@ def remove_stale(target: Path) -> list[Path]:
         return removed
     for sibling in target.parent.iterdir():
         match = pattern.match(sibling.name)
-        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+        pid = int(match.group(1)) if match else None
+        if pid is not None and pid != os.getpid() and not _alive(pid):
             shutil.rmtree(sibling, ignore_errors=True)
             removed.append(sibling)
     return removed

@@ -195,9 +195,7 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
         "recipe_hash": recipe.fingerprint(),
         "seeds": n_seeds,
         "steps": list(pipeline.dag.G.nodes),
-        "replicas": {  # worker processes per step where more than one (pipeline.replicas)
-            name: step.resources.replicas for name, step in steps.items() if step.resources.replicas > 1
-        },
+        "replicas": {name: steps[name].resources.replicas for name in replicated},
         "engines": engines,
         "roles": {r: vars(e) for r, e in roles.items()},
         "estimate": {
