@@ -65,12 +65,14 @@ def free_port() -> int:
 def start_simulator(port: int, latency_ms: float, faults: dict[str, float], log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "tapir.simulator", "--port", str(port), "--latency-ms", str(latency_ms)]
     for name, value in faults.items():
-        command += ["--" + name.replace("_", "-"), str(value)]
+        flag = "--" + name.replace("_", "-")
+        command += [flag] if value is True else [flag, str(value)]
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+            headers = {"Authorization": f"Bearer {faults['api_key']}"} if faults.get("api_key") else {}
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", headers=headers, timeout=1).status_code == 200:
                 return process
         except httpx.HTTPError:
             time.sleep(0.1)

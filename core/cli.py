@@ -17,6 +17,8 @@ from rich.console import Console
 
 from tapir import __version__
 from tapir.errors import TapirError
+from tapir.lifeline import children_die_with_this_process
+from tapir.redaction import scrub_standard_streams
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -54,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="run the TAPIR data pipeline and write the curriculum datasets")
     _add_recipe_args(data)
     data.add_argument("--output", help="output folder (overrides output_dir)")
+    data.add_argument(
+        "--reask-unparsed",
+        action="store_true",
+        help="ask again the cached answers that failed to parse (failed calls are always re-asked)",
+    )
     data.add_argument(
         "--dry-run", action="store_true", help="validate and print the plan; load and call nothing"
     )
@@ -228,7 +235,7 @@ def run(argv: list[str] | None = None) -> int:
             return _emit(dry_run(recipe, console), as_json)
         from tapir.pipelines.run import run_data
 
-        run_data(recipe, console, recipe_path=args.recipe)
+        run_data(recipe, console, recipe_path=args.recipe, reask_unparsed=args.reask_unparsed)
         return 0
     if args.command in ("train", "distill"):
         closed_loop = True if args.command == "distill" else args.closed_loop
@@ -260,8 +267,12 @@ def _distill(recipe, console, recipe_path: str | None) -> None:
     memory training needs) unless another role shares it (the embedded default)."""
     from tapir.engines import EngineSet
     from tapir.pipelines.run import run_data
+    from tapir.staging import claim_output, mark_output
     from tapir.training.rounds import run_training
 
+    claim_output(recipe.resolved_output_dir, "data", "output_dir")  # both, before anything is written
+    claim_output(recipe.resolved_train_dir, "train", "training.output_dir")
+    mark_output(recipe.resolved_train_dir, "train")
     log_dir = recipe.resolved_train_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with EngineSet(Path(recipe.cache_dir), log_dir=log_dir, seed=recipe.seed) as engines:
@@ -300,11 +311,13 @@ def distill_plan(data_plan: dict, train_plan: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    children_die_with_this_process()  # workers and engines end with tapir, even on SIGKILL
+    scrub_standard_streams()  # no key the recipe names is ever printed, whoever prints it
     try:
         code = run(argv)
     except TapirError as error:
         print(f"tapir: error: {error}", file=sys.stderr)
-        code = EXIT_USER_ERROR
+        code = getattr(error, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("tapir: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED

@@ -11,8 +11,13 @@ engine needs from its clients:
 - **bounded retries**: connection errors, time-outs, 429, 5xx and bodies that are not a chat
   completion are retried with exponential back-off and full jitter, honouring ``Retry-After``;
   every retry and every final failure is counted per role in the usage log (and so in the run
-  summary). A final failure is a ``None`` generation, which the response cache never stores
-  and the step's parser counts — one failed request never takes its batch down.
+  summary). A final failure is a ``None`` generation with its reason (``failures``), which
+  the response cache never stores and the step writes into the row's error column — one
+  failed request never takes its batch down. A 4xx is not retried (the request itself is
+  wrong); a prompt the server finds too long is counted as "prompt too long". An empty answer
+  is asked again like a fault (a proxy's empty body and a model's silence look alike on the
+  wire) and kept only when every attempt is empty.
+  Error bodies are scrubbed of the caller's key before they go anywhere.
 
 The engine's address is excluded from distilabel's step signature and from the response cache
 key: a run on another port is still the same model.
@@ -26,6 +31,7 @@ import contextlib
 import fcntl
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +40,16 @@ from distilabel.models.llms.utils import prepare_output
 from pydantic import Field, PrivateAttr, SecretStr
 
 from tapir.llms import UsageLoggingMixin
+from tapir.manifest import scrub
 from tapir.simulator import ROLE_HEADER
 
 SLOT_POLL_S = 0.002
+# How servers say a prompt does not fit (vLLM, llama.cpp, OpenAI, TGI wordings).
+_TOO_LONG = re.compile(
+    r"context length|context window|too long|too many tokens|exceeds? (the )?(maximum|max|context)|"
+    r"maximum (context|input|prompt)|n_ctx|max_model_len|longer than",
+    re.IGNORECASE,
+)
 SLOT_POLL_MAX_S = 0.02
 
 
@@ -199,6 +212,7 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
         output = prepare_output(generations, input_tokens=input_tokens, output_tokens=output_tokens)
         if any(failures):
             output["failures"] = failures  # type: ignore[typeddict-unknown-key]
+        self.remember_answer(input, output)
         return output
 
     def _body(
@@ -244,6 +258,7 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
         body = self._body(n, index, max_new_tokens, temperature, top_p)
         body.update({k: v for k, v in penalties.items() if v})
         headers = {ROLE_HEADER: self.role}
+        empties = 0
         for attempt in range(self.max_retries + 1):
             retry_after: float | None = None
             try:
@@ -253,13 +268,26 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
                         messages=messages, extra_headers=headers, timeout=self.timeout, **body
                     )
                 if isinstance(completion, ChatCompletion) and completion.choices:
-                    texts = [choice.message.content for choice in completion.choices]
+                    texts = [choice.message.content or "" for choice in completion.choices]
                     usage = completion.usage
-                    return (
-                        [t if t is not None else "" for t in texts],
+                    answer = (
+                        texts,
                         usage.prompt_tokens if usage else 0,
                         usage.completion_tokens if usage else 0,
                     )
+                    # An empty answer is what a flaky proxy sends and what a model may really
+                    # say: asked again at once (no back-off), and taken as the model's answer
+                    # only when every attempt was empty.
+                    if all(t.strip() for t in texts):
+                        return answer
+                    empties += 1
+                    if empties == self.max_retries + 1:
+                        return answer
+                    if attempt < self.max_retries:
+                        self._count("retries")
+                        continue
+                    self._count_failure("empty answer")
+                    return f"empty answer (after {attempt + 1} attempts, {empties} empty)"
                 reason = "malformed response"
             except openai.RateLimitError as exc:
                 reason, retry_after = "HTTP 429", _retry_after(exc)
@@ -270,8 +298,16 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
             except openai.APIConnectionError:
                 reason = "connection error"
             except openai.APIStatusError as exc:  # 4xx: the request itself is wrong; no retry
+                message = self._scrub(_message(exc))
+                if self._logger is not None:  # the server's words, for the log (scrubbed)
+                    self._logger.warning(f"{self.role}: HTTP {exc.status_code} from the engine: {message}")
+                if exc.status_code in (400, 413, 422) and _TOO_LONG.search(message):
+                    # Final, not failed: the same prompt will never fit. The row is excluded
+                    # with this reason; the run is complete without it.
+                    self._count("rejected_prompts")
+                    return f"prompt too long (HTTP {exc.status_code})"
                 self._count_failure(f"HTTP {exc.status_code}")
-                return f"HTTP {exc.status_code}: {_message(exc)}"
+                return f"HTTP {exc.status_code}: {message}"
             except (openai.APIResponseValidationError, ValueError, TypeError):
                 reason = "malformed response"
             if attempt == self.max_retries:
@@ -280,6 +316,13 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
             self._count("retries")
             await asyncio.sleep(self._backoff(attempt, retry_after))
         return "no attempt made"
+
+    def _scrub(self, text: str) -> str:
+        """A server may echo the caller's key in an error body: never let it reach a row or log."""
+        key = self.api_key.get_secret_value() if self.api_key is not None else ""
+        if len(key) >= 4:
+            text = text.replace(key, "***")
+        return scrub(text)
 
     def _slot(self):
         return self._limiter.slot() if self._limiter else contextlib.nullcontext()

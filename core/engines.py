@@ -29,7 +29,6 @@ them and never stops them.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
@@ -46,6 +45,7 @@ from typing import Any
 
 from tapir.embedded import EMBEDDED, chat_template_path, embedded_gguf_path
 from tapir.errors import EndpointError
+from tapir.lifeline import die_with_parent
 from tapir.recipe import ModelSpec
 
 REGISTRY_ENV = "TAPIR_ENGINES"
@@ -53,7 +53,6 @@ OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 SERVED_BACKENDS = ("llamacpp", "vllm", "scripted", "openai")
 DEFAULT_CONCURRENCY = {"llamacpp": 4, "vllm": 64, "scripted": 64, "openai": 16}
 START_TIMEOUT_S = {"llamacpp": 120.0, "vllm": 1800.0, "scripted": 30.0}
-_PR_SET_PDEATHSIG = 1
 EMBEDDED_GGUF = "<embedded GGUF>"
 
 
@@ -155,15 +154,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _die_with_parent(parent: int) -> None:
-    """Runs in the engine process before exec: the kernel kills it when tapir dies, however."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # tapir died before the prctl took effect
-        os._exit(1)
 
 
 def _option_flags(options: dict[str, Any]) -> list[str]:
@@ -318,7 +308,7 @@ class EngineSet:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches tapir, which stops the engine in order
-            preexec_fn=lambda: _die_with_parent(parent),
+            preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent),  # SIGTERM: it may clean up
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._processes[key] = process

@@ -27,3 +27,12 @@ class TrainingError(TapirError):
 
 class EvaluationError(TapirError):
     """A model, benchmark file or judge that evaluation cannot use."""
+
+
+class IncompleteRunError(TapirError):
+    """The run finished and wrote its output, but LLM calls failed for good (after retries).
+
+    Its own exit status (3) lets a script tell "rerun me" from "fix your input" (2).
+    """
+
+    exit_code = 3

@@ -70,6 +70,7 @@ class LLMContext:
     usage_dir: Path | None = None
     seed: int = 42
     dry_run: bool = False  # build everything, call nothing: a missing API key is only noted
+    reask_unparsed: bool = False  # cached answers that failed to parse are asked again
     engines: EngineSet | None = None  # the run's engines; steps are their clients
 
     def engine_set(self) -> EngineSet:
@@ -120,6 +121,7 @@ def build_llm(
         "usage_dir": str(context.usage_dir) if context.usage_dir else None,
         "response_cache_dir": str(context.cache_dir / "responses"),
         "step": step or role,
+        "reask_unparsed": context.reask_unparsed,
     }
     if spec.backend in SERVED_BACKENDS:
         engine = context.engine_set().ensure(spec, role, step)

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from distilabel.models.llms import TransformersLLM
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
+
+from tapir.manifest import error_line
 
 USAGE_FILE_PREFIX = "usage"
 # What a usage record counts; HTTP requests (first tries and retries; one request may carry
@@ -34,8 +36,13 @@ USAGE_TOTALS: dict[str, Any] = {
     "seconds": 0.0,
     "retries": 0,
     "failed_calls": 0,
+    "rejected_prompts": 0,
 }
 
+
+# The key of the response-cache entry an output came from, and the marks of unparsed answers.
+CACHE_KEY = "cache_key"
+UNPARSED_PREFIX = "unparsed:"
 
 # How a request travels, not what it asks: a changed retry policy or time-out is the same answer.
 TRANSPORT_SETTINGS = ("max_retries", "timeout")
@@ -51,25 +58,67 @@ class UsageLoggingMixin(BaseModel):
     usage_dir: str | None = Field(None, exclude=True)
     response_cache_dir: str | None = Field(None, exclude=True)
     step: str | None = Field(None, exclude=True, description="The step this LLM serves (progress).")
+    reask_unparsed: bool = Field(
+        False, exclude=True, description="Treat cached answers that failed to parse as not cached."
+    )
 
     def generate_outputs(self, inputs: list[Any], num_generations: int = 1, **kwargs: Any):  # type: ignore[override]
         cache = open_cache(self.response_cache_dir)
         keys = [self._cache_key(i, num_generations, kwargs) for i in inputs]
         outputs: list[Any] = [cache.get(k) if cache is not None else None for k in keys]
+        if self.reask_unparsed and cache is not None:
+            for n, key in enumerate(keys):
+                if outputs[n] is not None and cache.delete(UNPARSED_PREFIX + key):
+                    outputs[n] = None  # a real answer that did not parse: asked again, by request
         missing = [n for n, out in enumerate(outputs) if out is None]
         fresh: list[Any] = []
         started = time.perf_counter()
         if missing:
-            fresh = super().generate_outputs(  # type: ignore[misc]
-                inputs=[inputs[n] for n in missing], num_generations=num_generations, **kwargs
-            )
+            self._pending_keys = {_input_key(inputs[n]): keys[n] for n in missing}
+            try:
+                fresh = super().generate_outputs(  # type: ignore[misc]
+                    inputs=[inputs[n] for n in missing], num_generations=num_generations, **kwargs
+                )
+            except Exception as error:
+                # distilabel would log it and hand the step rows of None; instead each row of
+                # the batch says why, the calls count as failed (never cached), and the run
+                # ends incomplete so a re-run asks them again.
+                reason = f"{type(error).__name__}: {error_line(error)}"
+                fresh = [_failed_output(num_generations, reason) for _ in missing]
+                self._batch_failures += len(missing)
+                self._batch_failure_reason = type(error).__name__
+            finally:
+                stored, self._pending_keys = set(self._stored_keys), {}
+                self._stored_keys.clear()
             for n, out in zip(missing, fresh):
                 outputs[n] = out
-                if cache is not None and _complete(out):
+                if cache is not None and _complete(out) and keys[n] not in stored:
                     cache.set(keys[n], out)
         # Cached batches are logged too (0 calls): progress counts rows, usage counts calls.
         self._log_usage(fresh, len(missing) * num_generations, time.perf_counter() - started, len(inputs))
-        return outputs
+        # Which cache entry each answer is: the step marks those that fail to parse.
+        return [{**out, CACHE_KEY: key} for out, key in zip(outputs, keys)]
+
+    def mark_unparsed(self, key: str) -> None:
+        """Remember that the cached answer ``key`` did not parse (``--reask-unparsed`` asks it again)."""
+        cache = open_cache(self.response_cache_dir)
+        if cache is not None:
+            cache.set(UNPARSED_PREFIX + key, True)
+
+    # Set around one batch: which cache key each input of it has, and which were already stored.
+    _pending_keys: dict[str, str] = PrivateAttr(default_factory=dict)
+    _stored_keys: set[str] = PrivateAttr(default_factory=set)
+    _batch_failures: int = PrivateAttr(0)
+    _batch_failure_reason: str = PrivateAttr("")
+
+    def remember_answer(self, input: Any, output: dict[str, Any]) -> None:
+        """Cache one answer the moment it arrives, not when its whole batch has: a run killed
+        mid-batch then asks again only the requests that were still in flight."""
+        key = self._pending_keys.get(_input_key(input))
+        cache = open_cache(self.response_cache_dir)
+        if key is not None and cache is not None and _complete(output):
+            cache.set(key, output)
+            self._stored_keys.add(key)
 
     def _cache_key(self, input: Any, num_generations: int, kwargs: dict[str, Any]) -> str:
         settings = {
@@ -106,6 +155,12 @@ class UsageLoggingMixin(BaseModel):
         drain = getattr(self, "drain_call_stats", None)
         if drain is not None:  # engine clients count their retries and failed requests
             record.update(drain())
+        if self._batch_failures:
+            record["failed_calls"] = record.get("failed_calls", 0) + self._batch_failures
+            reasons = record.setdefault("failure_reasons", {})
+            name = f"batch failed: {self._batch_failure_reason}"
+            reasons[name] = reasons.get(name, 0) + self._batch_failures
+            self._batch_failures = 0
         path = Path(self.usage_dir) / f"{USAGE_FILE_PREFIX}.{self.role}.{os.getpid()}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as handle:
@@ -127,9 +182,23 @@ def open_cache(folder: str | None) -> Any:
 
 
 def _complete(output: dict[str, Any]) -> bool:
-    """Only answers that arrived are cached: a failed call must be retried next run."""
+    """Only answers that arrived are cached: a failed call must be retried next run. (An empty
+    answer from an engine was asked twice before it got here: the model's, not a proxy's.)"""
     generations = output.get("generations") or []
     return bool(generations) and all(g is not None for g in generations)
+
+
+def _failed_output(num_generations: int, reason: str) -> dict[str, Any]:
+    """What a call that failed for good yields: no generations, and why (per generation)."""
+    return {
+        "generations": [None] * num_generations,
+        "statistics": {"input_tokens": [0] * num_generations, "output_tokens": [0] * num_generations},
+        "failures": [reason] * num_generations,
+    }
+
+
+def _input_key(input: Any) -> str:
+    return json.dumps(input, sort_keys=True, default=str)
 
 
 def _as_list(value: Any) -> list[Any]:

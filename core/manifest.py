@@ -56,10 +56,24 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Variables a recipe names as holding a credential (``api_key_env``, ``token_env``), whatever
+# they are called: their values are scrubbed too.
+_NAMED_SECRETS: set[str] = set()
+
+
+def treat_as_secret(*env_names: str) -> None:
+    """Scrub the values of these environment variables from everything tapir prints or writes."""
+    _NAMED_SECRETS.update(name for name in env_names if name)
+
+
 def secret_values() -> list[str]:
-    """Values of environment variables that look like credentials, to scrub from artifacts."""
+    """Values of environment variables that hold credentials, to scrub from output and artifacts:
+    those the recipe names, and any whose name looks like one (longest first, so a key that
+    contains another is replaced whole)."""
     names = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-    return [v for k, v in os.environ.items() if any(n in k.upper() for n in names) and len(v) >= 8]
+    values = {v for k, v in os.environ.items() if any(n in k.upper() for n in names) and len(v) >= 8}
+    values.update(v for k in _NAMED_SECRETS if len(v := os.environ.get(k, "")) >= 4)
+    return sorted(values, key=len, reverse=True)
 
 
 def scrub(text: str) -> str:

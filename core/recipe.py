@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tapir.errors import RecipeError
+from tapir.manifest import treat_as_secret
 
 Backend = Literal["llamacpp", "openai", "vllm", "transformers", "scripted"]
 Role = Literal["teacher", "student", "judge"]
@@ -73,10 +74,27 @@ def easydistill_target_mix() -> dict[str, float]:
     return mix
 
 
-class StrictModel(BaseModel):
-    """Unknown fields are errors: a misspelt knob must never be silently ignored."""
+def check_http_url(value: str | None) -> str | None:
+    """An http(s) URL with a host and a valid port, or a ValueError saying what is wrong."""
+    if value is None:
+        return value
+    from urllib.parse import urlsplit
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors: a misspelt knob must never be silently ignored; no number is
+    NaN or infinite (a threshold of NaN compares false with everything and excludes every row)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class GenerationSettings(StrictModel):
@@ -151,6 +169,11 @@ class ModelSpec(StrictModel):
             raise ValueError("must name a model")
         return value
 
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str | None) -> str | None:
+        return check_http_url(value)
+
 
 class SeedSource(StrictModel):
     """Where the seed instructions come from (METHOD step 1)."""
@@ -169,6 +192,12 @@ class SeedSource(StrictModel):
     )
     id_column: str | None = Field(None, description="Stable id column (default: row number).")
     limit: int | None = Field(None, gt=0, description="Use at most this many seeds (after shuffling).")
+    max_chars: int = Field(
+        16_000,
+        gt=0,
+        description="Longest instruction + input accepted, in characters; a longer seed is refused "
+        "up front (no model context takes it, and it would only come back as 'prompt too long').",
+    )
     shuffle: bool = Field(True, description="Shuffle (with the recipe seed) before applying the limit.")
     license: str | None = Field(
         None,
@@ -197,9 +226,16 @@ class JudgingSettings(StrictModel):
 class DifficultySettings(StrictModel):
     """Model Fitting Difficulty: MFD = judge(teacher) - judge(student) (METHOD step 4)."""
 
-    delta: float = Field(1.0, description="An instruction is hard for the student when MFD > delta.")
+    delta: float = Field(
+        1.0,
+        ge=-9.0,
+        le=9.0,
+        description="An instruction is hard for the student when MFD > delta (MFD lies in [-9, 9]).",
+    )
     min_teacher_score: float | None = Field(
         None,
+        ge=1.0,
+        le=10.0,
         description="Drop rows whose teacher response the judge scores below this (not worth distilling).",
     )
 
@@ -315,6 +351,9 @@ class CurriculumSettings(StrictModel):
         bad = [s for s in self.hard_share if not 0.0 <= s <= 1.0]
         if bad:
             raise ValueError(f"hard_share: values must lie in [0, 1], got {bad}")
+        if any(later < earlier for earlier, later in zip(self.hard_share, self.hard_share[1:])):
+            # Refused, not warned: a curriculum runs easy -> hard (METHOD step 9).
+            raise ValueError(f"hard_share: must not decrease from round to round, got {self.hard_share}")
         return self
 
 
@@ -593,6 +632,12 @@ class ArgillaSettings(StrictModel):
     key only from the environment, so it never lands in a recipe, a log or an artifact."""
 
     api_url: str | None = Field(None, description="Argilla server URL (default: $ARGILLA_API_URL).")
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url_is_http(cls, value: str | None) -> str | None:
+        return check_http_url(value)
+
     api_key_env: str = Field(
         "ARGILLA_API_KEY", description="Name of the environment variable holding the Argilla API key."
     )
@@ -820,6 +865,9 @@ def load_recipe_dict(path: str | Path) -> dict[str, Any]:
         raise RecipeError(f"recipe file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start} is {byte:#04x})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -834,9 +882,21 @@ def load_recipe_dict(path: str | Path) -> dict[str, Any]:
 
 def recipe_from_dict(data: dict[str, Any], origin: str = "recipe") -> Recipe:
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise RecipeError(_format_validation_error(exc, origin)) from None
+    treat_as_secret(*_credential_variables(recipe.model_dump()))
+    return recipe
+
+
+def _credential_variables(data: Any) -> list[str]:
+    """Every ``*_env`` value in the recipe: the names of variables that hold keys and tokens."""
+    if isinstance(data, dict):
+        found = [v for k, v in data.items() if k.endswith("_env") and isinstance(v, str)]
+        return found + [name for v in data.values() for name in _credential_variables(v)]
+    if isinstance(data, list):
+        return [name for v in data for name in _credential_variables(v)]
+    return []
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -94,6 +94,7 @@ class SimulatorSettings:
     models: tuple[str, ...] = ()  # served model names; empty: any name is served
     api_key: str = ""  # when set, requests must carry it (Authorization: Bearer)
     echo_key_in_errors: bool = False  # a hostile server: error bodies repeat the caller's key
+    max_prompt_chars: float = 0  # longer prompts get vLLM's HTTP 400 "maximum context length" (0: any)
 
     def fault_for(self, body_key: str, attempt: int) -> str | None:
         """Deterministic by seed, request body and attempt number."""
@@ -110,6 +111,7 @@ class SimulatorSettings:
 class Counters:
     requests: int = 0
     answered: int = 0
+    answered_again: int = 0  # answers to a body that was answered before (a client asked twice)
     in_flight: int = 0
     max_in_flight: int = 0
     hanging: int = 0
@@ -127,6 +129,7 @@ class Simulator:
         self.host, self.port = host, port
         self.counters = Counters()
         self._attempts: dict[str, int] = {}
+        self._answered: set[str] = set()
         self._server: asyncio.base_events.Server | None = None
 
     @property
@@ -160,9 +163,7 @@ class Simulator:
         method, path, headers, body = request["method"], request["path"], request["headers"], request["body"]
         path = path.split("?", 1)[0].rstrip("/")
         if self.settings.api_key and headers.get("authorization") != f"Bearer {self.settings.api_key}":
-            given = headers.get("authorization", "")
-            detail = f"invalid key {given}" if self.settings.echo_key_in_errors else "invalid key"
-            await _send(writer, 401, {"error": {"message": detail, "type": "invalid_request_error"}})
+            await _send(writer, 401, self._error(headers, "invalid key"))
             return True
         if method == "GET" and path in ("/health", "/v1/health"):
             await _send(writer, 200, {"status": "ok"})
@@ -187,6 +188,12 @@ class Simulator:
         finally:
             counters.in_flight -= 1
 
+    def _error(self, headers: dict[str, str], message: str) -> dict[str, Any]:
+        """An OpenAI-style error body; a hostile server repeats the caller's credentials in it."""
+        if self.settings.echo_key_in_errors:
+            message += f" (request carried {headers.get('authorization', '')})"
+        return {"error": {"message": message, "type": "invalid_request_error"}}
+
     async def _chat(self, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter) -> bool:
         settings = self.settings
         self.counters.requests += 1
@@ -195,18 +202,26 @@ class Simulator:
             messages = payload["messages"]
             model = str(payload["model"])
         except (ValueError, KeyError, TypeError):
-            await _send(writer, 400, {"error": {"message": "body is not a chat completion request"}})
+            await _send(writer, 400, self._error(headers, "body is not a chat completion request"))
             return True
         if settings.models and model not in settings.models:
-            await _send(writer, 404, {"error": {"message": f"The model `{model}` does not exist."}})
+            await _send(writer, 404, self._error(headers, f"The model `{model}` does not exist."))
             return True
-        key = hashlib.sha256(body).hexdigest()
+        # Whose request it is belongs to its identity: teacher and student may send one body.
+        key = hashlib.sha256(headers.get(ROLE_HEADER, "").encode() + b"|" + body).hexdigest()
         attempt = self._attempts.get(key, 0)
         self._attempts[key] = attempt + 1
         delay = settings.latency_ms + (random.random() * settings.jitter_ms if settings.jitter_ms else 0)
         if delay:
             await asyncio.sleep(delay / 1000)
         prompt = "\n".join(str(m.get("content") or "") for m in messages)
+        if settings.max_prompt_chars and len(prompt) > settings.max_prompt_chars:
+            message = (
+                f"This model's maximum context length is {int(settings.max_prompt_chars) // 4} tokens. "
+                f"However, you requested {len(prompt) // 4} tokens in the messages."
+            )
+            await _send(writer, 400, self._error(headers, message))
+            return True
         fault = settings.fault_for(key, attempt)
         if HANG_MARKER in prompt:
             fault = "timeout"
@@ -216,12 +231,12 @@ class Simulator:
             await _send(
                 writer,
                 429,
-                {"error": {"message": "rate limited"}},
+                self._error(headers, "rate limited"),
                 {"Retry-After": f"{settings.retry_after_s:g}"},
             )
             return True
         if fault == "5xx":
-            await _send(writer, 503, {"error": {"message": "server overloaded"}})
+            await _send(writer, 503, self._error(headers, "server overloaded"))
             return True
         if fault == "timeout":
             # A hung request is not "in flight" (its client gives up and frees its slot, while
@@ -267,6 +282,9 @@ class Simulator:
             await _send_raw(writer, 200, data[: len(data) // 2], "application/json", length=len(data))
             return False
         self.counters.answered += 1
+        if key in self._answered:
+            self.counters.answered_again += 1
+        self._answered.add(key)
         await _send(writer, 200, answer)
         return True
 

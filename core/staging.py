@@ -2,14 +2,69 @@
 
 A killed run leaves its hidden ``.<name>.partial-<pid>`` (or ``.old-<pid>``) sibling behind;
 the next run for the same target removes those whose process is gone, so they do not pile up.
+
+A stage only ever replaces (or writes into) a folder that is absent, empty or marked as an
+earlier run of the same stage (``.tapir-output``): ``tapir data --output recipes`` must never
+swap the user's recipes away.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from pathlib import Path
+
+from tapir.errors import DataError
+
+OUTPUT_MARKER = ".tapir-output"
+# Folders written before the marker existed: the file that says which stage made them.
+_LEGACY_MARKS = {"data": "manifest.json", "train": "recipe.yaml", "eval": "leaderboard.csv"}
+
+
+def output_owner(folder: Path) -> str | None:
+    """Which tapir stage wrote ``folder`` (``data``, ``train``, ``eval``, ...), or None."""
+    marker = folder / OUTPUT_MARKER
+    if marker.is_file():
+        try:
+            return str(json.loads(marker.read_text(encoding="utf-8"))["stage"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return None
+    for stage, name in _LEGACY_MARKS.items():
+        if (folder / name).is_file() and (stage != "data" or _is_data_manifest(folder / name)):
+            return stage
+    return None
+
+
+def _is_data_manifest(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("stage") == "data"
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return False
+
+
+def claim_output(folder: Path, stage: str, field: str) -> None:
+    """Refuse, with one line naming ``field``, to write ``stage``'s output over what is not ours."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise DataError(f"{field}: {folder} is a file, not a folder tapir wrote; not replacing it")
+    if not folder.exists() or not any(folder.iterdir()):
+        return
+    owner = output_owner(folder)
+    if owner == stage:
+        return
+    if owner is None:
+        raise DataError(
+            f"{field}: {folder} exists and is not a tapir {stage} folder; not writing into it "
+            "(choose another folder, or remove it yourself)"
+        )
+    raise DataError(f"{field}: {folder} holds a tapir {owner} run; a {stage} run would replace it")
+
+
+def mark_output(folder: Path, stage: str) -> None:
+    """Say that ``folder`` is a tapir ``stage`` output (the next run may replace it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / OUTPUT_MARKER).write_text(json.dumps({"stage": stage}) + "\n", encoding="utf-8")
 
 
 def _alive(pid: int) -> bool:

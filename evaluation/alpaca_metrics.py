@@ -20,6 +20,7 @@ With no source, alpaca_eval downloads the official file (needs the internet).
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -61,8 +62,30 @@ def check_annotations(df: pd.DataFrame, origin: str) -> pd.DataFrame:
     if df["generator_2"].nunique() != 1 or df["generator_1"].nunique() != 1:
         raise DataError(f"annotations: {origin} mixes several models; score one model per file")
     df = df.copy()
-    df["preference"] = pd.to_numeric(df["preference"], errors="coerce")
+    df["preference"] = _checked_preferences(df["preference"], origin)
     return df
+
+
+def _checked_preferences(raw: pd.Series, origin: str) -> pd.Series:
+    """alpaca_eval's preferences as numbers: 1 (reference wins) to 2 (model wins), 0 for a draw,
+    null for "not judged" (kept, counted, left out of the rate). Anything else is refused: a win
+    rate computed from it would look valid and be wrong."""
+    numeric = pd.to_numeric(raw.where(raw.map(lambda v: not isinstance(v, bool))), errors="coerce")
+    for position, (given, value) in enumerate(zip(raw, numeric)):
+        if pd.isna(value) and not _is_null(given):
+            raise DataError(f"annotations: {origin} row {position}: preference {given!r} is not a number")
+        if not pd.isna(value) and not (value == 0 or 1 <= value <= 2):
+            raise DataError(
+                f"annotations: {origin} row {position}: preference {given!r} is outside alpaca_eval's "
+                "range (1 = reference wins .. 2 = model wins, 0 = draw)"
+            )
+    if numeric.isna().all():
+        raise DataError(f"annotations: {origin}: none of its {len(numeric)} rows has a preference")
+    return numeric
+
+
+def _is_null(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 # --- difficulty --------------------------------------------------------------------------------
@@ -169,7 +192,12 @@ def score(
         glm_name, method = "length_controlled_noreg", f"estimated from {source}"
         df_gamed = _aligned_difficulty(annotations, estimated_difficulty(source, cache_dir), str(source))
     elif source is not None:
-        table = pd.read_csv(source)
+        try:
+            table = pd.read_csv(source)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise DataError(
+                f"difficulty: {source} is not a CSV table ({str(exc).splitlines()[0][:120]})"
+            ) from None
         if {"model", "not_gamed_baseline", "instruction_difficulty"} <= set(table.columns):
             method = f"official df_gamed {source}"
             df_gamed = _sample_first(source, positions)

@@ -30,10 +30,14 @@ class MTBenchData:
     """Questions (optionally the first N per category), fschat's judge prompts, references."""
 
     def __init__(self, settings: MTBenchSettings, cache_dir: str | Path) -> None:
-        questions = load_questions(
-            str(resolve(settings.questions, f"{FIELD}.questions", cache_dir)), None, None
-        )
+        path = resolve(settings.questions, f"{FIELD}.questions", cache_dir)
+        try:
+            questions = load_questions(str(path), None, None)
+        except (ValueError, UnicodeDecodeError) as exc:  # fschat reads JSON lines as they come
+            raise DataError(f"{FIELD}.questions: {path} is not JSON lines ({type(exc).__name__})") from None
         for q in questions:
+            if not isinstance(q, dict):
+                raise DataError(f"{FIELD}.questions: {path} holds a {type(q).__name__}, not question records")
             if len(q.get("turns", [])) != 2 or not all(str(t).strip() for t in q["turns"]):
                 raise DataError(
                     f"{FIELD}.questions: question {q.get('question_id')} needs two non-empty turns"

@@ -28,6 +28,7 @@ from tapir.evaluation.serving import answer_backend, served_spec
 from tapir.llm_factory import Constraint, LLMContext, choice_constraint, model_id, score_constraint
 from tapir.manifest import library_versions, now_utc, write_json
 from tapir.recipe import Recipe
+from tapir.staging import claim_output, mark_output
 
 NOTE = (
     "Published rows were judged by GPT-4 Turbo (alpaca_eval's annotator); tapir rows by the judge "
@@ -73,6 +74,7 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
     if difficulty and not Path(difficulty).expanduser().exists():
         raise EvaluationError(f"evaluation.alpaca_eval.difficulty: not found: {difficulty}")
     models = resolve_models(recipe, only)
+    claim_output(recipe.resolved_eval_dir, "eval", "evaluation.output_dir")
     judge_spec = settings.judge or recipe.judge
     judge_name = model_id(judge_spec)
     judge_label = judge_name
@@ -88,6 +90,7 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
     # usage_dir is set per model and benchmark below (fresh_usage_dir), so none here
     engines = EngineSet(Path(recipe.cache_dir), seed=recipe.seed)
     context = LLMContext(cache_dir=Path(recipe.cache_dir), seed=recipe.seed, engines=engines)
+    mark_output(recipe.resolved_eval_dir, "eval")
     with engines:
         return _evaluate(
             recipe, console, context, models, reference, mt_data, published, judge_label, started

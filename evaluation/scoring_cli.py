@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -13,8 +14,12 @@ from tapir.evaluation import alpaca_metrics, mt_bench_metrics
 
 
 def score_alpaca(annotations: str, difficulty: str | None, cache_dir: str) -> dict:
-    metrics = alpaca_metrics.score(alpaca_metrics.load_annotations(annotations), difficulty, cache_dir)
-    return {key: metrics[key] for key in alpaca_metrics.SCORE_KEYS}
+    table = alpaca_metrics.load_annotations(annotations)
+    metrics = alpaca_metrics.score(table, difficulty, cache_dir)
+    # Rows with a null preference are counted, never scored.
+    return {key: metrics[key] for key in alpaca_metrics.SCORE_KEYS} | {
+        "n_unjudged": int(table["preference"].isna().sum())
+    }
 
 
 def score_mt_bench(judgments: str, questions: str | None) -> dict:
@@ -27,33 +32,78 @@ def score_mt_bench(judgments: str, questions: str | None) -> dict:
         table = pd.read_json(path, lines=True)
     except ValueError as exc:
         raise DataError(f"--judgments: {path} is not JSON lines ({exc})") from None
+    if table.empty:
+        raise DataError(f"--judgments: {path} has no records")
     for column in ("question_id", "turn"):
         if column not in table.columns:
             raise DataError(f"--judgments: records lack {column!r}")
     if "judgment" in table.columns:
-        table["score"] = table["judgment"].map(mt_bench_metrics.parse_rating)
+        table["score"] = table["judgment"].map(lambda text: mt_bench_metrics.parse_rating(_text(text)))
     elif "score" in table.columns:
-        table["score"] = table["score"].where(table["score"] != -1)
+        scores = pd.to_numeric(table["score"], errors="coerce")
+        if (table["score"].notna() & scores.isna()).any():
+            row = int((table["score"].notna() & scores.isna()).idxmax())
+            raise DataError(f"--judgments: record {row}: score {table['score'][row]!r} is not a number")
+        table["score"] = scores.where(scores != -1)
     else:
         raise DataError("--judgments: records have neither 'judgment' nor 'score'")
+    # A rating outside MT-Bench's 1-10 scale is counted and left out, never averaged.
+    out_of_range = table["score"].notna() & ~table["score"].between(1, 10)
+    table["score"] = table["score"].where(~out_of_range)
     if "category" not in table.columns:
         if not questions:
             raise DataError("--questions: the judgments carry no category; give MT-Bench's question.jsonl")
-        categories = {
-            q["question_id"]: q["category"]
-            for q in (json.loads(line) for line in Path(questions).read_text().splitlines() if line.strip())
-        }
-        table["category"] = table["question_id"].map(categories)
+        table["category"] = table["question_id"].map(_categories(questions))
         if table["category"].isna().any():
             raise DataError(f"--questions: {questions} lacks some judged question ids")
+
+    def summary(group: pd.DataFrame) -> dict:
+        return mt_bench_metrics.summarize(group) | {"n_out_of_range": int(out_of_range[group.index].sum())}
+
     if "model" in table.columns and table["model"].nunique() > 1:
-        return {
-            model: mt_bench_metrics.summarize(group) for model, group in table.groupby("model", sort=True)
-        }
-    return mt_bench_metrics.summarize(table)
+        return {model: summary(group) for model, group in table.groupby("model", sort=True)}
+    return summary(table)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _categories(questions: str) -> dict:
+    """question_id -> category from MT-Bench's question.jsonl, or one line naming what is wrong."""
+    path = Path(questions)
+    if not path.is_file():
+        raise DataError(f"--questions: file not found: {questions}")
+    categories = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"--questions: {questions} is not UTF-8 text") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            categories[record["question_id"]] = record["category"]
+        except (ValueError, KeyError, TypeError):
+            raise DataError(
+                f"--questions: {questions} line {number} is not a question record "
+                "(JSON with question_id and category)"
+            ) from None
+    return categories
 
 
 def score_command(args: argparse.Namespace) -> str:
     if args.eval_command == "score-alpaca":
-        return json.dumps(score_alpaca(args.annotations, args.difficulty, args.cache_dir), indent=2)
-    return json.dumps(score_mt_bench(args.judgments, args.questions), indent=2)
+        result = score_alpaca(args.annotations, args.difficulty, args.cache_dir)
+    else:
+        result = score_mt_bench(args.judgments, args.questions)
+    return json.dumps(_no_nan(result), indent=2, allow_nan=False)  # valid JSON: NaN is not
+
+
+def _no_nan(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    return value

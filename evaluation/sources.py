@@ -52,7 +52,12 @@ def resolve(source: str, field: str, cache_dir: str | Path) -> Path:
 
 def read_records(path: Path, field: str) -> list[dict[str, Any]]:
     """Rows of a JSON list or JSONL file."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{field}: {path} is not UTF-8 text (byte {exc.start})") from None
+    except IsADirectoryError:
+        raise DataError(f"{field}: {path} is a folder, not a file") from None
     try:
         if path.suffix == ".jsonl":
             return [json.loads(line) for line in text.splitlines() if line.strip()]

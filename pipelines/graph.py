@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distilabel.pipeline import Pipeline
-from distilabel.steps import LoadDataFromDicts, StepResources
+from distilabel.steps import StepResources
 from distilabel.steps.base import _Step
 
 from tapir.engine_client import TapirEngineClient
@@ -37,6 +37,7 @@ from tapir.pipelines.steps import (
     CurriculumPlanner,
     ExpansionsToSeeds,
     KeepForReport,
+    LoadSeedRows,
     MergePool,
     ModelFittingDifficulty,
     PickHardSeeds,
@@ -178,7 +179,7 @@ def build_pipeline(
         description=recipe.description or "TAPIR curriculum data",
         cache_dir=str(context.cache_dir / "distilabel"),
     ) as pipeline:
-        load = LoadDataFromDicts(name="load_seeds", data=seeds, batch_size=recipe.pipeline.batch_size)
+        load = LoadSeedRows(name="load_seeds", data=seeds, batch_size=recipe.pipeline.batch_size)
         seeds_chain = _respond_grade_classify(recipe, context, suffix="")
         load >> seeds_chain.first
         pool_inputs = [seeds_chain.last]

@@ -25,7 +25,7 @@ from tapir.manifest import contains_secret, error_line, scrub
 from tapir.pipelines.card import data_files, write_card
 from tapir.pipelines.review import AGREEMENT, DECISIONS, load_agreements
 from tapir.recipe import Recipe
-from tapir.staging import staging_dir, swap_into_place
+from tapir.staging import claim_output, mark_output, staging_dir, swap_into_place
 
 RUN_FILES = ("recipe.yaml", "manifest.json", "summary.json")
 
@@ -109,7 +109,15 @@ def build_upload(recipe: Recipe, round_: int | str, target: Path) -> list[str]:
     if not summary_path.is_file() or not manifest_path.is_file():
         raise DataError(f"{run}: no finished data run here (run `make data` first)")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise DataError(f"{manifest_path}: not a readable tapir manifest (rerun `make data`)") from None
+    if manifest.get("failed_calls"):
+        raise DataError(
+            f"output_dir: the data run in {run} is incomplete ({manifest['failed_calls']} LLM call(s) "
+            "failed for good); rerun `make data` before publishing it"
+        )
     files = _selected_files(recipe, summary, round_)
     missing = [f for f in files if not (run / f).is_file()]
     if missing:
@@ -157,13 +165,11 @@ def push(
     private = recipe.hub.private if private is None else private
     if dry_run:
         folder = Path(to) if to else recipe.resolved_hub_dir
-        if folder.exists() and any(folder.iterdir()) and not (folder / "manifest.json").is_file():
-            raise DataError(
-                f"--to: {folder} exists and is not an earlier tapir upload folder; not replacing it"
-            )
+        claim_output(folder, "push", "--to" if to else "hub.output_dir")
         staging = staging_dir(folder)
         try:
             files = build_upload(recipe, round_, staging)
+            mark_output(staging, "push")
             swap_into_place(staging, folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -8,17 +8,46 @@ cache writes). On 2 cores at Alpaca's size that single main-process loop, not th
 endpoint, set the pace. Both are fixed for a run, so we compute the location once per run and
 save the YAML once; the batch manager and stage status are still saved after every batch, so
 a run stopped half-way resumes exactly as before.
+
+It also keeps distilabel's write buffer from failing on sparse columns: the buffer writes a
+leaf step's rows in several parquet files and, at the end, reads each back with the *first*
+file's schema unless the column names changed. An error column that is all null in the first
+file (type ``null``) and holds a reason in a later one (``string``) then ended the whole run in
+``ArrowNotImplementedError: Unsupported cast from string to null`` — any run whose first rows
+parsed cleanly and a later one did not (a flaky endpoint made it likely).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
 from distilabel.pipeline import Pipeline
+from distilabel.pipeline.write_buffer import _WriteBuffer
+
+
+class _TypeWideningWriteBuffer(_WriteBuffer):
+    """Keeps each leaf step's schema the widest seen so far (``null`` widens to any type)."""
+
+    def _write(self, step_name: str) -> None:
+        last = self._buffer_last_schema.get(step_name)
+        if last is not None and self._buffers[step_name]:
+            try:
+                seen = pa.Table.from_pylist(self._buffers[step_name]).schema
+                if set(seen.names) == set(last.names) and not seen.equals(last):
+                    widened = pa.unify_schemas([last, seen], promote_options="permissive")
+                    self._buffer_last_schema[step_name] = pa.schema([widened.field(n) for n in last.names])
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                pass  # distilabel's own handling applies
+        super()._write(step_name)
 
 
 class TapirPipeline(Pipeline):
     _tapir_location: dict[str, Any] | None = None
+
+    def _setup_write_buffer(self, use_cache: bool = True) -> None:
+        super()._setup_write_buffer(use_cache)
+        self._write_buffer.__class__ = _TypeWideningWriteBuffer
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         self._tapir_location = None

@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from tapir.llms import USAGE_FILE_PREFIX
+from tapir.redaction import ScrubbingFormatter
 
 
 @dataclass
@@ -166,7 +167,7 @@ def distilabel_logs_to(log_file: Path) -> Iterator[None]:
     original = pipeline_base.setup_logging
     log_file.parent.mkdir(parents=True, exist_ok=True)
     file_handler = logging.FileHandler(log_file, encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)-8s %(name)s %(message)s"))
+    file_handler.setFormatter(ScrubbingFormatter("[%(asctime)s] %(levelname)-8s %(name)s %(message)s"))
 
     def setup_logging(log_queue=None, filename=None, logging_handlers=None) -> None:
         original(log_queue=log_queue, filename=filename, logging_handlers=[file_handler])

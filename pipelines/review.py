@@ -39,6 +39,7 @@ from tapir.pipelines.review_records import (
 )
 from tapir.pipelines.review_sample import stratified_sample
 from tapir.recipe import Recipe
+from tapir.staging import claim_output, mark_output
 
 SAMPLE, PUSHED, ANSWERS, DECISIONS, AGREEMENT = (
     "sample.parquet",
@@ -92,6 +93,7 @@ def push_review(
         )
         return folder
 
+    claim_output(recipe.resolved_review_dir, "review", "review.output_dir")
     connection = resolve(recipe.review.argilla)
     client = connect(connection)
     dataset = _dataset_for(client, connection, name, build_settings(recipe, split, client))
@@ -100,6 +102,7 @@ def push_review(
     except Exception as error:
         raise EndpointError(f"review: logging records to {name!r} failed ({error_line(error)})") from None
 
+    mark_output(recipe.resolved_review_dir, "review")
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(sample).to_parquet(folder / SAMPLE)
     write_json(
@@ -162,6 +165,7 @@ def pull_review(recipe: Recipe, console: Console, round_: int | str | None = Non
     """Read the answers back; write answers, decisions and the agreement report beside the round."""
     split = split_name(round_ if round_ is not None else recipe.review.round)
     name = dataset_name(recipe, split)
+    claim_output(recipe.resolved_review_dir, "review", "review.output_dir")
     connection = resolve(recipe.review.argilla)
     client = connect(connection)
     dataset = find_dataset(client, connection, name)
@@ -183,6 +187,8 @@ def write_pulled(
     report = agreement(answers, decisions, sent=len(records))
     report.update({"split": split, "source": source, "pulled": now_utc()})
 
+    claim_output(recipe.resolved_review_dir, "review", "review.output_dir")
+    mark_output(recipe.resolved_review_dir, "review")
     folder = recipe.resolved_review_dir / split
     staging = folder.parent / f".{split}.pull-partial"
     shutil.rmtree(staging, ignore_errors=True)

@@ -15,7 +15,7 @@ import yaml
 from rich.console import Console
 
 from tapir.engines import EngineSet
-from tapir.errors import DataError, TapirError
+from tapir.errors import DataError, IncompleteRunError, TapirError
 from tapir.llm_factory import LLMContext, model_id, preflight
 from tapir.llms import read_usage
 from tapir.manifest import library_versions, now_utc, sha256_file, write_json
@@ -26,9 +26,9 @@ from tapir.pipelines.progress import LiveProgress, distilabel_logs_to
 from tapir.pipelines.report import plot_summary, print_summary, summarise
 from tapir.pipelines.review_corrections import applied_summary, load_corrections
 from tapir.pipelines.seeds import describe_source, load_seeds
-from tapir.pipelines.steps import PLACEHOLDER
+from tapir.pipelines.steps import PLACEHOLDER, STEP_ERROR
 from tapir.recipe import Recipe
-from tapir.staging import staging_dir, swap_into_place
+from tapir.staging import claim_output, mark_output, staging_dir, swap_into_place
 
 # Columns that only matter inside the graph.
 _INTERNAL = {PLACEHOLDER}
@@ -82,11 +82,18 @@ def _explain_empty(pool: list[dict[str, Any]]) -> str:
 
 
 def run_data(
-    recipe: Recipe, console: Console, recipe_path: str | None = None, engines: EngineSet | None = None
+    recipe: Recipe,
+    console: Console,
+    recipe_path: str | None = None,
+    engines: EngineSet | None = None,
+    reask_unparsed: bool = False,
 ) -> Path:
     """Run the TAPIR data pipeline for ``recipe``; returns the output folder. With ``engines``
-    (``tapir distill``) the run uses the caller's engines and leaves them running."""
+    (``tapir distill``) the run uses the caller's engines and leaves them running; with
+    ``reask_unparsed`` cached answers that did not parse are asked again."""
     started = time.perf_counter()
+    out_dir = recipe.resolved_output_dir
+    claim_output(out_dir, "data", "output_dir")
     for role in ("teacher", "student", "judge"):
         preflight(recipe.role(role), role)
     seeds = load_seeds(recipe.seeds, recipe.seed)
@@ -100,7 +107,6 @@ def run_data(
             f"from {len(corrections.sources)} pulled review(s)"
         )
 
-    out_dir = recipe.resolved_output_dir
     staging = staging_dir(out_dir)
     (staging / "logs").mkdir(parents=True)
     owned = engines is None
@@ -108,12 +114,16 @@ def run_data(
         engines = EngineSet(Path(recipe.cache_dir), log_dir=staging / "logs", seed=recipe.seed)
     try:
         context = LLMContext(
-            cache_dir=Path(recipe.cache_dir), usage_dir=staging / "logs", seed=recipe.seed, engines=engines
+            cache_dir=Path(recipe.cache_dir),
+            usage_dir=staging / "logs",
+            seed=recipe.seed,
+            engines=engines,
+            reask_unparsed=reask_unparsed,
         )
         pipeline = build_pipeline(recipe, seeds, context, corrections)
         if recipe.pipeline.runner == "ray":
             pipeline = pipeline.ray(ray_head_node_url=recipe.pipeline.ray_address)
-        use_cache = _completed_before(pipeline, context)
+        use_cache = _completed_before(pipeline, context) and not reask_unparsed
         prices = {
             role: spec.price_per_million_tokens
             for role in ("teacher", "student", "judge")
@@ -133,6 +143,10 @@ def run_data(
         if distiset is None:
             raise TapirError("pipeline: distilabel returned no result (see its log above)")
 
+        if CURRICULUM in distiset:
+            for row in distiset[CURRICULUM]["train"].to_list():
+                if row.get(STEP_ERROR):
+                    raise DataError(row[STEP_ERROR])
         pool = _rows(distiset, POOL)
         expansions = _rows(distiset, EXPANSION_AUDIT)
         selected = _rows(distiset, SELECTED)
@@ -141,6 +155,7 @@ def run_data(
             raise DataError(f"curriculum: nothing to train on: {_explain_empty(pool)}")
 
         usage = read_usage(staging / "logs")
+        failed_calls = int(sum(numbers.get("failed_calls", 0) for numbers in usage.values()))
         summary = summarise(
             pool,
             expansions,
@@ -161,8 +176,9 @@ def run_data(
         manifest = _manifest(recipe, recipe_path, seeds, files, summary, staging, pipeline)
         write_json(staging / "manifest.json", manifest)
         write_card(staging / "README.md", recipe, summary, manifest)
+        mark_output(staging, "data")
         swap_into_place(staging, out_dir)
-        if not any(numbers.get("failed_calls") for numbers in usage.values()):
+        if not failed_calls:
             # distilabel's cache holds the failed rows as they came out; a re-run must instead
             # run the graph afresh, the response cache answering all but the failed requests.
             _mark_completed(pipeline, context)
@@ -174,6 +190,12 @@ def run_data(
         f"[green]wrote[/] {out_dir} in {summary['elapsed_s']:.0f}s "
         f"({summary['llm_calls_this_run']} LLM calls this run)"
     )
+    if failed_calls:
+        raise IncompleteRunError(
+            f"llm calls: {failed_calls} request(s) failed for good after retries; {out_dir} holds the "
+            "rows that did not need them (marked incomplete, `tapir train` refuses it); "
+            "rerun `tapir data` to ask exactly those again"
+        )
     return out_dir
 
 
@@ -225,6 +247,8 @@ def _manifest(recipe, recipe_path, seeds, files, summary, staging: Path, pipelin
             "decisions": summary["review"]["sources"],
         },
         "llm_calls_this_run": summary["llm_calls_this_run"],
+        # Calls that failed for good: their rows are missing, so the data is not final.
+        "failed_calls": int(sum(n.get("failed_calls", 0) for n in summary["usage"].values())),
         "elapsed_s": summary["elapsed_s"],
     }
 

@@ -43,7 +43,20 @@ def _read_local(path: Path, location: str) -> list[dict[str, Any]]:
             return pq.read_table(path).to_pylist()
         except Exception as exc:  # pyarrow raises several types for unreadable files
             raise DataError(f"seeds.source: cannot read {location}: {str(exc).splitlines()[0]}") from None
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"seeds.source: {location} is not UTF-8 text (byte {exc.start})") from None
+    if suffix == ".json" and text.lstrip().startswith("{"):
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None  # JSON Lines in a .json file: read line by line below
+        if isinstance(whole, dict):
+            raise DataError(
+                f"seeds.source: {location} holds one JSON object; seeds are a list of objects "
+                "(a JSON array, or one object per line)"
+            )
     if suffix == ".jsonl" or (suffix == ".json" and not text.lstrip().startswith("[")):
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -62,8 +75,13 @@ def _read_local(path: Path, location: str) -> list[dict[str, Any]]:
             raise DataError(
                 f"seeds.source: {location} is not valid JSON ({exc.msg}, line {exc.lineno})"
             ) from None
-    if not all(isinstance(row, dict) for row in rows):
-        raise DataError(f"seeds.source: {location} must hold JSON objects, one per row")
+    if not isinstance(rows, list):
+        raise DataError(f"seeds.source: {location} must hold a list of JSON objects")
+    for number, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(
+                f"seeds.source: row {number} of {location} is a {type(row).__name__}, not a JSON object"
+            )
     return rows
 
 
@@ -116,10 +134,26 @@ def load_seeds(source: SeedSource, seed: int) -> list[dict[str, Any]]:
     seen: dict[tuple[str, str], int] = {}
     for number, row in enumerate(rows):
         instruction = row.get(source.instruction_column)
-        if instruction is None or not str(instruction).strip():
+        if instruction is not None and not isinstance(instruction, str):
+            raise DataError(
+                f"seeds: row {number} of {location}: {source.instruction_column!r} is a "
+                f"{type(instruction).__name__}, not text"
+            )
+        if instruction is None or not instruction.strip():
             raise DataError(f"seeds: row {number} of {location} has an empty {source.instruction_column!r}")
-        text = str(instruction).strip()
+        text = instruction.strip()
+        raw_input = row.get(source.input_column) if source.input_column else None
+        if isinstance(raw_input, (dict, list)):
+            raise DataError(
+                f"seeds: row {number} of {location}: {source.input_column!r} is a "
+                f"{type(raw_input).__name__}, not text"
+            )
         extra = _input_of(row, source.input_column).strip()
+        if len(text) + len(extra) > source.max_chars:
+            raise DataError(
+                f"seeds: row {number} of {location} is {len(text) + len(extra):,} characters long; "
+                f"seeds.max_chars allows {source.max_chars:,} (raise it if your models' context can)"
+            )
         key = (" ".join(text.lower().split()), " ".join(extra.lower().split()))
         if key in seen:
             raise DataError(

@@ -7,18 +7,23 @@ that the run summary reads.
 """
 
 import hashlib
+import json
 import random
 from typing import Any
 
-from distilabel.steps import GlobalStep, Step, StepInput
+from distilabel.steps import GlobalStep, LoadDataFromDicts, Step, StepInput
 from pydantic import Field
 
+from tapir.errors import DataError
 from tapir.pipelines.curriculum import plan_curriculum
 from tapir.pipelines.prompts import render
 from tapir.pipelines.rebalance import rebalance
 
 HARD, EASY, EXCLUDED = "hard", "easy", "excluded"
 PLACEHOLDER = "placeholder"
+# Set on the placeholder row a global step yields when the recipe asks what the rows cannot
+# give: distilabel would log the step's exception and go on with no rows, losing the reason.
+STEP_ERROR = "step_error"
 METADATA = "distilabel_metadata"
 EXPANDED_SUFFIX = "_expanded"
 
@@ -30,6 +35,22 @@ FAILURE_COLUMNS = [
     ("student_score_error", "judge grade of student"),
     ("task_error", "task label"),
 ]
+
+
+class LoadSeedRows(LoadDataFromDicts):
+    """The seed rows, with a hash of their content in the step's signature.
+
+    distilabel leaves ``data`` out of the signature, so a changed seed file or ``seeds.limit``
+    looked like an exact re-run and its cache replayed the previous seeds' rows.
+    """
+
+    rows_sha256: str = Field("", description="sha256 of the seed rows (set from ``data``).")
+
+    def model_post_init(self, context: Any) -> None:
+        super().model_post_init(context)
+        if self.data and not self.rows_sha256:
+            canonical = json.dumps(self.data, sort_keys=True, default=str, ensure_ascii=False)
+            self.rows_sha256 = hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def placeholder_row() -> dict[str, Any]:
@@ -301,16 +322,20 @@ class CurriculumPlanner(GlobalStep):
             return
         hard_pool = [i for i, r in enumerate(rows) if r["difficulty"] == HARD for _ in range(r["copies"])]
         easy_pool = [i for i, r in enumerate(rows) if r["difficulty"] == EASY for _ in range(r["copies"])]
-        plan = plan_curriculum(
-            hard_pool,
-            easy_pool,
-            self.hard_share,
-            random.Random(self.seed),
-            round_size=self.round_size,
-            carry_over=self.carry_over,
-            warmup_pool=list(range(len(rows))),
-            warmup_size=self.warmup_size,
-        )
+        try:
+            plan = plan_curriculum(
+                hard_pool,
+                easy_pool,
+                self.hard_share,
+                random.Random(self.seed),
+                round_size=self.round_size,
+                carry_over=self.carry_over,
+                warmup_pool=list(range(len(rows))),
+                warmup_size=self.warmup_size,
+            )
+        except DataError as error:
+            yield [{**placeholder_row(), STEP_ERROR: str(error)}]
+            return
         out = [self._example(rows[i], "warmup", 0, False) for i in plan.warmup]
         for round_plan in plan.rounds:
             split = f"round_{round_plan.round}"

@@ -11,6 +11,7 @@ from distilabel.steps import StepInput
 from distilabel.steps.tasks import Task
 from pydantic import Field
 
+from tapir.llms import CACHE_KEY
 from tapir.pipelines.parsing import (
     parse_expanded_instruction,
     parse_judge_score,
@@ -43,6 +44,20 @@ class PlaceholderAwareTask(Task):
             yield [{**row, **{name: None for name in self.outputs}} for row in inputs]
             return
         yield from super().process(real)
+
+    def _format_outputs(self, outputs: Any, input: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """A call that failed for good (``failures``, from tapir's LLMs) puts its reason in the
+        row's error column (the second output), not a bare "no output" nor an extra column."""
+        failures = outputs.pop("failures", None) if isinstance(outputs, dict) else None
+        key = outputs.pop(CACHE_KEY, None) if isinstance(outputs, dict) else None
+        rows = super()._format_outputs(outputs, input)
+        for row, reason in zip(rows, failures or []):
+            if reason:
+                row[self.outputs[1]] = f"call failed: {reason}"
+        mark = getattr(self.llm, "mark_unparsed", None)
+        if key and mark is not None and not failures and any(row.get(self.outputs[1]) for row in rows):
+            mark(key)  # a real answer that did not parse: final, unless --reask-unparsed
+        return rows
 
 
 class ResponseGenerator(PlaceholderAwareTask):

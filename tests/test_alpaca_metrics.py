@@ -161,8 +161,8 @@ def test_score_alpaca_command_prints_one_json_object(tmp_path):
         check=True,
     )
     result = json.loads(done.stdout)
-    assert set(result) == {"win_rate", "standard_error", "length_controlled_winrate", "n_total"}
-    assert result["n_total"] == 805
+    assert set(result) == {"win_rate", "standard_error", "length_controlled_winrate", "n_total", "n_unjudged"}
+    assert result["n_total"] == 805 and result["n_unjudged"] == 0
     offline = subprocess.run(
         [*command, "--annotations", str(ANNOTATIONS / "vicuna-13b.json")],
         capture_output=True,

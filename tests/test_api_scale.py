@@ -81,21 +81,3 @@ def test_replicas_go_to_chain_clients_only_and_keep_every_signature(tmp_path):
     data["pipeline"] = {"batch_size": 4, "replicas": 2}
     plan = dry_run(recipe_from_dict(data), Console(file=io.StringIO()))
     assert plan["replicas"] == dict.fromkeys(replicated, 2)  # the plan says so
-
-
-def test_failed_calls_are_asked_again_and_a_healthy_rerun_equals_a_run_never_faulted(tmp_path):
-    """A run whose requests failed for good (no retries allowed) is not final: the re-run
-    against a healthy endpoint asks again, and its data equals a run that never saw a fault."""
-    bench = _benchmark()
-    small = {"latency_ms": 20, "concurrency": 8, "batch_size": 16, "timeout_s": 1.0}
-    faults = {**bench.FAULTS, "retry_after_s": 0.05}
-    flaky = bench.run_scale(tmp_path / "run", 40, faults=faults, max_retries=0, **small)
-    assert flaky["exit_code"] == 0, (tmp_path / "run" / "tapir.log").read_text()[-3000:]
-    assert flaky["failed_calls"] > 0 and flaky["retries"] == 0
-    healed = bench.run_scale(tmp_path / "run", 40, **small)  # same cache, healthy endpoint
-    assert healed["exit_code"] == 0 and healed["failed_calls"] == 0
-    assert 0 < healed["requests"] < flaky["requests"]  # the failed ones (and what they held up)
-    bench.run_scale(tmp_path / "clean", 40, **small)
-    for split in sorted(p.name for p in (tmp_path / "clean" / "out" / "data").iterdir()):
-        healed_file = tmp_path / "run" / "out" / "data" / split
-        assert healed_file.read_bytes() == (tmp_path / "clean" / "out" / "data" / split).read_bytes(), split

@@ -88,5 +88,5 @@ def test_dry_run_never_replaces_a_folder_that_is_not_an_upload(tmp_path):
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
     result = tapir("push", "--recipe", str(path), "--dry-run", "--to", str(precious))
-    assert_one_line_error(result, "is not an earlier tapir upload folder")
+    assert_one_line_error(result, "is not a tapir push folder")
     assert (precious / "notes.txt").read_text() == "keep me"

@@ -7,6 +7,7 @@ import pytest
 from rich.console import Console
 
 from tapir.pipelines.run import run_data
+from tapir.staging import OUTPUT_MARKER
 from tapir.testing import MALFORMED
 
 from .conftest import make_recipe
@@ -81,6 +82,14 @@ def test_full_graph_writes_curriculum_and_counts_failures(tmp_path, scripted):
     summary_changed = json.loads((out_changed / "summary.json").read_text())
     assert summary_changed["llm_calls_this_run"] == 0
     assert summary_changed["curriculum"][1]["hard_share_target"] == 0.5
+
+    # --reask-unparsed asks again exactly the cached answers that did not parse (the scripted
+    # model gives the same ones, so the data does not change).
+    reasked = json.loads(
+        (run_data(recipe, Console(quiet=True), reask_unparsed=True) / "summary.json").read_text()
+    )
+    assert reasked["llm_calls_this_run"] == sum(summary["parse_failures"].values()) > 0
+    assert reasked["curriculum"] == summary["curriculum"]
 
 
 def test_no_secret_reaches_outputs_or_cache(tmp_path, scripted, monkeypatch):
@@ -173,7 +182,8 @@ def test_hub_dry_run_is_the_upload_and_loads_with_datasets(tmp_path, scripted, m
         {"name": "tapir-tiny", "organization": "org", "visibility": "private", "type": "dataset"}
     ]
     uploaded = hub.files["org/tapir-tiny"]
-    assert uploaded == {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    local = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert uploaded == {k: v for k, v in local.items() if k != OUTPUT_MARKER}  # the marker stays local
     assert hub.tokens == {planted} and not any(planted.encode() in blob for blob in uploaded.values())
 
     # One round only: the card declares exactly that split.

@@ -44,3 +44,29 @@ def test_swap_replaces_the_target_only_once_the_new_one_is_complete(tmp_path):
     swap_into_place(staging, target)
     assert [p.name for p in target.iterdir()] == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or old copy left
+
+
+def test_a_stage_writes_only_where_it_wrote_before(tmp_path):
+    import pytest
+
+    from tapir.errors import DataError
+    from tapir.staging import claim_output, mark_output
+
+    claim_output(tmp_path / "absent", "data", "output_dir")  # absent: fine
+    (tmp_path / "empty").mkdir()
+    claim_output(tmp_path / "empty", "data", "output_dir")  # empty: fine
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"^output_dir: .*user exists and is not a tapir data folder"):
+        claim_output(user, "data", "output_dir")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match=r"^output_dir: .*file is a file"):
+        claim_output(tmp_path / "file", "data", "output_dir")
+    ours = tmp_path / "ours"
+    mark_output(ours, "data")
+    (ours / "data.parquet").write_text("x")
+    claim_output(ours, "data", "output_dir")  # an earlier data run: may be replaced
+    with pytest.raises(DataError, match=r"^training.output_dir: .*ours holds a tapir data run"):
+        claim_output(ours, "train", "training.output_dir")
+    assert (user / "notes.txt").read_text() == "mine"

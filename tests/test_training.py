@@ -262,6 +262,7 @@ def test_closed_loop_regrades_only_the_student(tmp_path, tiny_model):
     assert "Logging error" not in result.stderr  # distilabel's log queue is gone before training
 
     seen = pool(recipe.resolved_output_dir)  # every instruction answered and graded so far
+    graded = _graded(seen)  # (instruction, answer) pairs the judge has graded
     train_dir = recipe.resolved_train_dir
     assert [p.name for p in (train_dir / "logs").glob("engine.*.log")] == ["engine.scripted_canned.log"]
     names = ["warmup", "round_1", "round_2"]
@@ -276,8 +277,11 @@ def test_closed_loop_regrades_only_the_student(tmp_path, tiny_model):
         # were not graded again (cache): the judge's other calls are the grade and the task
         # label of each instruction new to this pass (expansions of newly hard seeds).
         new = [i for i in rows if i not in seen]
+        # An answer graded before for the same instruction (an empty one, say, which the teacher
+        # gave too) is a grade prompt asked before: the response cache answers it.
+        repeated = sum((i, rows[i]["student_response"] or "") in graded for i in rows)
         assert usage["student"]["calls"] == len(rows)
-        assert usage["judge"]["calls"] == len(rows) + 2 * len(new)
+        assert usage["judge"]["calls"] == len(rows) - repeated + 2 * len(new)
         kept = [i for i in rows if i in seen]
         assert kept and all(rows[i]["teacher_score"] == seen[i]["teacher_score"] for i in kept)
         assert any(rows[i]["student_response"] != seen[i]["student_response"] for i in kept)
@@ -287,6 +291,13 @@ def test_closed_loop_regrades_only_the_student(tmp_path, tiny_model):
         trained_on = json.loads((train_dir / after / "manifest.json").read_text())["data"]["path"]
         assert trained_on == str(rescored / "data" / f"{after}.parquet")
         seen.update({i: rows[i] for i in new})
+        graded.update(_graded(rows))
+
+
+def _graded(rows: dict[str, dict]) -> set[tuple[str, str]]:
+    return {
+        (i, row[who] or "") for i, row in rows.items() for who in ("student_response", "teacher_response")
+    }
 
 
 def pool(run: Path) -> dict[str, dict]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tapir.errors import DataError
+from tapir.manifest import error_line
 
 #: The round before round 1, trained on the easiest rows (its file: ``data/warmup.parquet``).
 WARMUP = "warmup"
@@ -17,23 +18,38 @@ def parquet_rows(path: Path) -> int:
         return 0
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path).metadata.num_rows
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{path.stem}: cannot read {path} ({error_line(exc)})") from None
 
 
 def check_round_file(path: Path, name: str) -> int:
     """Row count of a round file; one error line if it is missing or empty."""
     if not path.is_file():
         raise DataError(f"{name}: round file missing: {path} (run `make data` first)")
-    try:
-        rows = parquet_rows(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise DataError(f"{name}: cannot read {path} ({exc})") from None
+    rows = parquet_rows(path)
     if rows == 0:
         raise DataError(
             f"{name}: {path} has no rows; the curriculum left this round empty "
             "(see the data run's summary: more seeds, a lower difficulty.delta or curriculum.round_size)"
         )
+    _check_messages_column(path, name)
     return rows
+
+
+def _check_messages_column(path: Path, name: str) -> None:
+    """The round's ``messages`` are lists of {role, content} turns, as ``tapir data`` writes them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    if "messages" not in schema.names:
+        raise DataError(f"{name}: {path} has no 'messages' column (columns: {', '.join(schema.names)})")
+    kind = schema.field("messages").type
+    turns = kind.value_type if pa.types.is_list(kind) or pa.types.is_large_list(kind) else None
+    if turns is None or not pa.types.is_struct(turns) or not {"role", "content"} <= {f.name for f in turns}:
+        raise DataError(f"{name}: {path}: 'messages' is {kind}, not a list of {{role, content}} turns")
 
 
 def load_round(path: Path, name: str) -> Any:

@@ -23,6 +23,7 @@ from rich.console import Console
 from tapir.errors import DataError
 from tapir.manifest import library_versions, now_utc, sha256_file, write_json
 from tapir.recipe import Recipe
+from tapir.staging import claim_output, mark_output
 from tapir.training.closed_loop import RESCORED, rescore
 from tapir.training.round_data import WARMUP, check_round_file, parquet_rows
 from tapir.training.sft import RoundSpec
@@ -67,13 +68,29 @@ def round_key(recipe: Recipe, name: str, data_sha: str, parent_key: str, templat
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     path = folder / MANIFEST
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise DataError(
+            f"{path}: not a readable tapir manifest (damaged? rerun the stage that wrote it)"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: not a readable tapir manifest (damaged? rerun the stage that wrote it)")
+    return manifest
 
 
 def check_data(data_dir: Path, names: list[str], closed_loop: bool) -> None:
     """Every round file the run will need from ``tapir data`` exists and has rows, before any training."""
-    if not (data_dir / "manifest.json").is_file():
+    manifest = read_manifest(data_dir)
+    if manifest is None:
         raise DataError(f"output_dir: no finished data run in {data_dir} (run `make data` first)")
+    if manifest.get("failed_calls"):
+        raise DataError(
+            f"output_dir: the data run in {data_dir} is incomplete ({manifest['failed_calls']} LLM "
+            "call(s) failed for good); rerun `make data` to ask them again before training"
+        )
     for name in names:
         if closed_loop and name != names[0]:
             continue  # built by the re-score after the previous round
@@ -95,12 +112,13 @@ def run_training(
     train_dir = recipe.resolved_train_dir
     names = round_names(recipe, data_dir)
     check_data(data_dir, names, closed_loop)
+    claim_output(train_dir, "train", "training.output_dir")
     template = template_file(recipe)
     template_sha = hashlib.sha256(template.read_bytes()).hexdigest() if template else "tokenizer"
     start = base_model(recipe)
     preflight(start, recipe)
     parent_key = f"base:{start_model_name(recipe)}"
-    train_dir.mkdir(parents=True, exist_ok=True)
+    mark_output(train_dir, "train")
     (train_dir / "recipe.yaml").write_text(
         yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
     )
