@@ -21,6 +21,7 @@ from tapir.engines import OPENAI_DEFAULT_URL, SERVED_BACKENDS, EngineSet, resolv
 from tapir.errors import EndpointError
 from tapir.llms import TapirTransformersLLM
 from tapir.recipe import ModelSpec
+from tapir.simulator import PREFLIGHT_ROLE, ROLE_HEADER
 
 # Stops a base model that runs past its turn in tapir's chat template.
 TURN_STOP = ["### Instruction:", "### Instructions:", "\n### Input:"]
@@ -228,3 +229,46 @@ def _check_endpoint(spec: ModelSpec, role: str, timeout_s: float) -> None:
     if served and spec.model not in served and "any" not in served:
         shown = ", ".join(str(name) for name in served[:5]) + (" …" if len(served) > 5 else "")
         raise EndpointError(f"{role}.model: {base_url} does not serve {spec.model!r} (it serves {shown})")
+    _check_chat_completion(spec, role, base_url, key, timeout_s)
+
+
+def _check_chat_completion(spec: ModelSpec, role: str, base_url: str, key: str, timeout_s: float) -> None:
+    """One tiny completion (1 token): a server that lists models but cannot answer a chat request
+    (a proxy that 404s it, an HTML login page) is one line now, not a run of failed rows. A
+    transient answer (time-out, 429, 5xx) is not a verdict on the endpoint: the run's own
+    retries deal with it."""
+    import httpx
+
+    if (base_url, spec.model) in _CHAT_CHECKED:
+        return
+    body = {"model": spec.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+    headers = {"Authorization": f"Bearer {key}", ROLE_HEADER: PREFLIGHT_ROLE}
+    try:
+        response = httpx.post(f"{base_url}/chat/completions", json=body, headers=headers, timeout=timeout_s)
+    except httpx.TimeoutException:
+        return
+    except httpx.HTTPError as exc:
+        reason = type(exc).__name__.replace("Error", " error").strip().lower()
+        raise EndpointError(f"{role}.base_url: cannot reach {base_url} ({reason})") from None
+    if response.status_code == 429 or response.status_code >= 500:
+        return
+    if response.status_code in (401, 403):
+        raise EndpointError(
+            f"{role}.api_key_env: {base_url} rejected the key in {spec.api_key_env} for a chat completion "
+            f"(HTTP {response.status_code})"
+        )
+    try:
+        choices = response.json()["choices"] if response.status_code == 200 else None
+        ok = isinstance(choices, list) and bool(choices) and isinstance(choices[0].get("message"), dict)
+    except (ValueError, AttributeError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise EndpointError(
+            f"{role}.base_url: {base_url}/chat/completions is not an OpenAI-compatible chat completion "
+            f"endpoint (HTTP {response.status_code})"
+        )
+    _CHAT_CHECKED.add((base_url, spec.model))
+
+
+# (endpoint, model) pairs whose chat completion answered well in this process: asked once.
+_CHAT_CHECKED: set[tuple[str, str]] = set()

@@ -4,7 +4,10 @@ Every role's LLM records each batch it generates (calls, tokens, empty generatio
 JSONL file per process, because distilabel runs steps in worker processes and a cached step
 makes no call at all: counting real calls is how we prove an unchanged re-run makes zero.
 Answers are also kept in a content-addressed cache (model settings + prompt), so when a recipe
-changes only the prompts that changed reach a model.
+changes only the prompts that changed reach a model. An engine client stores each answer the
+moment it arrives (a killed run re-asks only what was in flight); a call that failed is never
+stored, and a batch that raises becomes failed rows that say why; an answer that did not parse
+is marked, so ``tapir data --reask-unparsed`` can ask it again.
 The classes must be importable by name (distilabel reloads steps from its cache YAML), which
 is why each is a small named subclass rather than one built at run time: the engine client
 (``tapir.engine_client``) and in-process transformers.
@@ -62,6 +65,12 @@ class UsageLoggingMixin(BaseModel):
         False, exclude=True, description="Treat cached answers that failed to parse as not cached."
     )
 
+    # Set around one batch: which cache key each input of it has, and which were already stored.
+    _pending_keys: dict[str, str] = PrivateAttr(default_factory=dict)
+    _stored_keys: set[str] = PrivateAttr(default_factory=set)
+    _batch_failures: int = PrivateAttr(0)
+    _batch_failure_reason: str = PrivateAttr("")
+
     def generate_outputs(self, inputs: list[Any], num_generations: int = 1, **kwargs: Any):  # type: ignore[override]
         cache = open_cache(self.response_cache_dir)
         keys = [self._cache_key(i, num_generations, kwargs) for i in inputs]
@@ -104,12 +113,6 @@ class UsageLoggingMixin(BaseModel):
         cache = open_cache(self.response_cache_dir)
         if cache is not None:
             cache.set(UNPARSED_PREFIX + key, True)
-
-    # Set around one batch: which cache key each input of it has, and which were already stored.
-    _pending_keys: dict[str, str] = PrivateAttr(default_factory=dict)
-    _stored_keys: set[str] = PrivateAttr(default_factory=set)
-    _batch_failures: int = PrivateAttr(0)
-    _batch_failure_reason: str = PrivateAttr("")
 
     def remember_answer(self, input: Any, output: dict[str, Any]) -> None:
         """Cache one answer the moment it arrives, not when its whole batch has: a run killed
@@ -183,7 +186,7 @@ def open_cache(folder: str | None) -> Any:
 
 def _complete(output: dict[str, Any]) -> bool:
     """Only answers that arrived are cached: a failed call must be retried next run. (An empty
-    answer from an engine was asked twice before it got here: the model's, not a proxy's.)"""
+    answer from an engine was empty on every attempt: the model's, not a flaky proxy's.)"""
     generations = output.get("generations") or []
     return bool(generations) and all(g is not None for g in generations)
 

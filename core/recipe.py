@@ -135,7 +135,9 @@ class ModelSpec(StrictModel):
     context_length: int = Field(2048, gt=0, description="Context window to allocate (n_ctx / max_model_len).")
     threads: int | None = Field(None, gt=0, description="CPU threads for llamacpp (default: all cores).")
     seed: int | None = Field(None, description="Sampling seed (default: the recipe seed).")
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    timeout_s: float = Field(
+        120.0, ge=1, description="Per-request timeout in seconds (at least 1: clients take whole seconds)."
+    )
     max_retries: int = Field(
         4,
         ge=0,

@@ -34,6 +34,7 @@ MALFORMED = "MALFORMED"  # instructions containing it get unparseable judge/clas
 EMPTY = "EMPTYANSWER"  # instructions containing it get an empty teacher response
 HANG_MARKER = "HANGFOREVER"  # a prompt containing it never gets an answer (a time-out)
 ROLE_HEADER = "x-tapir-role"
+PREFLIGHT_ROLE = "preflight"  # tapir's one-token check before a run: never faulted, counted apart
 READY_LINE = "tapir-simulator listening on"
 
 FAULTS = ("429", "5xx", "timeout", "truncated", "garbage", "empty", "drop")
@@ -112,6 +113,7 @@ class Counters:
     requests: int = 0
     answered: int = 0
     answered_again: int = 0  # answers to a body that was answered before (a client asked twice)
+    preflight: int = 0  # tapir's pre-run checks (not in requests: they are not the run's traffic)
     in_flight: int = 0
     max_in_flight: int = 0
     hanging: int = 0
@@ -196,6 +198,11 @@ class Simulator:
 
     async def _chat(self, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter) -> bool:
         settings = self.settings
+        if headers.get(ROLE_HEADER) == PREFLIGHT_ROLE:
+            self.counters.preflight += 1
+            choice = {"index": 0, "message": {"role": "assistant", "content": "ok"}}
+            await _send(writer, 200, {"object": "chat.completion", "choices": [choice], "usage": None})
+            return True
         self.counters.requests += 1
         try:
             payload = json.loads(body)

@@ -396,6 +396,16 @@ CASES: list[Case] = [
             w, "unset", w.endpoint("teacher", "https://api.openai.com/v1"), env={"CORPUS_KEY": None}
         ),
     ),
+    (
+        "endpoint-chat-404",
+        "chat/completions is not an OpenAI-compatible",
+        lambda w: _data_with(w, "chat404", w.endpoint("teacher", w.urls["chat404"]), env={"CORPUS_KEY": "k"}),
+    ),
+    (
+        "endpoint-chat-html",
+        "chat/completions is not an OpenAI-compatible",
+        lambda w: _data_with(w, "chathtml", w.endpoint("judge", w.urls["chathtml"]), env={"CORPUS_KEY": "k"}),
+    ),
     # --- seed files -----------------------------------------------------------------------------
     (
         "seeds-file-missing",
@@ -1019,8 +1029,20 @@ class _Fixed(BaseHTTPRequestHandler):
         pass
 
 
-def _serve(status: int, body: bytes, kind: str) -> ThreadingHTTPServer:
-    handler = type("Handler", (_Fixed,), {"status": status, "body": body, "kind": kind})
+class _ListsModelsOnly(_Fixed):
+    """Lists models like an OpenAI endpoint, but answers chat requests with ``status``/``body``."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"object": "list", "data": [{"id": "sim", "object": "model"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _serve(status: int, body: bytes, kind: str, base: type = _Fixed) -> ThreadingHTTPServer:
+    handler = type("Handler", (base,), {"status": status, "body": body, "kind": kind})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -1033,6 +1055,8 @@ def results(tmp_path_factory, shared_data_module):
     root = tmp_path_factory.mktemp("corpus")
     not_found = _serve(404, b'{"detail": "Not Found"}', "application/json")
     html = _serve(200, b"<html>login page</html>", "text/html")
+    chat_404 = _serve(404, b'{"detail": "Not Found"}', "application/json", _ListsModelsOnly)
+    chat_html = _serve(200, b"<html>sign in</html>", "text/html", _ListsModelsOnly)
     port = BENCH.free_port()
     simulator = BENCH.start_simulator(port, 0, {"api_key": SIM_KEY, "models": "sim"}, root / "simulator.log")
     urls = {
@@ -1040,6 +1064,8 @@ def results(tmp_path_factory, shared_data_module):
         "html": f"http://127.0.0.1:{html.server_port}/v1",
         "sim": f"http://127.0.0.1:{port}/v1",
         "closed": f"http://127.0.0.1:{BENCH.free_port()}/v1",
+        "chat404": f"http://127.0.0.1:{chat_404.server_port}/v1",
+        "chathtml": f"http://127.0.0.1:{chat_html.server_port}/v1",
     }
     try:
         world = World(root, urls)
@@ -1069,8 +1095,8 @@ def results(tmp_path_factory, shared_data_module):
         return json.loads((root / "results.json").read_text())
     finally:
         simulator.terminate()
-        not_found.shutdown()
-        html.shutdown()
+        for server in (not_found, html, chat_404, chat_html):
+            server.shutdown()
 
 
 @pytest.fixture(scope="module")

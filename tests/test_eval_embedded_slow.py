@@ -70,5 +70,5 @@ def test_a_prompt_too_long_for_the_judge_is_counted_not_fatal(tmp_path):
     assert verdicts[0].value in ("m", "M")
     assert verdicts[1].value is None and verdicts[1].text == ""
     assert stats.call_errors == 2  # the first ask and the retry
-    assert stats.parse_failures == 1 and "context" in stats.last_error.lower()
+    assert stats.parse_failures == 1 and "prompt too long" in stats.last_error  # counted as such
     context.engine_set().stop()
