@@ -19,8 +19,13 @@ from pathlib import Path
 from tapir.errors import DataError
 
 OUTPUT_MARKER = ".tapir-output"
-# Folders written before the marker existed: the file that says which stage made them.
-_LEGACY_MARKS = {"data": "manifest.json", "train": "recipe.yaml", "eval": "leaderboard.csv"}
+# Folders written before the marker existed: the file (a glob) that says which stage made them.
+_LEGACY_MARKS = {
+    "data": "manifest.json",
+    "train": "recipe.yaml",
+    "eval": "leaderboard.csv",
+    "review": "*/push.json",  # a round's folder after `tapir review push`
+}
 
 
 def output_owner(folder: Path) -> str | None:
@@ -31,9 +36,10 @@ def output_owner(folder: Path) -> str | None:
             return str(json.loads(marker.read_text(encoding="utf-8"))["stage"])
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             return None
-    for stage, name in _LEGACY_MARKS.items():
-        if (folder / name).is_file() and (stage != "data" or _is_data_manifest(folder / name)):
-            return stage
+    for stage, pattern in _LEGACY_MARKS.items():
+        for path in folder.glob(pattern):
+            if path.is_file() and (stage != "data" or _is_data_manifest(path)):
+                return stage
     return None
 
 

@@ -70,3 +70,16 @@ def test_a_stage_writes_only_where_it_wrote_before(tmp_path):
     with pytest.raises(DataError, match=r"^training.output_dir: .*ours holds a tapir data run"):
         claim_output(ours, "train", "training.output_dir")
     assert (user / "notes.txt").read_text() == "mine"
+
+
+def test_folders_written_before_the_marker_are_still_recognised(tmp_path):
+    from tapir.staging import output_owner
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text('{"stage": "data"}')
+    (tmp_path / "review" / "round_1").mkdir(parents=True)
+    (tmp_path / "review" / "round_1" / "push.json").write_text("{}")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manifest.json").write_text('{"name": "not ours"}')
+    assert output_owner(tmp_path / "data") == "data" and output_owner(tmp_path / "review") == "review"
+    assert output_owner(tmp_path / "other") is None
