@@ -44,13 +44,13 @@ from tapir.manifest import scrub
 from tapir.simulator import ROLE_HEADER
 
 SLOT_POLL_S = 0.002
+SLOT_POLL_MAX_S = 0.02
 # How servers say a prompt does not fit (vLLM, llama.cpp, OpenAI, TGI wordings).
 _TOO_LONG = re.compile(
     r"context length|context window|too long|too many tokens|exceeds? (the )?(maximum|max|context)|"
     r"maximum (context|input|prompt)|n_ctx|max_model_len|longer than",
     re.IGNORECASE,
 )
-SLOT_POLL_MAX_S = 0.02
 
 
 class SlotLimiter:

@@ -227,6 +227,11 @@ def read_usage(usage_dir: str | Path) -> dict[str, dict[str, float]]:
     return totals
 
 
+def failed_call_count(usage: dict[str, dict[str, float]]) -> int:
+    """Calls that failed for good, over every role of ``read_usage``'s totals."""
+    return int(sum(numbers.get("failed_calls", 0) for numbers in usage.values()))
+
+
 def strip_generation_markers(template: str) -> str:
     """Remove transformers' ``{% generation %}`` tags, which other Jinja environments reject."""
     for tag in (

@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from tapir.errors import DataError, EndpointError, RecipeError
-from tapir.manifest import contains_secret, error_line, scrub
+from tapir.manifest import contains_secret, error_line, read_manifest, refuse_incomplete, scrub
 from tapir.pipelines.card import data_files, write_card
 from tapir.pipelines.review import AGREEMENT, DECISIONS, load_agreements
 from tapir.recipe import Recipe
@@ -109,15 +109,8 @@ def build_upload(recipe: Recipe, round_: int | str, target: Path) -> list[str]:
     if not summary_path.is_file() or not manifest_path.is_file():
         raise DataError(f"{run}: no finished data run here (run `make data` first)")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise DataError(f"{manifest_path}: not a readable tapir manifest (rerun `make data`)") from None
-    if manifest.get("failed_calls"):
-        raise DataError(
-            f"output_dir: the data run in {run} is incomplete ({manifest['failed_calls']} LLM call(s) "
-            "failed for good); rerun `make data` before publishing it"
-        )
+    manifest = read_manifest(run)
+    refuse_incomplete(manifest, run, "publishing it")
     files = _selected_files(recipe, summary, round_)
     missing = [f for f in files if not (run / f).is_file()]
     if missing:

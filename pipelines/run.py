@@ -17,7 +17,7 @@ from rich.console import Console
 from tapir.engines import EngineSet
 from tapir.errors import DataError, IncompleteRunError, TapirError
 from tapir.llm_factory import LLMContext, model_id, preflight
-from tapir.llms import read_usage
+from tapir.llms import failed_call_count, read_usage
 from tapir.manifest import library_versions, now_utc, sha256_file, write_json
 from tapir.pipelines.card import write_card
 from tapir.pipelines.dry_run import planned_rows
@@ -155,7 +155,7 @@ def run_data(
             raise DataError(f"curriculum: nothing to train on: {_explain_empty(pool)}")
 
         usage = read_usage(staging / "logs")
-        failed_calls = int(sum(numbers.get("failed_calls", 0) for numbers in usage.values()))
+        failed_calls = failed_call_count(usage)
         summary = summarise(
             pool,
             expansions,
@@ -248,7 +248,7 @@ def _manifest(recipe, recipe_path, seeds, files, summary, staging: Path, pipelin
         },
         "llm_calls_this_run": summary["llm_calls_this_run"],
         # Calls that failed for good: their rows are missing, so the data is not final.
-        "failed_calls": int(sum(n.get("failed_calls", 0) for n in summary["usage"].values())),
+        "failed_calls": failed_call_count(summary["usage"]),
         "elapsed_s": summary["elapsed_s"],
     }
 

@@ -21,7 +21,14 @@ import yaml
 from rich.console import Console
 
 from tapir.errors import DataError
-from tapir.manifest import library_versions, now_utc, sha256_file, write_json
+from tapir.manifest import (
+    library_versions,
+    now_utc,
+    read_manifest,
+    refuse_incomplete,
+    sha256_file,
+    write_json,
+)
 from tapir.recipe import Recipe
 from tapir.staging import claim_output, mark_output
 from tapir.training.closed_loop import RESCORED, rescore
@@ -66,31 +73,12 @@ def round_key(recipe: Recipe, name: str, data_sha: str, parent_key: str, templat
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    path = folder / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise DataError(
-            f"{path}: not a readable tapir manifest (damaged? rerun the stage that wrote it)"
-        ) from None
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: not a readable tapir manifest (damaged? rerun the stage that wrote it)")
-    return manifest
-
-
 def check_data(data_dir: Path, names: list[str], closed_loop: bool) -> None:
     """Every round file the run will need from ``tapir data`` exists and has rows, before any training."""
     manifest = read_manifest(data_dir)
     if manifest is None:
         raise DataError(f"output_dir: no finished data run in {data_dir} (run `make data` first)")
-    if manifest.get("failed_calls"):
-        raise DataError(
-            f"output_dir: the data run in {data_dir} is incomplete ({manifest['failed_calls']} LLM "
-            "call(s) failed for good); rerun `make data` to ask them again before training"
-        )
+    refuse_incomplete(manifest, data_dir, "training")
     for name in names:
         if closed_loop and name != names[0]:
             continue  # built by the re-score after the previous round
