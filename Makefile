@@ -58,7 +58,7 @@ $(ARGILLA_VENV)/.installed:
 	touch $@
 
 argilla-server: install argilla-env
-	$(BIN)/python -m tests.argilla_local
+	$(BIN)/python -m tapir.review.local_server
 
 dry-run: install
 	$(BIN)/tapir distill --recipe $(RECIPE) --dry-run $(ARGS)

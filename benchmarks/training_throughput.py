@@ -48,11 +48,11 @@ def conversations() -> list[dict[str, Any]]:
 
 def resolve_model(name: str, work: Path) -> str:
     if name == "embedded":
-        from tapir.training.student_model import materialize_embedded_student
+        from tapir.embedded_student import materialize_embedded_student
 
         return str(materialize_embedded_student(REPO / ".cache" / "tapir"))
     if name == "tiny":
-        from tapir.testing import build_tiny_student
+        from tests.tiny_student import build_tiny_student
 
         corpus = [m["content"] for row in conversations() for m in row["messages"]]
         return str(build_tiny_student(work / "tiny", corpus, context=2048))

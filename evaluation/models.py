@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tapir.errors import EvaluationError
-from tapir.llm_factory import CHECKPOINT_ID
 from tapir.recipe import Recipe
-from tapir.training.round_data import WARMUP
+from tapir.stage_contract import CHECKPOINT_ID, MANIFEST, TrainRun, curve_position, read_round_manifest
 
 ROUNDS = "rounds"
 STUDENT = "student"
@@ -50,15 +49,17 @@ def model_key(path: str) -> str:
 
 
 def trained_rounds(recipe: Recipe) -> list[EvalModel]:
+    """Every finished round of the recipe's training, from the rounds' manifests (a round still
+    training has none yet)."""
     found = []
-    train_dir = recipe.resolved_train_dir
-    for folder in sorted(train_dir.glob("*/manifest.json")):
-        name = folder.parent.name
-        model = folder.parent / "model"
+    train = TrainRun(recipe.resolved_train_dir)
+    for path in sorted(train.root.glob(f"*/{MANIFEST}")):
+        manifest = read_round_manifest(path.parent)
+        model = train.model_dir(manifest.round)
         if not (model / CHECKPOINT_ID).is_file():
             continue
-        stage = 1 if name == WARMUP else int(name.split("_")[-1]) + 1 if name.startswith("round_") else None
-        found.append(EvalModel(name, str(model), model_key(str(model)), "round", stage))
+        stage = curve_position(manifest.round)
+        found.append(EvalModel(manifest.round, str(model), model_key(str(model)), "round", stage))
     return sorted(found, key=lambda m: (m.stage is None, m.stage or 0, m.name))
 
 
@@ -86,7 +87,7 @@ def resolve_models(
         if entry == ROUNDS:
             chosen += rounds
         elif entry == STUDENT:
-            from tapir.training.model_setup import base_model, start_model_name
+            from tapir.student import base_model, start_model_name
 
             path = base_model(recipe) if materialize else start_model_name(recipe)
             chosen.append(EvalModel(STUDENT, path, model_key(path), STUDENT, 0))

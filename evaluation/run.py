@@ -28,6 +28,7 @@ from tapir.evaluation.serving import answer_backend, served_spec
 from tapir.llm_factory import Constraint, LLMContext, choice_constraint, model_id, score_constraint
 from tapir.manifest import library_versions, now_utc, write_json
 from tapir.recipe import Recipe
+from tapir.stage_contract import EvalManifest, header, write_manifest
 from tapir.staging import claim_output, mark_output
 
 NOTE = (
@@ -214,17 +215,19 @@ def _evaluate(recipe, console, context, models, reference, mt_data, published, j
     page = html_report.write(
         out_dir / "report.html", f"tapir eval: {recipe.name}", table, health, drawn, [NOTE]
     )
+    evaluated = {m.name: {"path": m.path, "key": m.key, "kind": m.kind} for m in models}
     summary = {
         "recipe": recipe.name,
         "recipe_hash": recipe.fingerprint(),
         "finished": now_utc(),
         "seconds": round(time.perf_counter() - started, 1),
         "judge": judge_name,
-        "models": {m.name: {"path": m.path, "key": m.key, "kind": m.kind} for m in models},
+        "models": evaluated,
         "results": results,
         "libraries": library_versions(),
     }
     write_json(out_dir / "summary.json", summary)
+    write_manifest(out_dir, EvalManifest(**header("eval", recipe, None), judge=judge_name, models=evaluated))
     _print(console, table, results, out_dir, page)
     return out_dir
 

@@ -18,7 +18,7 @@ from tapir.recipe import ModelSpec, Recipe
 
 def answer_backend(recipe: Recipe, model: EvalModel) -> str:
     """``evaluation.backend`` with ``auto`` decided for this model."""
-    from tapir.training.closed_loop import born_from_gguf, checkpoint_serving
+    from tapir.student import born_from_gguf, checkpoint_serving
 
     born_gguf = model.kind in ("round", STUDENT) and born_from_gguf(recipe)
     backend = checkpoint_serving(recipe.evaluation.backend, born_gguf)
@@ -52,8 +52,8 @@ def served_spec(recipe: Recipe, model: EvalModel, backend: str) -> ModelSpec:
         return ModelSpec(
             backend="vllm", model=model.path, context_length=recipe.student.context_length, options=options
         )
-    from tapir.training.closed_loop import gguf_reference
-    from tapir.training.gguf_export import gguf_for_checkpoint
+    from tapir.gguf_export import gguf_for_checkpoint
+    from tapir.student import gguf_reference
 
     reference = gguf_reference(recipe)
     assert reference is not None  # answer_backend checked it
@@ -79,7 +79,7 @@ def served_spec(recipe: Recipe, model: EvalModel, backend: str) -> ModelSpec:
 def _tokenizer_template(checkpoint: Path, gguf: Path) -> Path:
     """The chat template saved with the model's tokenizer, as a file llama.cpp's server reads
     (evaluation never guesses a template)."""
-    from tapir.training.gguf_export import write_chat_template
+    from tapir.gguf_export import write_chat_template
 
     try:
         written = write_chat_template(checkpoint, gguf)

@@ -30,7 +30,6 @@ from tapir.llm_factory import LLMContext, build_llm, choice_constraint, score_co
 from tapir.llms import TRANSPORT_SETTINGS
 from tapir.pipelines.local_pipeline import TapirPipeline
 from tapir.pipelines.prompts import template_text
-from tapir.pipelines.review_corrections import Corrections
 from tapir.pipelines.steps import (
     EXPANDED_SUFFIX,
     ApplyReview,
@@ -51,6 +50,7 @@ from tapir.pipelines.tasks import (
     TaskClassifier,
 )
 from tapir.recipe import Recipe
+from tapir.review.corrections import Corrections
 
 # Leaf steps whose outputs the run reads back.
 POOL, EXPANSION_AUDIT, SELECTED, CURRICULUM = (

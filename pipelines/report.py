@@ -14,8 +14,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tapir.pipelines.review_corrections import describe_applied
 from tapir.pipelines.steps import EASY, EXCLUDED, FAILURE_COLUMNS, HARD
+from tapir.review.corrections import describe_applied
+from tapir.stage_contract import WARMUP
 
 
 def _count_errors(rows: list[dict[str, Any]], column: str) -> tuple[int, Counter]:
@@ -111,7 +112,7 @@ def summarise(
         after[row["task"]] += int(row.get("copies") or 0)
 
     rounds = []
-    splits = sorted({r["split"] for r in curriculum}, key=lambda s: (s != "warmup", s))
+    splits = sorted({r["split"] for r in curriculum}, key=lambda s: (s != WARMUP, s))
     for split in splits:
         rows = [r for r in curriculum if r["split"] == split]
         fresh = [r for r in rows if not r.get("carried")]
@@ -318,7 +319,7 @@ def plot_summary(summary: dict[str, Any], folder: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-    rounds = [r for r in summary["curriculum"] if r["split"] != "warmup"]
+    rounds = [r for r in summary["curriculum"] if r["split"] != WARMUP]
     if rounds:
         fig, ax = plt.subplots(figsize=(6, 4))
         names = [r["split"] for r in rounds]

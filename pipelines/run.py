@@ -1,12 +1,12 @@
 """``tapir data``: validate, run the graph, write datasets + card + manifest atomically.
 
-Output is built in a hidden sibling folder and renamed into place only when complete, so a
-failed or interrupted run never leaves a folder that looks finished.
+Output is built in a hidden sibling folder and renamed into place only when complete
+(``tapir.staging.atomic_folder``), so a failed or interrupted run never leaves a folder that
+looks finished. Its layout and manifest are the stage contract (``tapir.stage_contract``).
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,17 +18,32 @@ from tapir.engines import EngineSet
 from tapir.errors import DataError, IncompleteRunError, TapirError
 from tapir.llm_factory import LLMContext, model_id, preflight
 from tapir.llms import failed_call_count, read_usage
-from tapir.manifest import library_versions, now_utc, sha256_file, write_json
-from tapir.pipelines.card import write_card
+from tapir.manifest import now_utc, sha256_file, write_json
 from tapir.pipelines.dry_run import planned_rows
 from tapir.pipelines.graph import CURRICULUM, EXPANSION_AUDIT, POOL, SELECTED, build_pipeline
 from tapir.pipelines.progress import LiveProgress, distilabel_logs_to
 from tapir.pipelines.report import plot_summary, print_summary, summarise
-from tapir.pipelines.review_corrections import applied_summary, load_corrections
 from tapir.pipelines.seeds import describe_source, load_seeds
 from tapir.pipelines.steps import PLACEHOLDER, STEP_ERROR
+from tapir.publishing.card import write_card
 from tapir.recipe import Recipe
-from tapir.staging import claim_output, mark_output, staging_dir, swap_into_place
+from tapir.review.corrections import applied_summary, load_corrections
+from tapir.stage_contract import (
+    EXPANSIONS,
+    DataManifest,
+    DataRun,
+    curriculum_splits,
+    data_settings,
+    header,
+    write_manifest,
+)
+from tapir.stage_contract import (
+    POOL as POOL_TABLE,
+)
+from tapir.stage_contract import (
+    SELECTED as SELECTED_TABLE,
+)
+from tapir.staging import atomic_folder, claim_output, mark_output
 
 # Columns that only matter inside the graph.
 _INTERNAL = {PLACEHOLDER}
@@ -51,7 +66,7 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path, drop: set[str]) -> in
     return len(clean)
 
 
-def _write_splits(curriculum: list[dict[str, Any]], splits: list[str], data: Path) -> dict[str, int]:
+def _write_splits(curriculum: list[dict[str, Any]], splits: list[str], run: DataRun) -> dict[str, int]:
     """Every curriculum split from one table, so all share one schema. Typed per file, a column
     empty in one split (say ``review_response`` in the warm-up) is ``null`` there and ``string``
     in the next, and ``datasets.load_dataset`` refuses the config (it casts every split to the
@@ -60,12 +75,12 @@ def _write_splits(curriculum: list[dict[str, Any]], splits: list[str], data: Pat
 
     columns = dict.fromkeys(k for row in curriculum for k in row if k not in _ROUND_DROP)
     table = datasets.Dataset.from_dict({k: [row.get(k) for row in curriculum] for k in columns})
-    data.mkdir(parents=True, exist_ok=True)
+    run.data_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for split in splits:
         part = table.select([i for i, row in enumerate(curriculum) if row["split"] == split])
-        part.to_parquet(str(data / f"{split}.parquet"))
-        written[f"data/{split}.parquet"] = len(part)
+        part.to_parquet(str(run.split_file(split)))
+        written[run.relative(split)] = len(part)
     return written
 
 
@@ -107,12 +122,11 @@ def run_data(
             f"from {len(corrections.sources)} pulled review(s)"
         )
 
-    staging = staging_dir(out_dir)
-    (staging / "logs").mkdir(parents=True)
-    owned = engines is None
-    if engines is None:
-        engines = EngineSet(Path(recipe.cache_dir), log_dir=staging / "logs", seed=recipe.seed)
-    try:
+    with atomic_folder(out_dir) as staging:
+        (staging / "logs").mkdir(parents=True)
+        owned = engines is None
+        if engines is None:
+            engines = EngineSet(Path(recipe.cache_dir), log_dir=staging / "logs", seed=recipe.seed)
         context = LLMContext(
             cache_dir=Path(recipe.cache_dir),
             usage_dir=staging / "logs",
@@ -166,25 +180,22 @@ def run_data(
             recipe.curriculum.hard_share,
         )
         summary["review"] = applied_summary(pool, curriculum, corrections)
-        files = _write_outputs(staging, pool, expansions, selected, curriculum, recipe)
+        run = DataRun(staging)
+        files = _write_outputs(run, pool, expansions, selected, curriculum, recipe)
         summary["plots"] = [str(p.relative_to(staging)) for p in plot_summary(summary, staging / "plots")]
         summary["elapsed_s"] = round(time.perf_counter() - started, 1)
-        write_json(staging / "summary.json", summary)
-        (staging / "recipe.yaml").write_text(
+        write_json(run.summary_file, summary)
+        run.recipe_file.write_text(
             yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
         )
-        manifest = _manifest(recipe, recipe_path, seeds, files, summary, staging, pipeline)
-        write_json(staging / "manifest.json", manifest)
-        write_card(staging / "README.md", recipe, summary, manifest)
+        manifest = _manifest(recipe, recipe_path, seeds, files, summary, pipeline)
+        write_manifest(staging, manifest)
+        write_card(run.card_file, recipe, summary, manifest.model_dump(mode="json"))
         mark_output(staging, "data")
-        swap_into_place(staging, out_dir)
-        if not failed_calls:
-            # distilabel's cache holds the failed rows as they came out; a re-run must instead
-            # run the graph afresh, the response cache answering all but the failed requests.
-            _mark_completed(pipeline, context)
-    except BaseException:  # our engines were stopped by the finally around the run
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    if not failed_calls:
+        # distilabel's cache holds the failed rows as they came out; a re-run must instead
+        # run the graph afresh, the response cache answering all but the failed requests.
+        _mark_completed(pipeline, context)
     print_summary(summary, console)
     console.print(
         f"[green]wrote[/] {out_dir} in {summary['elapsed_s']:.0f}s "
@@ -199,28 +210,27 @@ def run_data(
     return out_dir
 
 
-def _write_outputs(staging: Path, pool, expansions, selected, curriculum, recipe: Recipe) -> dict[str, Any]:
-    data = staging / "data"
-    splits = ["warmup"] + [f"round_{r}" for r in range(1, recipe.curriculum.rounds + 1)]
-    files: dict[str, Any] = _write_splits(curriculum, splits, data)
-    files["data/selected.parquet"] = _write_parquet(selected, data / "selected.parquet", _INTERNAL)
-    files["data/pool.parquet"] = _write_parquet(pool, data / "pool.parquet", _INTERNAL)
+def _write_outputs(run: DataRun, pool, expansions, selected, curriculum, recipe: Recipe) -> dict[str, Any]:
+    files: dict[str, Any] = _write_splits(curriculum, curriculum_splits(recipe.curriculum.rounds), run)
+    tables = [(SELECTED_TABLE, selected), (POOL_TABLE, pool)]
     if expansions:
-        files["data/expansions.parquet"] = _write_parquet(expansions, data / "expansions.parquet", _INTERNAL)
-    return {name: {"rows": rows, "sha256": sha256_file(staging / name)} for name, rows in files.items()}
+        tables.append((EXPANSIONS, expansions))
+    for name, rows in tables:
+        files[run.relative(name)] = _write_parquet(rows, run.split_file(name), _INTERNAL)
+    return {name: {"rows": rows, "sha256": sha256_file(run.root / name)} for name, rows in files.items()}
 
 
-def _manifest(recipe, recipe_path, seeds, files, summary, staging: Path, pipeline) -> dict[str, Any]:
+def _manifest(recipe, recipe_path, seeds, files, summary, pipeline) -> DataManifest:
     kind, location = describe_source(recipe.seeds)
     seed_file = Path(location)
-    return {
-        "stage": "data",
-        "created": now_utc(),
-        "recipe_name": recipe.name,
-        "recipe_path": recipe_path,
-        "recipe_hash": recipe.fingerprint(),
-        "seed": recipe.seed,
-        "models": {
+    return DataManifest(
+        **header("data", recipe, recipe_path),
+        seed=recipe.seed,
+        data_settings=data_settings(recipe),
+        files=files,
+        # Calls that failed for good: their rows are missing, so the data is not final.
+        failed_calls=failed_call_count(summary["usage"]),
+        models={
             role: {
                 "backend": recipe.role(role).backend,
                 "model": model_id(recipe.role(role)),
@@ -228,29 +238,25 @@ def _manifest(recipe, recipe_path, seeds, files, summary, staging: Path, pipelin
             }
             for role in ("teacher", "student", "judge")
         },
-        "seeds": {
+        seeds={
             "source": kind,
             "location": location,
             "rows_used": len(seeds),
             "sha256": sha256_file(seed_file) if seed_file.is_file() else None,
             "license": recipe.seeds.license,
         },
-        "libraries": library_versions(),
-        "distilabel": {
+        distilabel={
             "pipeline": pipeline.name,
             "signature": pipeline.signature,
             "cache_dir": str(Path(recipe.cache_dir) / "distilabel"),
         },
-        "files": files,
-        "review": {
+        review={
             "applied": recipe.review.apply,
             "decisions": summary["review"]["sources"],
         },
-        "llm_calls_this_run": summary["llm_calls_this_run"],
-        # Calls that failed for good: their rows are missing, so the data is not final.
-        "failed_calls": failed_call_count(summary["usage"]),
-        "elapsed_s": summary["elapsed_s"],
-    }
+        llm_calls_this_run=summary["llm_calls_this_run"],
+        elapsed_s=summary["elapsed_s"],
+    )
 
 
 def _completion_marker(pipeline: Any, context: LLMContext) -> Path:

@@ -18,6 +18,7 @@ from tapir.errors import DataError
 from tapir.pipelines.curriculum import plan_curriculum
 from tapir.pipelines.prompts import render
 from tapir.pipelines.rebalance import rebalance
+from tapir.stage_contract import WARMUP, round_split
 
 HARD, EASY, EXCLUDED = "hard", "easy", "excluded"
 PLACEHOLDER = "placeholder"
@@ -336,9 +337,9 @@ class CurriculumPlanner(GlobalStep):
         except DataError as error:
             yield [{**placeholder_row(), STEP_ERROR: str(error)}]
             return
-        out = [self._example(rows[i], "warmup", 0, False) for i in plan.warmup]
+        out = [self._example(rows[i], WARMUP, 0, False) for i in plan.warmup]
         for round_plan in plan.rounds:
-            split = f"round_{round_plan.round}"
+            split = round_split(round_plan.round)
             out.extend(
                 self._example(rows[i], split, round_plan.round, False)
                 for i in round_plan.hard + round_plan.easy

@@ -12,7 +12,7 @@ import pytest
 import tapir.pipelines.graph as graph
 from tapir.llm_factory import LLMContext, build_llm
 from tapir.recipe import ModelSpec, recipe_from_dict
-from tapir.testing import EMPTY, MALFORMED
+from tapir.simulator import EMPTY, MALFORMED
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -93,10 +93,10 @@ def make_recipe(tmp_path: Path, **sections: Any):
 @pytest.fixture(scope="session")
 def argilla_server(tmp_path_factory):
     """$ARGILLA_API_URL (+ $ARGILLA_API_KEY) when set, else a real local server started from
-    packages (tests/argilla_local.py). In CI a missing server is a failure, not a skip."""
+    packages (tapir.review.local_server). In CI a missing server is a failure, not a skip."""
     import os
 
-    from tests import argilla_local
+    from tapir.review import local_server as argilla_local
 
     if os.environ.get("ARGILLA_API_URL"):
         yield argilla_local.Server(

@@ -540,6 +540,18 @@ CASES: list[Case] = [
         ),
     ),
     (
+        "train-stale-data",
+        "curriculum.hard_share: [0.4, 0.8] → [0.3, 0.9]: changed since `tapir data`",
+        lambda w: _train(w, {"curriculum.hard_share": [0.3, 0.9]}, name="stale"),
+    ),
+    (
+        "train-manifest-older-schema",
+        "written by an older tapir",
+        lambda w: _broken_data_run(
+            w, "oldschema", lambda d: _edit_manifest(d, lambda m: m.pop("schema_version"))
+        ),
+    ),
+    (
         "train-manifest-not-json",
         "manifest",
         lambda w: _broken_data_run(w, "manifest", lambda d: _edit_manifest(d, text="{not json")),

@@ -196,6 +196,6 @@ def test_review_and_push_errors_are_one_line(tmp_path):
         "review.round: 9 is not a round of this curriculum",
     )
     assert_one_line_error(
-        tapir("push", "--recipe", recipe, "--dry-run", "--round", "warmup"), "no finished data run here"
+        tapir("push", "--recipe", recipe, "--dry-run", "--round", "warmup"), "no finished data run in"
     )
     assert not list(tmp_path.glob("out*"))

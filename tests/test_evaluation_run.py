@@ -19,9 +19,10 @@ from tapir.evaluation import html_report
 from tapir.evaluation.run import run_eval
 from tapir.llms import read_usage
 from tapir.recipe import recipe_from_dict
-from tapir.testing import MALFORMED, build_tiny_student
+from tapir.simulator import MALFORMED
 
 from .conftest import SHARED_DATA, tiny_recipe_dict
+from .tiny_student import build_tiny_student
 
 QUIET = Console(quiet=True)
 MT = SHARED_DATA / "mt_bench"

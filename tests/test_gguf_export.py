@@ -4,10 +4,11 @@ import pytest
 
 from tapir.embedded import embedded_gguf_path
 from tapir.errors import TrainingError
+from tapir.gguf_export import export_gguf
 from tapir.recipe import Recipe
-from tapir.testing import build_tiny_student
 from tapir.training.closed_loop import resolved_rescore_backend
-from tapir.training.gguf_export import export_gguf
+
+from .tiny_student import build_tiny_student
 
 
 @pytest.fixture(scope="module")

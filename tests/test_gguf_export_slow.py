@@ -5,10 +5,10 @@ from collections import Counter
 import pytest
 
 from tapir.embedded import chat_template_path, embedded_gguf_path
+from tapir.embedded_student import materialize_embedded_student
 from tapir.engines import EngineSet
+from tapir.gguf_export import gguf_for_checkpoint
 from tapir.recipe import ModelSpec
-from tapir.training.gguf_export import gguf_for_checkpoint
-from tapir.training.student_model import materialize_embedded_student
 
 pytestmark = pytest.mark.slow
 

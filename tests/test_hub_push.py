@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tapir.errors import EndpointError
-from tapir.pipelines.hub_push import check_write_access
+from tapir.publishing.hub_push import check_write_access
 
 from .conftest import tiny_recipe_dict
 from .test_cli import assert_one_line_error, tapir

@@ -7,8 +7,8 @@ import pytest
 from rich.console import Console
 
 from tapir.pipelines.run import run_data
+from tapir.simulator import MALFORMED
 from tapir.staging import OUTPUT_MARKER
-from tapir.testing import MALFORMED
 
 from .conftest import make_recipe
 
@@ -141,7 +141,7 @@ def test_hub_dry_run_is_the_upload_and_loads_with_datasets(tmp_path, scripted, m
     from huggingface_hub import DatasetCard
     from markdown_it import MarkdownIt
 
-    from tapir.pipelines.hub_push import push
+    from tapir.publishing.hub_push import push
 
     planted = "hf_" + "PlantedHubToken" * 3
     monkeypatch.setenv("HF_TOKEN", planted)

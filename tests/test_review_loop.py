@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from tapir.pipelines.hub_push import push
-from tapir.pipelines.review import pull_review, push_review
 from tapir.pipelines.run import run_data
+from tapir.publishing.hub_push import push
+from tapir.review.spot_check import pull_review, push_review
 
 from .conftest import make_recipe
 

@@ -9,14 +9,14 @@ import pytest
 from rich.console import Console
 
 from tapir.errors import EndpointError, RecipeError
-from tapir.pipelines.review import write_pulled
-from tapir.pipelines.review_answers import agreement, answers_from_records, decide
-from tapir.pipelines.review_argilla import connect, resolve
-from tapir.pipelines.review_corrections import load_corrections
-from tapir.pipelines.review_records import build_record, check_rows
-from tapir.pipelines.review_sample import allocate, bucket_of, stratified_sample
 from tapir.pipelines.steps import ApplyReview
 from tapir.recipe import recipe_from_dict
+from tapir.review.answers import agreement, answers_from_records, decide
+from tapir.review.argilla_client import connect, resolve
+from tapir.review.corrections import load_corrections
+from tapir.review.records import build_record, check_rows
+from tapir.review.sample import allocate, bucket_of, stratified_sample
+from tapir.review.spot_check import write_pulled
 
 from .conftest import LABELS, tiny_recipe_dict
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tapir.training.student_model import materialize_embedded_student
+from tapir.embedded_student import materialize_embedded_student
 
 pytestmark = pytest.mark.slow
 

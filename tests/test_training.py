@@ -16,12 +16,13 @@ from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from tapir.errors import DataError, TrainingError
-from tapir.recipe import recipe_from_dict
-from tapir.testing import build_tiny_student
-from tapir.training.rounds import run_training
+from tapir.recipe import Recipe, recipe_from_dict
+from tapir.stage_contract import DataManifest, data_settings, header, write_manifest
+from tapir.training.rounds import check_data, run_training
 from tapir.training.sft import RoundSpec, build_trainer
 
 from .conftest import make_recipe
+from .tiny_student import build_tiny_student
 
 QUIET = Console(quiet=True)
 ANSWERS = ["Blue is calm.", "Red is loud.", "Green grows.", "Gold shines."]
@@ -43,8 +44,8 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_student(tmp_path_factory.mktemp("tiny") / "model", corpus)
 
 
-def data_run(folder: Path, rounds: dict[str, int]) -> Path:
-    """A folder shaped like `tapir data` output, with `rows` conversations per split."""
+def data_run(folder: Path, rounds: dict[str, int], recipe: Recipe) -> Path:
+    """A folder shaped like `tapir data` output for ``recipe``, with `rows` conversations per split."""
     (folder / "data").mkdir(parents=True)
     for split, rows in rounds.items():
         table = [conversation(i) for i in range(rows)]
@@ -53,11 +54,14 @@ def data_run(folder: Path, rounds: dict[str, int]) -> Path:
             datasets.Dataset.from_dict(table).to_parquet(str(folder / "data" / f"{split}.parquet"))
             continue
         datasets.Dataset.from_list(table).to_parquet(str(folder / "data" / f"{split}.parquet"))
-    (folder / "manifest.json").write_text(json.dumps({"stage": "data"}))
+    settings = data_settings(recipe)
+    write_manifest(
+        folder, DataManifest(**header("data", recipe, None), seed=recipe.seed, data_settings=settings)
+    )
     return folder
 
 
-def recipe_for(tmp_path: Path, model: Path, rounds: int = 2, **training) -> object:
+def recipe_for(tmp_path: Path, model: Path, rounds: int = 2, **training) -> Recipe:
     settings = {
         "max_steps": 4,
         "learning_rate": 5e-3,
@@ -85,8 +89,8 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_rounds_train_in_order_log_loss_and_change_weights(tmp_path, tiny_model):
-    data_run(tmp_path / "data-run", {"warmup": 2, "round_1": 4, "round_2": 4})
     recipe = recipe_for(tmp_path, tiny_model)
+    data_run(tmp_path / "data-run", {"warmup": 2, "round_1": 4, "round_2": 4}, recipe)
     train_dir = run_training(recipe, QUIET)
 
     assert [p.name for p in sorted(train_dir.iterdir()) if p.is_dir() and p.name != "plots"] == [
@@ -122,8 +126,8 @@ def test_rounds_train_in_order_log_loss_and_change_weights(tmp_path, tiny_model)
 
 
 def test_only_assistant_tokens_carry_loss(tmp_path, tiny_model):
-    path = data_run(tmp_path / "d", {"round_1": 2}) / "data" / "round_1.parquet"
     recipe = recipe_for(tmp_path, tiny_model)
+    path = data_run(tmp_path / "d", {"round_1": 2}, recipe) / "data" / "round_1.parquet"
     trainer = build_trainer(recipe, RoundSpec("round_1", path, str(tiny_model), tmp_path / "r1"))
     tokenizer = trainer.processing_class
     batch = trainer.data_collator([trainer.train_dataset[0]])
@@ -136,8 +140,8 @@ def test_only_assistant_tokens_carry_loss(tmp_path, tiny_model):
 
 
 def test_trained_tiny_model_stops_with_eos(tmp_path, tiny_model):
-    data_run(tmp_path / "data-run", {"round_1": 4})
     recipe = recipe_for(tmp_path, tiny_model, rounds=1, max_steps=80, learning_rate=1e-2, warmup_ratio=0.0)
+    data_run(tmp_path / "data-run", {"round_1": 4}, recipe)
     model_dir = run_training(recipe, QUIET) / "round_1" / "model"
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -167,8 +171,8 @@ class Interrupt(TrainerCallback):
 
 
 def test_interrupted_round_resumes_from_its_last_checkpoint(tmp_path, tiny_model):
-    data_run(tmp_path / "data-run", {"round_1": 4})
     recipe = recipe_for(tmp_path, tiny_model, rounds=1, max_steps=6, save_steps=2)
+    data_run(tmp_path / "data-run", {"round_1": 4}, recipe)
     with pytest.raises(KeyboardInterrupt):
         run_training(recipe, QUIET, callbacks=[Interrupt(at_step=3)])
     folder = recipe.resolved_train_dir / "round_1"
@@ -186,7 +190,7 @@ def test_interrupted_round_resumes_from_its_last_checkpoint(tmp_path, tiny_model
 
 
 def test_changed_settings_retrain_the_round_and_those_after(tmp_path, tiny_model):
-    data_run(tmp_path / "data-run", {"round_1": 2, "round_2": 2})
+    data_run(tmp_path / "data-run", {"round_1": 2, "round_2": 2}, recipe_for(tmp_path, tiny_model))
     run_training(recipe_for(tmp_path, tiny_model), QUIET)
     train_dir = run_training(recipe_for(tmp_path, tiny_model, learning_rate=1e-3), QUIET)
     statuses = [r["status"] for r in json.loads((train_dir / "summary.json").read_text())["rounds"]]
@@ -198,7 +202,7 @@ def test_bad_inputs_fail_with_one_line_naming_the_cause(tmp_path, tiny_model):
     with pytest.raises(DataError, match="no finished data run.*make data"):
         run_training(recipe, QUIET)
 
-    data_run(tmp_path / "data-run", {"round_1": 2, "round_2": 0})
+    data_run(tmp_path / "data-run", {"round_1": 2, "round_2": 0}, recipe)
     with pytest.raises(DataError, match=r"round_2: .*round_2.parquet has no rows"):
         run_training(recipe, QUIET)
     assert not recipe.resolved_train_dir.exists()  # refused before training anything
@@ -207,7 +211,7 @@ def test_bad_inputs_fail_with_one_line_naming_the_cause(tmp_path, tiny_model):
     with pytest.raises(DataError, match="round_2: round file missing"):
         run_training(recipe, QUIET)
 
-    data_run(tmp_path / "ok", {"round_1": 2, "round_2": 2})
+    data_run(tmp_path / "ok", {"round_1": 2, "round_2": 2}, recipe)
     ok = {"output_dir": str(tmp_path / "ok")}
     trained = run_training(recipe.model_copy(update=ok), QUIET) / "round_1" / "model"
     too_long = r"training.max_length: 4096 exceeds the context of .*\(512 tokens\)"
@@ -227,9 +231,27 @@ def test_bad_inputs_fail_with_one_line_naming_the_cause(tmp_path, tiny_model):
         run_training(recipe.model_copy(update=ok), QUIET)
 
 
+def test_stale_data_is_refused_naming_the_setting_unless_allowed(tmp_path, tiny_model):
+    recipe = recipe_for(tmp_path, tiny_model)
+    data_run(tmp_path / "data-run", {"round_1": 2, "round_2": 2}, recipe)
+    edited = recipe.model_copy(
+        update={"curriculum": recipe.curriculum.model_copy(update={"hard_share": [0.25, 0.75]})}
+    )
+    names = ["round_1", "round_2"]
+    stale = r"curriculum.hard_share: \[0.5, 0.5\] → \[0.25, 0.75\]: changed since `tapir data`.*make data"
+    with pytest.raises(DataError, match=stale):
+        check_data(edited, recipe.resolved_output_dir, names, closed_loop=False)
+    check_data(edited, recipe.resolved_output_dir, names, closed_loop=False, allow_stale_data=True)
+    # What only changes how training runs, or where things go, is not a data-side setting.
+    moved = recipe.model_copy(update={"training": recipe.training.model_copy(update={"learning_rate": 1.0})})
+    check_data(moved, recipe.resolved_output_dir, names, closed_loop=False)
+    served = recipe.model_copy(update={"judge": recipe.judge.model_copy(update={"timeout_s": 5.0})})
+    check_data(served, recipe.resolved_output_dir, names, closed_loop=False)
+
+
 def test_lora_rounds_save_merged_models(tmp_path, tiny_model):
-    data_run(tmp_path / "data-run", {"round_1": 2})
     recipe = recipe_for(tmp_path, tiny_model, rounds=1, lora={"enabled": True, "r": 4, "alpha": 8})
+    data_run(tmp_path / "data-run", {"round_1": 2}, recipe)
     model_dir = run_training(recipe, QUIET) / "round_1" / "model"
     assert not (model_dir / "adapter_config.json").exists()
     before, after = weights(tiny_model), weights(model_dir)
@@ -306,8 +328,8 @@ def pool(run: Path) -> dict[str, dict]:
 
 
 def test_packed_rounds_train(tmp_path, tiny_model):
-    data_run(tmp_path / "data-run", {"round_1": 6})
     recipe = recipe_for(tmp_path, tiny_model, rounds=1, packing=True, max_steps=2)
+    data_run(tmp_path / "data-run", {"round_1": 6}, recipe)
     manifest = json.loads((run_training(recipe, QUIET) / "round_1" / "manifest.json").read_text())
     assert manifest["training"]["packing"] is True
     assert manifest["metrics"]["global_step"] == 2 and manifest["metrics"]["final_loss"] > 0

@@ -15,7 +15,6 @@ CUDA cannot be re-initialised there, which is what in-process vLLM would need).
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,40 +22,14 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from tapir.embedded import EMBEDDED, embedded_gguf_path
-from tapir.errors import TrainingError
+from tapir.errors import DataError, TrainingError
+from tapir.gguf_export import gguf_for_checkpoint, write_chat_template
 from tapir.recipe import ModelSpec, Recipe
-from tapir.training.gguf_export import gguf_for_checkpoint, write_chat_template
-from tapir.training.model_setup import start_model_name, template_file
+from tapir.stage_contract import MANIFEST, read_data_manifest
+from tapir.student import born_from_gguf, checkpoint_serving, gguf_reference
+from tapir.training.model_setup import template_file
 
 RESCORED = "rescored"
-
-
-def born_from_gguf(recipe: Recipe) -> bool:
-    """Whether the trained student came from a GGUF (the embedded one, or a llamacpp student
-    trained from the same model's transformers folder)."""
-    return start_model_name(recipe) == EMBEDDED or (
-        recipe.student.backend == "llamacpp" and recipe.student.model.endswith(".gguf")
-    )
-
-
-def gguf_reference(recipe: Recipe) -> Path | None:
-    """The GGUF the trained student came from (its metadata and tokenizer are the export's)."""
-    if start_model_name(recipe) == EMBEDDED:
-        return embedded_gguf_path(recipe.cache_dir)
-    if born_from_gguf(recipe):
-        return Path(recipe.student.model).expanduser()
-    return None
-
-
-def checkpoint_serving(chosen: str, born_gguf: bool) -> str | None:
-    """A ``CheckpointServing`` choice decided: auto is llamacpp for a GGUF-born model, else
-    transformers; None when llamacpp was asked for a model that did not come from a GGUF."""
-    if chosen == "auto":
-        return "llamacpp" if born_gguf else "transformers"
-    if chosen == "llamacpp" and not born_gguf:
-        return None
-    return chosen
 
 
 def resolved_rescore_backend(recipe: Recipe) -> str:
@@ -111,14 +84,17 @@ def _served_template(recipe: Recipe, checkpoint: Path, gguf: Path) -> Path:
 def rescore(recipe: Recipe, checkpoint: Path, out_dir: Path, console: Console) -> Path:
     """Run the data pipeline with ``checkpoint`` as student, once (a finished re-score is kept)."""
     derived = rescored_recipe(recipe, checkpoint, out_dir)
-    manifest = out_dir / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text())["recipe_hash"] == derived.fingerprint():
+    try:
+        done = read_data_manifest(out_dir)
+    except DataError:  # damaged or from another tapir: re-score again
+        done = None
+    if done is not None and done.recipe_hash == derived.fingerprint():
         console.print(f"[dim]re-score with {checkpoint} already done: {out_dir}[/]")
         return out_dir
     console.print(f"[bold]closed loop[/]: re-scoring the pool with {checkpoint}")
     recipe_file = out_dir.parent / f"{out_dir.name}.recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(derived.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
     code = subprocess.call([sys.executable, "-m", "tapir.cli", "data", "--recipe", str(recipe_file)])
-    if code != 0 or not manifest.is_file():
+    if code != 0 or not (out_dir / MANIFEST).is_file():
         raise TrainingError(f"closed loop: re-scoring with {checkpoint} failed (tapir data exited {code})")
     return out_dir

@@ -16,13 +16,14 @@ from rich.table import Table
 
 from tapir.errors import TrainingError
 from tapir.recipe import Recipe
+from tapir.stage_contract import WARMUP, round_split
+from tapir.student import start_model_name
 from tapir.training.closed_loop import resolved_rescore_backend
-from tapir.training.model_setup import start_model_name
-from tapir.training.round_data import WARMUP, parquet_rows
+from tapir.training.round_data import parquet_rows
 
 
 def planned_rounds(recipe: Recipe) -> list[str]:
-    names = [f"round_{r}" for r in range(1, recipe.curriculum.rounds + 1)]
+    names = [round_split(r) for r in range(1, recipe.curriculum.rounds + 1)]
     if recipe.training.warmup_round and recipe.curriculum.warmup_size > 0:
         names.insert(0, WARMUP)
     return names

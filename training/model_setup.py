@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tapir.chat_templates import resolve_chat_template
 from tapir.embedded import EMBEDDED, chat_template_path
 from tapir.errors import TrainingError
 from tapir.recipe import Recipe
+from tapir.student import start_model_name
 
 PROBE = [
     {"role": "user", "content": "Name a colour."},
@@ -22,37 +24,11 @@ PROBE = [
 ]
 
 
-def start_model_name(recipe: Recipe) -> str:
-    """The model round 1 starts from, as the recipe names it: ``training.model``, else the student's."""
-    return recipe.training.model or recipe.student.model
-
-
-def base_model(recipe: Recipe) -> str:
-    """Round 1's starting point as a loadable path or Hub id (embedded: converted once)."""
-    name = start_model_name(recipe)
-    if name == EMBEDDED:
-        from tapir.training.student_model import materialize_embedded_student
-
-        return str(materialize_embedded_student(recipe.cache_dir))
-    if name.endswith(".gguf"):
-        raise TrainingError(
-            f"training.model: {name} is a GGUF file; TRL trains transformers models "
-            "(set training.model to the Hub id or folder of the same model)"
-        )
-    looks_local = name.startswith((".", "/", "~"))
-    if looks_local and not Path(name).expanduser().is_dir():
-        raise TrainingError(f"training.model: model folder not found: {name}")
-    return name
-
-
 def template_file(recipe: Recipe) -> Path | None:
     chosen = recipe.training.chat_template or recipe.student.chat_template
     if chosen:
-        path = Path(chosen)
-        if not path.is_file():
-            field = "training.chat_template" if recipe.training.chat_template else "student.chat_template"
-            raise TrainingError(f"{field}: file not found: {chosen}")
-        return path
+        field = "training.chat_template" if recipe.training.chat_template else "student.chat_template"
+        return resolve_chat_template(chosen, field)
     if start_model_name(recipe) == EMBEDDED:
         return chat_template_path()
     return None
@@ -73,7 +49,7 @@ def load_tokenizer(model: str, recipe: Recipe) -> Any:
     elif not tokenizer.chat_template:
         raise TrainingError(
             f"{field}: the tokenizer of {model} has no chat template; give one "
-            "(core/templates/tapir_chat.jinja suits base models)"
+            "(chat_template: tapir_chat suits base models)"
         )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -101,7 +77,7 @@ def check_template(tokenizer: Any, assistant_only_loss: bool, field: str) -> Non
     if not has_generation_markers(tokenizer.chat_template):
         raise TrainingError(
             f"{field}: assistant_only_loss needs {{% generation %}} markers around the assistant turn "
-            "(see core/templates/tapir_chat.jinja), or set training.assistant_only_loss=false"
+            "(see tapir's chat template tapir_chat), or set training.assistant_only_loss=false"
         )
     if not is_chat_template_stop_token_trained(tokenizer):
         raise TrainingError(

@@ -8,9 +8,6 @@ from typing import Any
 from tapir.errors import DataError
 from tapir.manifest import error_line
 
-#: The round before round 1, trained on the easiest rows (its file: ``data/warmup.parquet``).
-WARMUP = "warmup"
-
 
 def parquet_rows(path: Path) -> int:
     """Rows of a parquet file from its footer (0 when the file does not exist)."""

@@ -6,6 +6,10 @@ A round's *run key* hashes what determines its result (training settings, seed, 
 the round file's bytes, the parent's key). A round whose manifest carries the current key is
 skipped; one whose folder was started with the current key resumes from its last checkpoint;
 anything else is trained afresh, and with it every later round (their parent key changes).
+
+Before any of that, the data run is read through the stage contract: it must be complete and
+made with the data-side settings the recipe has now (``tapir.stage_contract.changed_settings``);
+stale data is refused with the settings that changed, unless ``allow_stale_data``.
 """
 
 from __future__ import annotations
@@ -21,22 +25,27 @@ import yaml
 from rich.console import Console
 
 from tapir.errors import DataError
-from tapir.manifest import (
-    library_versions,
-    now_utc,
-    read_manifest,
-    refuse_incomplete,
-    sha256_file,
-    write_json,
-)
+from tapir.manifest import sha256_file
 from tapir.recipe import Recipe
+from tapir.stage_contract import (
+    MANIFEST,
+    WARMUP,
+    DataRun,
+    RoundManifest,
+    TrainRun,
+    changed_settings,
+    finished_data_run,
+    header,
+    read_round_manifest,
+    round_split,
+    write_manifest,
+)
 from tapir.staging import claim_output, mark_output
 from tapir.training.closed_loop import RESCORED, rescore
-from tapir.training.round_data import WARMUP, check_round_file, parquet_rows
+from tapir.training.round_data import check_round_file, parquet_rows
 from tapir.training.sft import RoundSpec
 
 RUN_KEY = "run_key"
-MANIFEST = "manifest.json"
 # Fields that change where or how often things are written, not what a round learns.
 _BOOKKEEPING = {
     "output_dir",
@@ -54,9 +63,8 @@ _BOOKKEEPING = {
 
 
 def round_names(recipe: Recipe, data_dir: Path) -> list[str]:
-    names = [f"round_{r}" for r in range(1, recipe.curriculum.rounds + 1)]
-    warmup = data_dir / "data" / f"{WARMUP}.parquet"
-    if recipe.training.warmup_round and parquet_rows(warmup) > 0:
+    names = [round_split(r) for r in range(1, recipe.curriculum.rounds + 1)]
+    if recipe.training.warmup_round and parquet_rows(DataRun(data_dir).split_file(WARMUP)) > 0:
         names.insert(0, WARMUP)
     return names
 
@@ -73,16 +81,23 @@ def round_key(recipe: Recipe, name: str, data_sha: str, parent_key: str, templat
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def check_data(data_dir: Path, names: list[str], closed_loop: bool) -> None:
-    """Every round file the run will need from ``tapir data`` exists and has rows, before any training."""
-    manifest = read_manifest(data_dir)
-    if manifest is None:
-        raise DataError(f"output_dir: no finished data run in {data_dir} (run `make data` first)")
-    refuse_incomplete(manifest, data_dir, "training")
+def check_data(
+    recipe: Recipe, data_dir: Path, names: list[str], closed_loop: bool, allow_stale_data: bool = False
+) -> None:
+    """The data run is complete and current, and every round file the run will need exists and
+    has rows, before any training."""
+    manifest = finished_data_run(data_dir, "training")
+    changed = changed_settings(manifest, recipe)
+    if changed and not allow_stale_data:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise DataError(
+            f"{changed[0]}{more}: changed since `tapir data` wrote {data_dir}; run `make data` again "
+            "(or `tapir train --allow-stale-data` to train on it as it is)"
+        )
     for name in names:
         if closed_loop and name != names[0]:
             continue  # built by the re-score after the previous round
-        check_round_file(data_dir / "data" / f"{name}.parquet", name)
+        check_round_file(DataRun(data_dir).split_file(name), name)
 
 
 def run_training(
@@ -91,15 +106,17 @@ def run_training(
     recipe_path: str | None = None,
     closed_loop: bool | None = None,
     callbacks: list[Any] | None = None,
+    allow_stale_data: bool = False,
 ) -> Path:
     """Train every round of ``recipe``'s curriculum; returns the folder of the checkpoints."""
-    from tapir.training.model_setup import base_model, preflight, start_model_name, template_file
+    from tapir.student import base_model, start_model_name
+    from tapir.training.model_setup import preflight, template_file
 
     closed_loop = recipe.training.closed_loop if closed_loop is None else closed_loop
     data_dir = recipe.resolved_output_dir
     train_dir = recipe.resolved_train_dir
     names = round_names(recipe, data_dir)
-    check_data(data_dir, names, closed_loop)
+    check_data(recipe, data_dir, names, closed_loop, allow_stale_data)
     claim_output(train_dir, "train", "training.output_dir")
     template = template_file(recipe)
     template_sha = hashlib.sha256(template.read_bytes()).hexdigest() if template else "tokenizer"
@@ -107,7 +124,7 @@ def run_training(
     preflight(start, recipe)
     parent_key = f"base:{start_model_name(recipe)}"
     mark_output(train_dir, "train")
-    (train_dir / "recipe.yaml").write_text(
+    TrainRun(train_dir).recipe_file.write_text(
         yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
     )
     mode = "closed loop" if closed_loop else "fixed curriculum"
@@ -116,11 +133,11 @@ def run_training(
     outcomes = []
     data_source = data_dir
     for index, name in enumerate(names):
-        folder = train_dir / name
+        folder = TrainRun(train_dir).round_dir(name)
         if closed_loop and index > 0:
             previous = train_dir / names[index - 1]
             data_source = rescore(recipe, previous / "model", previous / RESCORED, console)
-        data_path = data_source / "data" / f"{name}.parquet"
+        data_path = DataRun(data_source).split_file(name)
         spec = RoundSpec(name=name, data_path=data_path, start_model=str(start), folder=folder)
         rows = check_round_file(data_path, name)  # before hashing: a missing file is one error line
         data = {"path": str(data_path), "sha256": sha256_file(data_path), "rows": rows}
@@ -144,10 +161,10 @@ def _run_round(
     callbacks: list[Any] | None,
     recipe_path: str | None,
 ) -> dict[str, Any]:
-    done = read_manifest(spec.folder)
-    if done and done.get("key") == key and spec.model_dir.is_dir():
+    done = read_round_manifest(spec.folder)
+    if done and done.key == key and spec.model_dir.is_dir():
         console.print(f"[dim]{spec.name}: already trained ({spec.model_dir}), skipped[/]")
-        return {**done, "status": "skipped"}
+        return {**done.model_dump(mode="json"), "status": "skipped"}
     key_file = spec.folder / RUN_KEY
     started_before = key_file.is_file() and key_file.read_text(encoding="utf-8").strip() == key
     if not started_before:
@@ -169,30 +186,25 @@ def _run_round(
         from tapir.training.sft import train_round
 
         metrics = train_round(recipe, spec, console, callbacks, identity)
-    manifest = {
-        "stage": "train",
-        "round": spec.name,
-        "key": key,
-        "created": now_utc(),
-        "recipe_name": recipe.name,
-        "recipe_path": recipe_path,
-        "recipe_hash": recipe.fingerprint(),
-        "data": data,
-        "parent": {"model": spec.start_model, "key": parent_key},
-        "model_dir": str(spec.model_dir),
-        "training": recipe.training.model_dump(mode="json"),
-        "metrics": metrics,
-        "elapsed_s": round(time.perf_counter() - began, 1),
-        "libraries": library_versions(),
-    }
-    write_json(spec.folder / MANIFEST, manifest)
+    manifest = RoundManifest(
+        **header("train", recipe, recipe_path),
+        round=spec.name,
+        key=key,
+        data=data,
+        parent={"model": spec.start_model, "key": parent_key},
+        model_dir=str(spec.model_dir),
+        training=recipe.training.model_dump(mode="json"),
+        metrics=metrics,
+        elapsed_s=round(time.perf_counter() - began, 1),
+    )
+    write_manifest(spec.folder, manifest)
     status = "resumed" if metrics.get("resumed_from") else "trained"
     console.print(
         f"[green]{spec.name}[/]: {status}, {metrics.get('global_step')} steps, "
         f"loss {_fmt(metrics.get('first_loss'))} → {_fmt(metrics.get('final_loss'))}, "
-        f"{manifest['elapsed_s']:.0f}s → {spec.model_dir}"
+        f"{manifest.elapsed_s:.0f}s → {spec.model_dir}"
     )
-    return {**manifest, "status": status}
+    return {**manifest.model_dump(mode="json"), "status": status}
 
 
 def _fmt(value: float | None) -> str:

@@ -9,6 +9,7 @@ from them, accelerate/DeepSpeed) is left to it; this module only translates the 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +17,14 @@ from typing import Any
 
 from rich.console import Console
 
-from tapir.llm_factory import CHECKPOINT_ID
 from tapir.recipe import Recipe, TrainingSettings
+from tapir.stage_contract import CHECKPOINT_ID, MODEL_DIR
+from tapir.staging import staging_dir, staging_path, swap_into_place
 from tapir.training.model_setup import load_tokenizer
 from tapir.training.progress import NoFinalCheckpoint, TrainingLog
 from tapir.training.round_data import load_round
 
 CHECKPOINTS = "checkpoints"
-MODEL = "model"
 LOG_FILE = "train_log.jsonl"
 
 
@@ -38,7 +39,7 @@ class RoundSpec:
 
     @property
     def model_dir(self) -> Path:
-        return self.folder / MODEL
+        return self.folder / MODEL_DIR
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -175,9 +176,11 @@ def save_model(trainer: Any, spec: RoundSpec, identity: dict[str, Any] | None = 
     name and run key) goes into the folder so a response cache can tell two trainings saved at
     the same path apart.
     """
-    staging = spec.folder / f".{MODEL}.partial"
+    # Every process saves its shards into the same staging folder: it is named after the
+    # launcher (the processes' common parent), and is stale once that launcher is gone.
+    staging = staging_path(spec.model_dir, owner=os.getppid())
     if trainer.is_world_process_zero():
-        shutil.rmtree(staging, ignore_errors=True)
+        staging = staging_dir(spec.model_dir, owner=os.getppid())  # the same path, emptied
     trainer.save_model(str(staging))
     if not trainer.is_world_process_zero():
         return
@@ -185,8 +188,7 @@ def save_model(trainer: Any, spec: RoundSpec, identity: dict[str, Any] | None = 
         _merge_adapter(staging)
     if identity is not None:
         (staging / CHECKPOINT_ID).write_text(json.dumps(identity, indent=2), encoding="utf-8")
-    shutil.rmtree(spec.model_dir, ignore_errors=True)
-    staging.rename(spec.model_dir)
+    swap_into_place(staging, spec.model_dir)
 
 
 def _merge_adapter(folder: Path) -> None:

@@ -4,12 +4,11 @@ push: a stratified sample of ``data/<round>.parquet`` becomes an Argilla dataset
 then updated in place: records are upserted by id, reviewers' answers stay).
 pull: the submitted answers come back into ``<output>-review/<round>/``: every answer, one
 decision per example, and the agreement report (JSON, Markdown, plot). The next ``tapir data``
-reads the decisions (see :mod:`tapir.pipelines.review_corrections`).
+reads the decisions (see :mod:`tapir.review.corrections`).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,9 @@ from rich.table import Table
 
 from tapir.errors import DataError, EndpointError
 from tapir.manifest import error_line, now_utc, write_json
-from tapir.pipelines.review_answers import agreement, agreement_markdown, answers_from_records, decide
-from tapir.pipelines.review_argilla import (
+from tapir.recipe import Recipe
+from tapir.review.answers import agreement, agreement_markdown, answers_from_records, decide
+from tapir.review.argilla_client import (
     Connection,
     connect,
     fetch_records,
@@ -30,32 +30,28 @@ from tapir.pipelines.review_argilla import (
     resolve,
     workspace,
 )
-from tapir.pipelines.review_records import (
+from tapir.review.records import (
     QUESTIONS,
     build_record,
     build_settings,
     check_rows,
     dataset_name,
 )
-from tapir.pipelines.review_sample import stratified_sample
-from tapir.recipe import Recipe
-from tapir.staging import claim_output, mark_output
+from tapir.review.sample import stratified_sample
+from tapir.stage_contract import DataRun, ReviewRun, split_for
+from tapir.staging import atomic_file, atomic_folder, claim_output, mark_output
 
 SAMPLE, PUSHED, ANSWERS, DECISIONS, AGREEMENT = (
-    "sample.parquet",
-    "push.json",
-    "answers.parquet",
-    "decisions.parquet",
-    "agreement.json",
+    ReviewRun.SAMPLE,
+    ReviewRun.PUSHED,
+    ReviewRun.ANSWERS,
+    ReviewRun.DECISIONS,
+    ReviewRun.AGREEMENT,
 )
 
 
-def split_name(round_: int | str) -> str:
-    return "warmup" if str(round_) == "warmup" else f"round_{int(round_)}"
-
-
 def round_rows(recipe: Recipe, split: str) -> list[dict[str, Any]]:
-    path = recipe.resolved_output_dir / "data" / f"{split}.parquet"
+    path = DataRun(recipe.resolved_output_dir).split_file(split)
     if not path.is_file():
         raise DataError(f"{path}: no such round file (run `make data` first, or check review.round)")
     rows = pd.read_parquet(path).to_dict("records")
@@ -79,13 +75,13 @@ def push_review(
     recipe: Recipe, console: Console, round_: int | str | None = None, dry_run: bool = False
 ) -> Path:
     """Send the round's stratified sample to Argilla; returns the round's review folder."""
-    split = split_name(round_ if round_ is not None else recipe.review.round)
+    split = split_for(round_ if round_ is not None else recipe.review.round)
     rows = round_rows(recipe, split)
     sample = stratified_sample(rows, recipe.review.sample_size, recipe.seed, recipe.review.mfd_edges)
     records = [build_record(row, recipe) for row in sample]
     name = dataset_name(recipe, split)
     console.print(_strata_table(sample, split))
-    folder = recipe.resolved_review_dir / split
+    folder = ReviewRun(recipe.resolved_review_dir).split_dir(split)
     if dry_run:
         console.print(
             f"[bold]dry run[/]: would log {len(records)} records to dataset {name!r} "
@@ -103,8 +99,8 @@ def push_review(
         raise EndpointError(f"review: logging records to {name!r} failed ({error_line(error)})") from None
 
     mark_output(recipe.resolved_review_dir, "review")
-    folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(sample).to_parquet(folder / SAMPLE)
+    with atomic_file(folder / SAMPLE) as partial:
+        pd.DataFrame(sample).to_parquet(partial)
     write_json(
         folder / PUSHED,
         {
@@ -163,7 +159,7 @@ DECISION_COLUMNS = ["id", "reviewers", "original_task", "task", "label_changed",
 
 def pull_review(recipe: Recipe, console: Console, round_: int | str | None = None) -> Path:
     """Read the answers back; write answers, decisions and the agreement report beside the round."""
-    split = split_name(round_ if round_ is not None else recipe.review.round)
+    split = split_for(round_ if round_ is not None else recipe.review.round)
     name = dataset_name(recipe, split)
     claim_output(recipe.resolved_review_dir, "review", "review.output_dir")
     connection = resolve(recipe.review.argilla)
@@ -189,11 +185,11 @@ def write_pulled(
 
     claim_output(recipe.resolved_review_dir, "review", "review.output_dir")
     mark_output(recipe.resolved_review_dir, "review")
-    folder = recipe.resolved_review_dir / split
-    staging = folder.parent / f".{split}.pull-partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    folder = ReviewRun(recipe.resolved_review_dir).split_dir(split)
+    with atomic_folder(folder) as staging:
+        for kept in (SAMPLE, PUSHED):  # what the push left; the pull's own files are replaced
+            if (folder / kept).is_file():
+                shutil.copy2(folder / kept, staging / kept)
         pd.DataFrame(answers, columns=ANSWER_COLUMNS).to_parquet(staging / ANSWERS)
         pd.DataFrame(decisions, columns=DECISION_COLUMNS).to_parquet(staging / DECISIONS)
         write_json(staging / AGREEMENT, report)
@@ -201,11 +197,6 @@ def write_pulled(
             agreement_markdown(report, f"Review of {split}"), encoding="utf-8"
         )
         plot_agreement(report, staging / "agreement.png")
-        folder.mkdir(parents=True, exist_ok=True)
-        for item in staging.iterdir():
-            item.replace(folder / item.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     console.print(Markdown(agreement_markdown(report, f"Review of {split}")))
     console.print(f"[green]wrote[/] {folder} ({len(answers)} answers, {len(decisions)} decided examples)")
     return folder
@@ -248,13 +239,3 @@ def plot_agreement(report: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def load_agreements(recipe: Recipe) -> dict[str, dict[str, Any]]:
-    """Every pulled agreement report of this run, by round (for the dataset card)."""
-    found: dict[str, dict[str, Any]] = {}
-    root = recipe.resolved_review_dir
-    if root.is_dir():
-        for path in sorted(root.glob(f"*/{AGREEMENT}")):
-            found[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))
-    return found

@@ -15,6 +15,7 @@ import pandas as pd
 
 from tapir.manifest import sha256_file
 from tapir.recipe import Recipe
+from tapir.stage_contract import ReviewRun
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Corrections:
 
 
 def _pulled_at(decisions: Path) -> str:
-    report = decisions.parent / "agreement.json"
+    report = decisions.parent / ReviewRun.AGREEMENT
     if report.is_file():
         return str(json.loads(report.read_text(encoding="utf-8")).get("pulled", ""))
     return ""
@@ -42,7 +43,7 @@ def load_corrections(recipe: Recipe) -> Corrections:
     root = recipe.resolved_review_dir
     if not review.apply or not root.is_dir():
         return corrections
-    files = sorted(root.glob("*/decisions.parquet"), key=lambda p: (_pulled_at(p), p.parent.name))
+    files = sorted(root.glob(f"*/{ReviewRun.DECISIONS}"), key=lambda p: (_pulled_at(p), p.parent.name))
     labels = set(recipe.taxonomy.labels)
     rejected: dict[str, bool] = {}
     for path in files:

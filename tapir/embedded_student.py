@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 
 from tapir.embedded import EMBEDDED_MODEL_ID, chat_template_path, embedded_gguf_path, embedded_gguf_sha256
 from tapir.manifest import now_utc
+from tapir.staging import atomic_folder
 
 CONVERTED_NAME = "gemma-3-270m-hf"
 MARKER = "tapir_conversion.json"
@@ -58,23 +58,20 @@ def materialize_embedded_student(cache_dir: str | Path, dtype: str = "float32") 
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
 
-    staging = target.parent / f".{target.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / MARKER).write_text(
-        json.dumps(
-            {
-                "source": EMBEDDED_MODEL_ID,
-                "gguf_sha256": embedded_gguf_sha256(),  # verified by embedded_gguf_path
-                "dtype": dtype,
-                "chat_template": template_text,
-                "created": now_utc(),
-            },
-            indent=2,
-        ),
-        encoding="utf-8",
-    )
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    with atomic_folder(target) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / MARKER).write_text(
+            json.dumps(
+                {
+                    "source": EMBEDDED_MODEL_ID,
+                    "gguf_sha256": embedded_gguf_sha256(),  # verified by embedded_gguf_path
+                    "dtype": dtype,
+                    "chat_template": template_text,
+                    "created": now_utc(),
+                },
+                indent=2,
+            ),
+            encoding="utf-8",
+        )
     return target

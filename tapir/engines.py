@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tapir.chat_templates import resolve_chat_template
 from tapir.embedded import EMBEDDED, chat_template_path, embedded_gguf_path
 from tapir.errors import EndpointError
 from tapir.lifeline import die_with_parent
@@ -130,7 +131,7 @@ def engine_key(spec: ModelSpec) -> str:
 
 def resolved_template(spec: ModelSpec) -> Path | None:
     if spec.chat_template:
-        return Path(spec.chat_template)
+        return resolve_chat_template(spec.chat_template, "chat_template")
     if spec.model == EMBEDDED:
         return chat_template_path()
     return None

@@ -7,7 +7,6 @@ student and judge at once.
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
 EMBEDDED = "embedded"
@@ -16,7 +15,9 @@ EMBEDDED_MODEL_ID = "google/gemma-3-270m (Q4_K_M GGUF, PyPI gemma3-270m-q4-k-m-g
 
 def chat_template_path() -> Path:
     """tapir's chat template for base models that ship none (used for generation and training)."""
-    return Path(str(files("tapir").joinpath("templates/tapir_chat.jinja")))
+    from tapir.chat_templates import packaged_template
+
+    return packaged_template()
 
 
 def embedded_gguf_sha256() -> str:

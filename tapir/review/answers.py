@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from itertools import combinations
 from typing import Any
 
-from tapir.pipelines.review_records import FALLS_SHORT, FIX, KEEP, REFINED_BETTER, TASK_LABEL
+from tapir.review.records import FALLS_SHORT, FIX, KEEP, REFINED_BETTER, TASK_LABEL
 
 SUBMITTED = "submitted"
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from distilabel.models.llms.base import LLM
 
+from tapir.chat_templates import resolve_chat_template
 from tapir.embedded import EMBEDDED, EMBEDDED_MODEL_ID
 from tapir.engine_client import TapirEngineClient
 from tapir.engines import OPENAI_DEFAULT_URL, SERVED_BACKENDS, EngineSet, resolved_template, served_name
@@ -22,6 +23,7 @@ from tapir.errors import EndpointError
 from tapir.llms import TapirTransformersLLM
 from tapir.recipe import ModelSpec
 from tapir.simulator import PREFLIGHT_ROLE, ROLE_HEADER
+from tapir.stage_contract import CHECKPOINT_ID
 
 # Stops a base model that runs past its turn in tapir's chat template.
 TURN_STOP = ["### Instruction:", "### Instructions:", "\n### Input:"]
@@ -78,10 +80,6 @@ class LLMContext:
         if self.engines is None:
             self.engines = EngineSet(self.cache_dir, seed=self.seed)
         return self.engines
-
-
-#: Written by ``tapir train`` into each round's model folder (round name and run key).
-CHECKPOINT_ID = "tapir_checkpoint.json"
 
 
 def model_id(spec: ModelSpec) -> str:
@@ -196,8 +194,8 @@ def preflight(spec: ModelSpec, role: str, timeout_s: float = 5.0) -> None:
             raise EndpointError(f"{role}.model: model folder not found: {spec.model}")
     elif spec.backend == "openai":
         _check_endpoint(spec, role, timeout_s)
-    if spec.chat_template and not Path(spec.chat_template).is_file():
-        raise EndpointError(f"{role}.chat_template: file not found: {spec.chat_template}")
+    if spec.chat_template:
+        resolve_chat_template(spec.chat_template, f"{role}.chat_template")
 
 
 def _check_endpoint(spec: ModelSpec, role: str, timeout_s: float) -> None:

@@ -17,8 +17,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from tapir.errors import DataError
-
 TRACKED_PACKAGES = [
     "tapir-distill",
     "distilabel",
@@ -100,31 +98,14 @@ def contains_secret(blob: bytes) -> bool:
     return any(pattern.search(text) for pattern in _SECRET_PATTERNS)
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """``folder``'s manifest.json (None when there is none), or one error line if it is damaged."""
-    path = folder / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        manifest = None
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: not a readable tapir manifest (damaged? rerun the stage that wrote it)")
-    return manifest
-
-
-def refuse_incomplete(manifest: dict[str, Any], data_dir: Path, before: str) -> None:
-    """A data run whose LLM calls failed for good is not used for ``before`` (training, a push)."""
-    if manifest.get("failed_calls"):
-        raise DataError(
-            f"output_dir: the data run in {data_dir} is incomplete ({manifest['failed_calls']} LLM "
-            f"call(s) failed for good); rerun `make data` to ask them again before {before}"
-        )
-
-
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(scrub(json.dumps(data, indent=2, sort_keys=False, default=str)) + "\n", encoding="utf-8")
+    """``data`` as JSON at ``path``, scrubbed of credentials, replaced in one rename."""
+    from tapir.staging import atomic_file
+
+    with atomic_file(path) as partial:
+        partial.write_text(
+            scrub(json.dumps(data, indent=2, sort_keys=False, default=str)) + "\n", encoding="utf-8"
+        )
 
 
 def now_utc() -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tapir.errors import TrainingError
+from tapir.staging import atomic_file
 
 # llama.h's llama_ftype values for the quantizations we offer (the source GGUF's own is Q4_K_M).
 FTYPES = {"F16": 1, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}
@@ -58,19 +59,16 @@ def export_gguf(
     """Write ``checkpoint``'s weights as a GGUF with ``reference``'s metadata; atomic."""
     if quantization not in FTYPES:
         raise TrainingError(f"gguf export: quantization {quantization!r} is not one of {', '.join(FTYPES)}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    f16 = target.with_name(f".{target.name}.f16.partial")
-    partial = target.with_name(f".{target.name}.partial")
-    try:
-        _write_f16(checkpoint, reference, f16)
+    with atomic_file(target) as partial:
         if quantization == "F16":
-            f16.replace(partial)
+            _write_f16(checkpoint, reference, partial)
         else:
-            _quantize(f16, partial, FTYPES[quantization])
-        partial.replace(target)
-    finally:
-        f16.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
+            f16 = partial.with_name(partial.name + ".f16")
+            try:
+                _write_f16(checkpoint, reference, f16)
+                _quantize(f16, partial, FTYPES[quantization])
+            finally:
+                f16.unlink(missing_ok=True)
     return target
 
 

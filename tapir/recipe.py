@@ -129,8 +129,9 @@ class ModelSpec(StrictModel):
     )
     chat_template: str | None = Field(
         None,
-        description="Jinja chat template file for models without one (the embedded model uses "
-        "tapir's own template by default; training uses the same file).",
+        description="Chat template for models without one: a template tapir ships, by name "
+        "(tapir_chat), or your own Jinja file (the embedded model uses tapir_chat; training uses "
+        "the same template).",
     )
     context_length: int = Field(2048, gt=0, description="Context window to allocate (n_ctx / max_model_len).")
     threads: int | None = Field(None, gt=0, description="CPU threads for llamacpp (default: all cores).")
@@ -405,7 +406,7 @@ class TrainingSettings(StrictModel):
     )
     chat_template: str | None = Field(
         None,
-        description="Jinja chat template file for a base model without one (default: "
+        description="Chat template for a base model without one, by name (tapir_chat) or file (default: "
         "student.chat_template, else the tokenizer's own; the embedded student uses "
         "tapir's). Must wrap the assistant turn, its EOS included, in {% generation %} markers.",
     )

@@ -13,34 +13,41 @@ import yaml
 
 from tapir.manifest import scrub
 from tapir.recipe import Recipe
+from tapir.stage_contract import (
+    EXPANSIONS,
+    POOL,
+    SELECTED,
+    DataRun,
+    curriculum_splits,
+    is_curriculum_split,
+)
 
 
 def data_files(recipe: Recipe, summary: dict[str, Any]) -> list[str]:
     """Every data file a run writes, relative to its folder."""
-    rounds = [f"round_{r}" for r in range(1, recipe.curriculum.rounds + 1)]
-    files = [f"data/{s}.parquet" for s in ["warmup", *rounds, "selected", "pool"]]
+    tables = [*curriculum_splits(recipe.curriculum.rounds), SELECTED, POOL]
     if summary["steps"] and any(s["step"] == "expand_instructions" and s["ok"] for s in summary["steps"]):
-        files.append("data/expansions.parquet")
-    return files
+        tables.append(EXPANSIONS)
+    return [DataRun.relative(name) for name in tables]
 
 
 def _header(recipe: Recipe, files: list[str]) -> dict[str, Any]:
     """Configs for exactly ``files``: the curriculum splits, then one config per other table."""
     stems = [Path(f).stem for f in files]
-    curriculum = [s for s in stems if s == "warmup" or s.startswith("round_")]
+    curriculum = [s for s in stems if is_curriculum_split(s)]
     configs: list[dict[str, Any]] = []
     if curriculum:
         configs.append(
             {
                 "config_name": "curriculum",
                 "default": True,
-                "data_files": [{"split": s, "path": f"data/{s}.parquet"} for s in curriculum],
+                "data_files": [{"split": s, "path": DataRun.relative(s)} for s in curriculum],
             }
         )
-    for stem in ("selected", "pool", "expansions"):
+    for stem in (SELECTED, POOL, EXPANSIONS):
         if stem in stems:
             configs.append(
-                {"config_name": stem, "data_files": [{"split": "train", "path": f"data/{stem}.parquet"}]}
+                {"config_name": stem, "data_files": [{"split": "train", "path": DataRun.relative(stem)}]}
             )
     header: dict[str, Any] = {
         "configs": configs,
@@ -59,8 +66,8 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _review_section(summary: dict[str, Any], agreements: dict[str, dict[str, Any]]) -> str:
-    from tapir.pipelines.review_answers import agreement_markdown
-    from tapir.pipelines.review_corrections import describe_applied
+    from tapir.review.answers import agreement_markdown
+    from tapir.review.corrections import describe_applied
 
     parts = []
     applied = describe_applied(summary.get("review"))

@@ -1,4 +1,5 @@
-"""Write a folder beside its target, then swap it into place: a reader never sees half of it.
+"""tapir's one atomic writer: build a folder or file beside its target, then swap it into place,
+so a reader never sees half of it (``atomic_folder``, ``atomic_file``).
 
 A killed run leaves its hidden ``.<name>.partial-<pid>`` (or ``.old-<pid>``) sibling behind;
 the next run for the same target removes those whose process is gone, so they do not pile up.
@@ -14,6 +15,8 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tapir.errors import DataError
@@ -93,17 +96,26 @@ def remove_stale(target: Path) -> list[Path]:
         match = pattern.match(sibling.name)
         pid = int(match.group(1)) if match else None
         if pid is not None and pid != os.getpid() and not _alive(pid):
-            shutil.rmtree(sibling, ignore_errors=True)
+            if sibling.is_dir() and not sibling.is_symlink():
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                sibling.unlink(missing_ok=True)
             removed.append(sibling)
     return removed
 
 
-def staging_dir(target: Path) -> Path:
-    """Where to build ``target`` (not yet created); stale ones of dead runs removed first."""
+def staging_dir(target: Path, owner: int | None = None) -> Path:
+    """Where to build ``target`` (not yet created); stale ones of dead runs removed first.
+    ``owner`` is the process whose death makes it stale (default: this one)."""
     remove_stale(target)
-    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
+    staging = staging_path(target, owner)
     shutil.rmtree(staging, ignore_errors=True)
     return staging
+
+
+def staging_path(target: Path, owner: int | None = None) -> Path:
+    """The name of ``target``'s staging sibling for ``owner`` (default: this process)."""
+    return target.parent / f".{target.name}.partial-{owner or os.getpid()}"
 
 
 def swap_into_place(staging: Path, target: Path) -> None:
@@ -116,3 +128,30 @@ def swap_into_place(staging: Path, target: Path) -> None:
     staging.rename(target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Yield an empty folder to build ``target`` in; it replaces ``target`` when the block ends
+    without an error and is removed when it raises (the old ``target`` is then untouched)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_dir(target)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        swap_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Yield a path to write ``target``'s new content to; it replaces ``target`` in one rename
+    when the block ends without an error, and is removed when it raises."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        yield partial
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="re-score with each new checkpoint and build the next round from what is still hard",
     )
+    train.add_argument(
+        "--allow-stale-data",
+        action="store_true",
+        help="train on a data run made with other data-side settings than the recipe has now",
+    )
     train.add_argument("--dry-run", action="store_true", help="print the training plan; load nothing")
     _add_json(train)
 
@@ -210,7 +215,7 @@ def run(argv: list[str] | None = None) -> int:
         run_eval(recipe, console, args.models)
         return 0
     if args.command == "review":
-        from tapir.pipelines.review import pull_review, push_review
+        from tapir.review.spot_check import pull_review, push_review
 
         if args.review_command == "push":
             push_review(recipe, console, dry_run=args.dry_run)
@@ -218,7 +223,7 @@ def run(argv: list[str] | None = None) -> int:
             pull_review(recipe, console)
         return 0
     if args.command == "push":
-        from tapir.pipelines.hub_push import push
+        from tapir.publishing.hub_push import push
 
         push(recipe, console, dry_run=args.dry_run, to=args.to, private=args.private)
         return 0
@@ -254,7 +259,13 @@ def run(argv: list[str] | None = None) -> int:
         if args.command == "distill":
             _distill(recipe, console, args.recipe)
         else:
-            run_training(recipe, console, recipe_path=args.recipe, closed_loop=closed_loop)
+            run_training(
+                recipe,
+                console,
+                recipe_path=args.recipe,
+                closed_loop=closed_loop,
+                allow_stale_data=args.allow_stale_data,
+            )
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

@@ -6,9 +6,9 @@ and Redis for its background jobs. Here they are SQLite, ``osmem-server`` (PyPI:
 OpenSearch-compatible server binary) and Debian's ``redis-server``. argilla-server pins
 pydantic~=2.9, fastapi~=0.115 and httpx~=0.27, which clash with our stack, so it lives in its own
 venv (``make argilla-env`` builds ``.venv-argilla``); it is a separate process anyway. osmem runs
-no painless scripts, so the server and worker start through ``argilla_server_osmem.py``.
+no painless scripts, so the server and worker start through ``tapir/review/osmem_server.py``.
 
-    python -m tests.argilla_local      # serve on http://127.0.0.1:6900 until Ctrl-C
+    python -m tapir.review.local_server      # serve on http://127.0.0.1:6900 until Ctrl-C
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-VENV = REPO / ".venv-argilla"
+# The separate venv `make argilla-env` builds in the project folder (another: $TAPIR_ARGILLA_VENV).
+VENV = Path(os.environ.get("TAPIR_ARGILLA_VENV", ".venv-argilla")).absolute()
 PYTHON = VENV / "bin" / "python"
 # argilla-server's CLI with the three script updates osmem cannot run done in Python (see there).
-ON_OSMEM = Path(__file__).with_name("argilla_server_osmem.py")
+ON_OSMEM = Path(__file__).with_name("osmem_server.py")
 LOCAL_DEFAULT_KEY = "argilla.apikey"  # Argilla's own quickstart convention for local servers
 WORKSPACE = "argilla"
 
@@ -176,7 +176,7 @@ def main() -> None:
         if os.environ.get("ARGILLA_API_KEY")
         else f"the local default {LOCAL_DEFAULT_KEY!r}"
     )
-    workdir = REPO / ".cache" / "argilla-server"
+    workdir = Path(".cache", "argilla-server").absolute()
     shutil.rmtree(workdir, ignore_errors=True)
     # `kill` as well as Ctrl-C stops redis, osmem, the server and its worker with us.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

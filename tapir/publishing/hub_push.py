@@ -21,13 +21,13 @@ from typing import Any
 from rich.console import Console
 
 from tapir.errors import DataError, EndpointError, RecipeError
-from tapir.manifest import contains_secret, error_line, read_manifest, refuse_incomplete, scrub
-from tapir.pipelines.card import data_files, write_card
-from tapir.pipelines.review import AGREEMENT, DECISIONS, load_agreements
+from tapir.manifest import contains_secret, error_line, scrub
+from tapir.publishing.card import data_files, write_card
 from tapir.recipe import Recipe
-from tapir.staging import claim_output, mark_output, staging_dir, swap_into_place
+from tapir.stage_contract import MANIFEST, DataRun, ReviewRun, finished_data_run, split_for
+from tapir.staging import atomic_folder, claim_output, mark_output
 
-RUN_FILES = ("recipe.yaml", "manifest.json", "summary.json")
+RUN_FILES = ("recipe.yaml", MANIFEST, "summary.json")
 
 
 def hub_token(recipe: Recipe) -> str:
@@ -91,8 +91,7 @@ def check_write_access(token: str, repo_id: str, token_env: str) -> str:
 def _selected_files(recipe: Recipe, summary: dict[str, Any], round_: int | str) -> list[str]:
     if str(round_) == "all":
         return data_files(recipe, summary)
-    split = "warmup" if str(round_) == "warmup" else f"round_{int(round_)}"
-    return [f"data/{split}.parquet"]
+    return [DataRun(recipe.resolved_output_dir).relative(split_for(round_))]
 
 
 def _assert_no_secret(folder: Path) -> None:
@@ -103,20 +102,19 @@ def _assert_no_secret(folder: Path) -> None:
 
 
 def build_upload(recipe: Recipe, round_: int | str, target: Path) -> list[str]:
-    """Write the upload into ``target`` (must not exist); returns the data files included."""
+    """Write the upload into ``target`` (created if missing); returns the data files included."""
     run = recipe.resolved_output_dir
-    summary_path, manifest_path = run / "summary.json", run / "manifest.json"
-    if not summary_path.is_file() or not manifest_path.is_file():
+    manifest = finished_data_run(run, "publishing it").model_dump(mode="json")
+    summary_path = DataRun(run).summary_file
+    if not summary_path.is_file():
         raise DataError(f"{run}: no finished data run here (run `make data` first)")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    manifest = read_manifest(run)
-    refuse_incomplete(manifest, run, "publishing it")
     files = _selected_files(recipe, summary, round_)
     missing = [f for f in files if not (run / f).is_file()]
     if missing:
         raise DataError(f"{run}: missing {', '.join(missing)} (check --round against the curriculum)")
 
-    target.mkdir(parents=True)
+    target.mkdir(parents=True, exist_ok=True)
     for name in files:
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(run / name, target / name)
@@ -129,10 +127,11 @@ def build_upload(recipe: Recipe, round_: int | str, target: Path) -> list[str]:
             (target / plot).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(run / plot, target / plot)
             plots.append(plot)
-    agreements = load_agreements(recipe)
+    review = ReviewRun(recipe.resolved_review_dir)
+    agreements = review.agreements()
     for split in agreements:
-        source = recipe.resolved_review_dir / split
-        for name in (AGREEMENT, "agreement.md", "agreement.png", DECISIONS):
+        source = review.split_dir(split)
+        for name in ReviewRun.REPORTS:
             if (source / name).is_file():
                 (target / "review" / split).mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source / name, target / "review" / split / name)
@@ -159,13 +158,9 @@ def push(
     if dry_run:
         folder = Path(to) if to else recipe.resolved_hub_dir
         claim_output(folder, "push", "--to" if to else "hub.output_dir")
-        staging = staging_dir(folder)
-        try:
+        with atomic_folder(folder) as staging:
             files = build_upload(recipe, round_, staging)
             mark_output(staging, "push")
-            swap_into_place(staging, folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         console.print(
             f"[bold]dry run[/]: wrote what would go to {repo_id or '(hub.repo_id not set)'} "
             f"({'private' if private else 'public'}) into {folder}: {', '.join(files)}"
