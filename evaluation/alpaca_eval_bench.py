@@ -19,7 +19,7 @@ from tapir.errors import DataError, EvaluationError
 from tapir.evaluation import alpaca_metrics
 from tapir.evaluation.generation import Generator
 from tapir.evaluation.judging import JudgeClient, JudgeStats
-from tapir.evaluation.sources import read_records, resolve
+from tapir.evaluation.sources import EMBEDDED, read_records, resolve, sample_file
 from tapir.manifest import write_json
 from tapir.recipe import AlpacaEvalSettings
 
@@ -43,6 +43,12 @@ def check_annotator(settings: AlpacaEvalSettings) -> None:
         )
 
 
+def difficulty_source(settings: AlpacaEvalSettings) -> str | None:
+    """``difficulty`` as a path (``embedded``: the packaged estimate for the packaged sample)."""
+    field = "evaluation.alpaca_eval.difficulty"
+    return str(sample_file(field)) if settings.difficulty == EMBEDDED else settings.difficulty
+
+
 def load_reference(settings: AlpacaEvalSettings, cache_dir: str | Path) -> pd.DataFrame:
     """The instructions and reference outputs, in alpaca_eval's order (then sampled as it does)."""
     field = "evaluation.alpaca_eval.reference"
@@ -56,9 +62,12 @@ def load_reference(settings: AlpacaEvalSettings, cache_dir: str | Path) -> pd.Da
         raise DataError(f"{field}: {int(empty.sum())} empty instruction(s)")
     df["generator"] = df.get("generator", pd.Series(["reference"] * len(df)))
     df["dataset"] = df.get("dataset", pd.Series(["alpaca_eval"] * len(df)))
-    df["position"] = range(len(df))  # where alpaca_eval's difficulty files look each row up
-    if settings.limit is not None and settings.limit < len(df):
-        df = df.sample(frac=1, random_state=ALPACA_EVAL_SHUFFLE_SEED)[: settings.limit]
+    if "position" in df.columns:  # a sample, already in alpaca_eval's shuffled order (see samples/)
+        df = df[: settings.limit] if settings.limit is not None else df
+    else:
+        df["position"] = range(len(df))  # where alpaca_eval's difficulty files look each row up
+        if settings.limit is not None and settings.limit < len(df):
+            df = df.sample(frac=1, random_state=ALPACA_EVAL_SHUFFLE_SEED)[: settings.limit]
     return df.reset_index(drop=True)
 
 
@@ -197,8 +206,9 @@ def score_outputs(
             f"judge: none of the {len(annotations)} AlpacaEval verdicts for {name} could be parsed "
             f"({stats.last_error or 'see raw_completion in the annotations'})"
         )
+    difficulty = difficulty_source(settings)
     metrics = alpaca_metrics.score(
-        annotations, settings.difficulty, cache_dir, positions=reference["position"].tolist()
+        annotations, difficulty, cache_dir, positions=reference["position"].tolist()
     )
     metrics["avg_length"] = int(outputs["output"].str.len().mean())
     health = {**stats.health(), **length_stats(annotations)}

@@ -15,6 +15,7 @@ from tapir.evaluation.alpaca_eval_bench import check_annotator
 from tapir.evaluation.models import STUDENT, resolve_models
 from tapir.evaluation.published import published_rows
 from tapir.evaluation.serving import answer_backend, planned_engine
+from tapir.evaluation.sources import EMBEDDED, sample_file
 from tapir.llm_factory import model_id
 from tapir.pipelines.dry_run import engines_table
 from tapir.recipe import Recipe
@@ -25,6 +26,8 @@ REMOTE = ("https://", "http://", "hf://")
 def _check_source(value: str | None, field: str, console: Console) -> None:
     if value is None:
         console.print(f"  {field}: alpaca_eval's official file (downloaded at run time)")
+    elif value == EMBEDDED:
+        console.print(f"  {field}: tapir's embedded sample ({sample_file(field)})")
     elif value.startswith(REMOTE):
         console.print(f"  {field}: {value} (downloaded at run time)")
     elif not Path(value).expanduser().exists():

@@ -71,7 +71,7 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
     )
     published = published_rows(settings.published, settings.paper_rows)
     alpaca_eval_bench.check_annotator(settings.alpaca_eval)
-    difficulty = settings.alpaca_eval.difficulty
+    difficulty = alpaca_eval_bench.difficulty_source(settings.alpaca_eval)
     if difficulty and not Path(difficulty).expanduser().exists():
         raise EvaluationError(f"evaluation.alpaca_eval.difficulty: not found: {difficulty}")
     models = resolve_models(recipe, only)

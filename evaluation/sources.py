@@ -1,4 +1,6 @@
-"""Where benchmark files come from: a local path, an https URL, or a file in a Hub dataset.
+"""Where benchmark files come from: a local path, an https URL, a file in a Hub dataset, or
+``embedded``: the small samples tapir ships for the embedded default (``evaluation/samples``,
+see its README for sources and licenses), so ``make eval`` runs with nothing beside the clone.
 
 Offline runs point the recipe at local copies; online runs fetch once into the cache folder.
 Nothing here guesses: a source that cannot be read is an error naming the recipe field.
@@ -8,16 +10,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from tapir.errors import DataError
 
 HF_PREFIX = "hf://datasets/"
+EMBEDDED = "embedded"
+#: The sample each field's ``embedded`` names (relative to ``evaluation/samples``).
+SAMPLES = {
+    "evaluation.alpaca_eval.reference": "alpaca_eval/reference_outputs.json",
+    "evaluation.alpaca_eval.difficulty": "alpaca_eval/instruction_difficulty.csv",
+    "evaluation.mt_bench.questions": "mt_bench/question.jsonl",
+    "evaluation.mt_bench.judge_prompts": "mt_bench/judge_prompts.jsonl",
+    "evaluation.mt_bench.reference_answers": "mt_bench/reference_answer/gpt-4.jsonl",
+}
+
+
+def sample_file(field: str) -> Path:
+    """The packaged sample for ``field`` (``embedded`` in a recipe)."""
+    if field not in SAMPLES:
+        raise DataError(f"{field}: tapir ships no embedded sample for this field")
+    return Path(str(files("tapir.evaluation").joinpath("samples", SAMPLES[field])))
 
 
 def resolve(source: str, field: str, cache_dir: str | Path) -> Path:
     """A local file for ``source`` (downloaded into ``<cache_dir>/benchmarks`` when remote)."""
+    if source == EMBEDDED:
+        return sample_file(field)
     if source.startswith(HF_PREFIX):
         from huggingface_hub import hf_hub_download
 

@@ -1,0 +1,102 @@
+"""The embedded default from a clean clone with nothing beside it (slow tier): `git clone` into an
+empty folder (no ../shared), then `make data`, `make train`, `make eval` as a user runs them,
+offline, with the real Gemma 3 270M and small settings. The clone uses this checkout's venv
+(``make -o .venv/.installed``: installing again is not what is tested)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tapir.evaluation import html_report
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+# One set of overrides for all three verbs: train refuses data made with other data settings.
+SMALL = [
+    "seeds.limit=4",
+    "teacher.generation.max_new_tokens=24",
+    "student.generation.max_new_tokens=16",
+    "expansion.per_hard_seed=1",
+    "expansion.max_hard_seeds=1",
+    "expansion.max_new_tokens=24",
+    "refinement.max_new_tokens=24",
+    "curriculum.rounds=1",
+    "curriculum.hard_share=[1.0]",
+    "curriculum.warmup_size=1",
+    "training.max_steps=1",
+    "training.max_length=128",
+    "evaluation.models=[student,rounds]",
+    "evaluation.alpaca_eval.limit=3",
+    "evaluation.alpaca_eval.max_new_tokens=16",
+    "evaluation.mt_bench.max_new_tokens=16",
+]
+
+
+def _make(clone: Path, verb: str, timeout: int) -> subprocess.CompletedProcess:
+    args = " ".join(f"--set {item}" for item in SMALL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return subprocess.run(
+        ["make", "-o", ".venv/.installed", verb, f"ARGS={args}"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_a_clean_clone_runs_data_train_eval_offline(tmp_path):
+    clone = tmp_path / "empty" / "tapir-distill"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    assert not (clone.parent.parent / "shared").exists() and not (clone.parent / "shared").exists()
+    (clone / ".venv").symlink_to(REPO / ".venv")
+
+    data = _make(clone, "data", 1500)
+    assert data.returncode == 0, data.stdout[-2000:] + data.stderr[-3000:]
+    run = clone / "outputs" / "embedded-default"
+    summary = json.loads((run / "summary.json").read_text())
+    usage = summary["usage"]
+    assert 4 <= usage["student"]["calls"] <= 5 and usage["teacher"]["output_tokens"] > 0
+    assert usage["judge"]["calls"] >= 2 * 4 + 4  # two grades and a label per row
+    # The grammar makes every embedded judge / classifier answer parse.
+    assert summary["parse_failures"]["judge grade of teacher"] == 0
+    assert summary["parse_failures"]["task label"] == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1 and "gemma-3-270m" in manifest["models"]["teacher"]["model"]
+    assert manifest["data_settings"]["curriculum.hard_share"] == [1.0]
+
+    again = _make(clone, "data", 600)  # an unchanged re-run is answered from the caches
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["llm_calls_this_run"] == 0
+
+    train = _make(clone, "train", 1500)
+    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-3000:]
+    rounds = clone / "outputs" / "embedded-default-checkpoints"
+    assert (rounds / "round_1" / "model" / "tapir_checkpoint.json").is_file()
+
+    evaluated = _make(clone, "eval", 1500)
+    assert evaluated.returncode == 0, evaluated.stdout[-2000:] + evaluated.stderr[-3000:]
+    out = clone / "outputs" / "embedded-default-eval"
+    board = pd.read_csv(out / "leaderboard.csv")
+    ours = board[board["kind"].isin(["student", "round"])].set_index("model")
+    assert {"student", "round_1"} <= set(ours.index)
+    for name in ("student", "round_1"):
+        assert ours.loc[name, "n_total"] == 3  # the grammar lets the tiny judge answer only m or M
+        assert 0 <= ours.loc[name, "win_rate"] <= 100 and 1 <= ours.loc[name, "mt_bench"] <= 10
+        assert ours.loc[name, "judge_parse_failures"] == 0
+    result = json.loads((out / "summary.json").read_text())["results"]["student"]
+    assert result["generation"]["backend"] == "llamacpp:Q4_K_M"
+    health = result["alpaca_eval"]["judge_health"]
+    assert health["judgments"] == 3 and set(health["usage"]) >= {"calls", "input_tokens", "output_tokens"}
+    assert result["alpaca_eval"]["metrics"]["length_controlled_winrate"] is None  # 3 < alpaca_eval's 5 folds
+    assert result["mt_bench"]["metrics"]["n_judgments"] == 16
+    if html_report.chromium_binary() or os.environ.get("CI"):
+        assert html_report.check_renders(out / "report.html")["rendered"] == "yes"
