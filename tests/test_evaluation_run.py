@@ -131,6 +131,11 @@ def test_eval_writes_leaderboard_plots_and_report_then_reuses_caches(tmp_path, t
         rendered = html_report.check_renders(out / "report.html")
         assert rendered["rendered"] == "yes" and rendered["images"] >= 2, rendered
         assert rendered["table_rows"] >= len(board) + 1
+        assert rendered["fits_the_window"] is True  # wide tables scroll in their box, not the page
+    page = (out / "report.html").read_text()
+    assert "805.00" not in page and ">805<" in page  # counts as integers (published rows' n)
+    assert "<th>verdicts</th>" in page and "<th>input tokens</th>" in page  # judge health, a table
+    assert "judged by" in page and "only rows judged by the same judge" in page
 
     # Unchanged model, unchanged settings: nothing generated, nothing judged, same board.
     run_eval(recipe, QUIET)
