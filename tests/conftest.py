@@ -41,6 +41,16 @@ def tiny_recipe_dict(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     return base
 
 
+@pytest.fixture(scope="session")
+def embedded_student(tmp_path_factory) -> tuple[Path, Path]:
+    """(cache folder, folder): the embedded GGUF converted once per session to a transformers
+    model (about a minute on 2 cores), for every slow test that needs it."""
+    from tapir.embedded_student import materialize_embedded_student
+
+    cache = tmp_path_factory.mktemp("embedded-student")
+    return cache, materialize_embedded_student(cache)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SELF_INSTRUCT.is_file():
@@ -48,7 +58,7 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-# --- the scripted pipeline (fast tier) ---------------------------------------------------------
+# --- the scripted pipeline (integration tier) ----------------------------------------------------
 
 
 @pytest.fixture
@@ -128,13 +138,34 @@ def hub(monkeypatch):
         yield state
 
 
-# --- ordering ------------------------------------------------------------------------------------
+# --- tiers by cost ------------------------------------------------------------------------------
 
-#: Modules that run distilabel pipelines in this process; distilabel forks its step workers.
-FORKING_MODULES = ("test_pipeline_scripted", "test_review_loop", "test_embedded_slow")
+#: Tiers, cheapest first; a test without one is a ``unit`` test. ``make test-quick`` runs
+#: unit + integration, ``make test`` (and CI) every tier.
+TIERS = ("unit", "integration", "e2e", "slow", "argilla")
+#: Tests that must not run beside each other on two xdist workers: the real embedded model's
+#: (they share the project cache and its llama.cpp engines, and each wants every core), and
+#: the one Argilla server of the session.
+SERIAL_GROUPS = {"slow": "embedded-model", "argilla": "argilla-server"}
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Run the in-process pipelines first: once this process has run torch (training, the
-    evaluation's generation), a forked distilabel worker hangs in its first OpenMP region."""
-    items.sort(key=lambda item: item.module.__name__.rsplit(".", 1)[-1] not in FORKING_MODULES)
+    for item in items:
+        tiers = [t for t in TIERS if item.get_closest_marker(t)]
+        if not tiers:
+            item.add_marker(pytest.mark.unit)
+        for tier, group in SERIAL_GROUPS.items():
+            if tier in tiers:
+                item.add_marker(pytest.mark.xdist_group(group))
+    if config.getoption("--reverse-modules"):
+        modules = list(dict.fromkeys(item.module.__name__ for item in items))
+        rank = {name: position for position, name in enumerate(reversed(modules))}
+        items.sort(key=lambda item: rank[item.module.__name__])
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reverse-modules",
+        action="store_true",
+        help="run the test modules in reverse order (the suite must not depend on order)",
+    )

@@ -152,6 +152,7 @@ def test_bad_inputs_are_one_clear_error(tmp_path):
         alpaca_metrics.score(annotations, unrelated, tmp_path)
 
 
+@pytest.mark.integration
 def test_score_alpaca_command_prints_one_json_object(tmp_path):
     command = [sys.executable, "-m", "tapir.cli", "eval", "score-alpaca", "--cache-dir", str(tmp_path)]
     done = subprocess.run(

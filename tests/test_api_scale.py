@@ -1,4 +1,4 @@
-"""The API-scale benchmark in small (fast tier): the whole `tapir data` pipeline against a
+"""The API-scale benchmark in small (e2e tier): the whole `tapir data` pipeline against a
 flaky OpenAI-compatible endpoint finishes, the concurrency cap holds across every step process,
 and every injected fault is either retried or counted; every seed is accounted for."""
 
@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,6 +19,7 @@ def _benchmark():
     return module
 
 
+@pytest.mark.e2e
 def test_small_api_scale_run_with_faults_accounts_for_everything(tmp_path):
     bench = _benchmark()
     faults = {**bench.FAULTS, "retry_after_s": 0.05}

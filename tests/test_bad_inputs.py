@@ -26,6 +26,8 @@ import yaml
 
 from .conftest import SHARED_DATA
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 SIM_KEY = "corpus-right-key"
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from tapir.evaluation import html_report
 
@@ -82,6 +84,12 @@ def test_a_clean_clone_runs_data_train_eval_offline(tmp_path):
     assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-3000:]
     rounds = clone / "outputs" / "embedded-default-checkpoints"
     assert (rounds / "round_1" / "model" / "tapir_checkpoint.json").is_file()
+    metrics = json.loads((rounds / "round_1" / "manifest.json").read_text())["metrics"]
+    assert metrics["global_step"] == 1 and metrics["final_loss"] > 0  # no LR warm-up: step 1 trains
+    base = load_file(next((clone / ".cache" / "tapir" / "models" / "gemma-3-270m-hf").glob("*.safetensors")))
+    trained = load_file(next((rounds / "round_1" / "model").glob("*.safetensors")))
+    layer = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(base[layer], trained[layer])
 
     evaluated = _make(clone, "eval", 1500)
     assert evaluated.returncode == 0, evaluated.stdout[-2000:] + evaluated.stderr[-3000:]

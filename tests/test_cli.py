@@ -10,6 +10,8 @@ import yaml
 
 from .conftest import tiny_recipe_dict
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 
 

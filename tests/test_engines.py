@@ -1,4 +1,4 @@
-"""Engines and their clients against tapir's loopback simulator (fast tier): one engine per
+"""Engines and their clients against tapir's loopback simulator (integration tier): one engine per
 model, bounded counted retries, a concurrency cap across processes, no orphan engine however
 tapir ends, and one clear line for every engine that cannot be used."""
 
@@ -22,6 +22,7 @@ from tapir.llm_factory import LLMContext, build_llm, choice_constraint, prefligh
 from tapir.llms import read_usage
 from tapir.recipe import ModelSpec
 
+pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 
 

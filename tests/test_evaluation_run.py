@@ -24,6 +24,8 @@ from tapir.simulator import MALFORMED
 from .conftest import SHARED_DATA, tiny_recipe_dict
 from .tiny_student import build_tiny_student
 
+pytestmark = pytest.mark.integration
+
 QUIET = Console(quiet=True)
 MT = SHARED_DATA / "mt_bench"
 INSTRUCTIONS = [

@@ -25,6 +25,8 @@ import psutil
 import pytest
 import yaml
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = 40
 SMALL = {"concurrency": 8, "batch_size": 8, "timeout_s": 1.0, "replicas": 1}

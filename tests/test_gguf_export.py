@@ -10,6 +10,8 @@ from tapir.training.closed_loop import resolved_rescore_backend
 
 from .tiny_student import build_tiny_student
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):

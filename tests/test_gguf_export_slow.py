@@ -5,7 +5,6 @@ from collections import Counter
 import pytest
 
 from tapir.embedded import chat_template_path, embedded_gguf_path
-from tapir.embedded_student import materialize_embedded_student
 from tapir.engines import EngineSet
 from tapir.gguf_export import gguf_for_checkpoint
 from tapir.recipe import ModelSpec
@@ -14,13 +13,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, embedded_student):
     """The converted embedded student with weights changed as training would change them."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     work = tmp_path_factory.mktemp("export")
-    source = materialize_embedded_student(work / "cache")
+    cache, source = embedded_student
+    (work / "cache").symlink_to(cache)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     with torch.no_grad():
         model.model.norm.weight.add_(0.25)  # a norm: stored shifted by one in GGUF

@@ -104,6 +104,7 @@ def test_aggregation_matches_a_hand_computation():
     assert summary["n_parse_failures"] == 1 and summary["n_judgments"] == 6
 
 
+@pytest.mark.integration
 def test_score_mt_bench_command(tmp_path):
     path = tmp_path / "judgments.jsonl"
     records = [

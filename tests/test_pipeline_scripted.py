@@ -1,4 +1,4 @@
-"""The whole graph with a scripted LLM (fast tier): outputs, counts, caching, manifest, card."""
+"""The whole graph with a scripted LLM (integration tier): outputs, counts, caching, manifest, card."""
 
 import json
 
@@ -12,7 +12,10 @@ from tapir.staging import OUTPUT_MARKER
 
 from .conftest import make_recipe
 
+pytestmark = pytest.mark.integration
 
+
+@pytest.mark.e2e
 def test_full_graph_writes_curriculum_and_counts_failures(tmp_path, scripted):
     recipe = make_recipe(tmp_path)
     out = run_data(recipe, Console(quiet=True))

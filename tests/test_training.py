@@ -1,4 +1,4 @@
-"""Curriculum training with TRL on a tiny random model (fast tier): loss, masks, EOS, resume,
+"""Curriculum training with TRL on a tiny random model (integration tier): loss, masks, EOS, resume,
 skipping, errors, and the closed loop through the scripted pipeline."""
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from tapir.training.sft import RoundSpec, build_trainer
 
 from .conftest import make_recipe
 from .tiny_student import build_tiny_student
+
+pytestmark = pytest.mark.integration
 
 QUIET = Console(quiet=True)
 ANSWERS = ["Blue is calm.", "Red is loud.", "Green grows.", "Gold shines."]
@@ -260,6 +262,7 @@ def test_lora_rounds_save_merged_models(tmp_path, tiny_model):
     assert changed and all("proj" in k for k in changed)  # adapted linear layers only
 
 
+@pytest.mark.e2e
 def test_closed_loop_regrades_only_the_student(tmp_path, tiny_model):
     """`tapir distill` as a user runs it: data with a scripted teacher and judge, rounds trained
     on the tiny model, and after each round the real checkpoint answers the pool again. Only
