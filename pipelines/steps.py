@@ -214,7 +214,7 @@ class MergePool(GlobalStep):
 
 
 class ApplyReview(Step):
-    """Reviewers' decisions from ``tapir review pull`` (see review_corrections): a corrected task
+    """Reviewers' decisions from ``tapir review pull`` (see tapir.review.corrections): a corrected task
     label replaces the classifier's (kept in ``task_classifier``), a rejected row is excluded
     with its reason, a fixed response becomes the one trained on (``review_response``).
 

@@ -916,7 +916,7 @@ CASES: list[Case] = [
     ),
     (
         "review-no-data-run",
-        "no such round file",
+        "output_dir: no finished data run",
         lambda w: _review(
             w, "push", "--dry-run", recipe=w.variant("rv-nodata", {"output_dir": str(w.root / "nodata")})
         ),

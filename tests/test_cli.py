@@ -188,7 +188,7 @@ def test_review_and_push_errors_are_one_line(tmp_path):
     no_server = {"ARGILLA_API_URL": "", "ARGILLA_API_KEY": ""}
     assert_one_line_error(
         tapir("review", "push", "--recipe", recipe, env_extra=no_server),
-        "round_1.parquet: no such round file",
+        "output_dir: no finished data run",
     )
     assert_one_line_error(
         tapir("review", "pull", "--recipe", recipe, env_extra=no_server), "review.argilla.api_url: not set"

@@ -125,7 +125,7 @@ def answer(user, status="submitted", **values):
 
 
 def server_records():
-    """What review_argilla.fetch_records returns, with every kind of answer reviewers give."""
+    """What tapir.review.argilla_client.fetch_records returns, with every kind of answer reviewers give."""
     meta = lambda task, difficulty: {"task": task, "difficulty": difficulty, "mfd": 3.0, "stratum": "s"}  # noqa: E731
     return [
         {  # two reviewers relabel

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from tapir.errors import DataError, TrainingError
 from tapir.recipe import Recipe, recipe_from_dict
 from tapir.stage_contract import DataManifest, data_settings, header, write_manifest
+from tapir.training.dry_run import data_status
 from tapir.training.rounds import check_data, run_training
 from tapir.training.sft import RoundSpec, build_trainer
 
@@ -244,6 +245,9 @@ def test_stale_data_is_refused_naming_the_setting_unless_allowed(tmp_path, tiny_
     with pytest.raises(DataError, match=stale):
         check_data(edited, recipe.resolved_output_dir, names, closed_loop=False)
     check_data(edited, recipe.resolved_output_dir, names, closed_loop=False, allow_stale_data=True)
+    plan = data_status(edited)  # what `tapir train --dry-run` shows
+    assert plan["status"].startswith("stale") and plan["changed"][0].startswith("curriculum.hard_share:")
+    assert data_status(recipe) == {"status": "current"}
     # What only changes how training runs, or where things go, is not a data-side setting.
     moved = recipe.model_copy(update={"training": recipe.training.model_copy(update={"learning_rate": 1.0})})
     check_data(moved, recipe.resolved_output_dir, names, closed_loop=False)

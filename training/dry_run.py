@@ -14,9 +14,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tapir.errors import TrainingError
+from tapir.errors import DataError, TrainingError
 from tapir.recipe import Recipe
-from tapir.stage_contract import WARMUP, round_split
+from tapir.stage_contract import WARMUP, DataRun, changed_settings, read_data_manifest, round_split
 from tapir.student import start_model_name
 from tapir.training.closed_loop import resolved_rescore_backend
 from tapir.training.round_data import parquet_rows
@@ -27,6 +27,23 @@ def planned_rounds(recipe: Recipe) -> list[str]:
     if recipe.training.warmup_round and recipe.curriculum.warmup_size > 0:
         names.insert(0, WARMUP)
     return names
+
+
+def data_status(recipe: Recipe) -> dict[str, Any]:
+    """What ``tapir train`` would find in the data folder: current, stale (which settings
+    changed), incomplete, not built yet, or unreadable."""
+    try:
+        manifest = read_data_manifest(recipe.resolved_output_dir)
+    except DataError as error:
+        return {"status": "unreadable", "detail": str(error)}
+    if manifest is None:
+        return {"status": "not built yet (make data)"}
+    if manifest.failed_calls:
+        return {"status": f"incomplete ({manifest.failed_calls} failed LLM calls: make data again)"}
+    changed = changed_settings(manifest, recipe)
+    if changed:
+        return {"status": "stale (make data again, or --allow-stale-data)", "changed": changed}
+    return {"status": "current"}
 
 
 def accelerate_processes(config: Path) -> int:
@@ -55,7 +72,8 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
         devices = accelerate_processes(config)
     global_batch = settings.per_device_batch_size * settings.gradient_accumulation_steps * devices
     start = start_model_name(recipe)
-    data_dir = recipe.resolved_output_dir / "data"
+    data = DataRun(recipe.resolved_output_dir)
+    status = data_status(recipe)
 
     console.print(f"[bold]tapir train --dry-run[/] {recipe.name} (recipe hash {recipe.fingerprint()})")
     console.print(
@@ -69,6 +87,9 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
         f"{'LoRA r=' + str(settings.lora.r) if settings.lora.enabled else 'full fine-tuning'}; "
         f"{'bf16' if settings.bf16 else 'fp16' if settings.fp16 else settings.dtype}"
     )
+    console.print(f"data: {data.root}: {status['status']}")
+    for change in status.get("changed", [])[:5]:
+        console.print(f"  changed since it was made: {change}")
     plan_rounds: list[dict[str, Any]] = []
     table = Table(title="Rounds")
     for column in ("round", "data", "rows", "optimizer steps"):
@@ -78,7 +99,7 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
         if closed_loop and index > 0:
             source, rows = f"re-scored after {names[index - 1]}", None
         else:
-            path = data_dir / f"{name}.parquet"
+            path = data.split_file(name)
             source = str(path)
             rows = parquet_rows(path) if path.is_file() else None
             if rows is None:
@@ -108,6 +129,7 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
         "stage": "train",
         "recipe": recipe.name,
         "start_model": start,
+        "data": {"folder": str(data.root), **status},
         "global_batch": global_batch,
         "devices": devices,
         "closed_loop": bool(closed_loop),
