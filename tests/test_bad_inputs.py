@@ -26,7 +26,7 @@ import yaml
 
 from .conftest import SHARED_DATA
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("bad-input-corpus")]  # one corpus run
 
 REPO = Path(__file__).resolve().parents[1]
 SIM_KEY = "corpus-right-key"

@@ -25,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fault-injection")]  # one never-faulted run
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = 40
