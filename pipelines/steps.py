@@ -64,7 +64,10 @@ def real_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class ModelFittingDifficulty(Step):
-    """MFD(x) = judge(teacher) - judge(student); hard when MFD > delta (METHOD step 4).
+    """MFD(x) = judge(teacher) - judge(student); hard when MFD >= delta (METHOD step 4).
+
+    ``>=`` as Lion (the method TAPIR builds on) uses it: with integer grades and delta 1, a
+    one-point gap is hard (``>`` would need two).
 
     A row whose grades or label failed to parse gets ``difficulty = "excluded"`` and the reason:
     it is kept out of the selection, never scored as 0.
@@ -95,7 +98,7 @@ class ModelFittingDifficulty(Step):
                 "excluded_reason": f"teacher score {teacher:g} below min_teacher_score",
             }
         mfd = float(teacher) - float(student)
-        return {"mfd": mfd, "difficulty": HARD if mfd > self.delta else EASY, "excluded_reason": None}
+        return {"mfd": mfd, "difficulty": HARD if mfd >= self.delta else EASY, "excluded_reason": None}
 
     def process(self, inputs: StepInput) -> Any:
         yield [{**row, **self.classify_row(row)} for row in inputs]

@@ -233,7 +233,8 @@ class DifficultySettings(StrictModel):
         1.0,
         ge=-9.0,
         le=9.0,
-        description="An instruction is hard for the student when MFD > delta (MFD lies in [-9, 9]).",
+        description="An instruction is hard for the student when MFD >= delta (as Lion; MFD lies in "
+        "[-9, 9], so with integer grades delta 1 makes a one-point gap hard).",
     )
     min_teacher_score: float | None = Field(
         None,

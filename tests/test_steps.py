@@ -43,7 +43,9 @@ def one(step, rows):
     ("overrides", "difficulty", "mfd", "reason"),
     [
         ({}, "hard", 3.0, None),
-        ({"student_score": 7.0}, "easy", 1.0, None),  # MFD == delta is not hard
+        ({"student_score": 7.0}, "hard", 1.0, None),  # MFD == delta is hard (>=, as Lion)
+        ({"student_score": 7.5}, "easy", 0.5, None),  # just below delta
+        ({"student_score": 8.0}, "easy", 0.0, None),
         ({"student_score": 9.0}, "easy", -1.0, None),
         (
             {"teacher_score": None, "teacher_score_error": "no rating found"},

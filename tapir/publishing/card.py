@@ -174,7 +174,7 @@ def render_card(
 Made with tapir-distill, following TAPIR (Yue et al., EMNLP Findings 2024):
 a teacher answers the seed instructions, a judge grades teacher and student answers, and the
 **Model Fitting Difficulty** (MFD = teacher grade − student grade) marks where the student
-falls short (hard: MFD > {recipe.difficulty.delta:g}). Hard seeds are expanded with new instructions,
+falls short (hard: MFD ≥ {recipe.difficulty.delta:g}). Hard seeds are expanded with new instructions,
 tasks are re-balanced toward a target mix, responses are refined with task-aware prompts,
 and the examples are split into {recipe.curriculum.rounds} curriculum rounds whose hard share grows.
 

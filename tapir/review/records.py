@@ -9,7 +9,7 @@ models decided, so reviewer/model agreement is measurable:
 - ``task_label`` (label): the right task label -> overrides the classifier's.
 - ``keep`` (label): keep or reject the example -> rejected rows leave the selection.
 - ``student_falls_short`` (label): is the student's answer clearly worse than the teacher's?
-  -> compared with the judge's hard/easy verdict (MFD > delta).
+  -> compared with the judge's hard/easy verdict (MFD >= delta).
 - ``refined_better`` (rating 1-5): is the refined response better than the original?
 - ``fix`` (text): a corrected response -> becomes the response trained on.
 """
