@@ -34,19 +34,40 @@ class RoundPlan:
 class CurriculumPlan:
     rounds: list[RoundPlan]
     warmup: list[int]
-    round_size: int
+    round_sizes: list[int]
     notes: list[str] = field(default_factory=list)
 
 
 def feasible_round_size(n_hard: int, n_easy: int, hard_share: list[float]) -> int:
-    """Largest round size every round's schedule can fill without reusing an example in a round."""
-    caps = []
-    for share in hard_share:
-        cap_hard = n_hard / share if share > 0 else math.inf
-        cap_easy = n_easy / (1 - share) if share < 1 else math.inf
-        caps.append(min(cap_hard, cap_easy))
-    size = min(caps) if caps else 0
+    """Largest size all rounds can share when no example is in two rounds: the schedule's hard
+    examples over every round come from ``n_hard``, its easy ones from ``n_easy``."""
+    hard_total, easy_total = sum(hard_share), sum(1 - s for s in hard_share)
+    cap_hard = n_hard / hard_total if hard_total > 0 else math.inf
+    cap_easy = n_easy / easy_total if easy_total > 0 else math.inf
+    size = min(cap_hard, cap_easy)
     return 0 if math.isinf(size) else math.floor(size + 1e-9)
+
+
+def _sizes(
+    n_hard: int, n_easy: int, hard_share: list[float], round_size: int | None, round_sizes: list[int] | None
+) -> tuple[list[int], list[str]]:
+    feasible = feasible_round_size(n_hard, n_easy, hard_share)
+    if round_sizes is not None:
+        return list(round_sizes), []
+    if round_size is None:
+        if feasible == 0:
+            raise DataError(
+                f"curriculum.hard_share: {n_hard} hard and {n_easy} easy rows cannot fill the schedule "
+                f"{hard_share}; set curriculum.round_size or change difficulty.delta"
+            )
+        return [feasible] * len(hard_share), []
+    notes = []
+    if round_size > feasible:
+        notes.append(
+            f"round_size {round_size} exceeds what the pools allow at the schedule's shares ({feasible}) "
+            "with no example in two rounds; short rounds take every available row"
+        )
+    return [round_size] * len(hard_share), notes
 
 
 def plan_curriculum(
@@ -58,39 +79,33 @@ def plan_curriculum(
     carry_over: float = 0.0,
     warmup_pool: list[int] | None = None,
     warmup_size: int = 0,
+    round_sizes: list[int] | None = None,
 ) -> CurriculumPlan:
-    """Split re-balanced pools (multisets of row indices) into rounds following ``hard_share``."""
+    """Split re-balanced pools (multisets of row indices: an up-sampled row appears once per
+    copy) into rounds following ``hard_share``. A row is in at most one round (its copies with
+    it); only ``carry_over`` replays part of a round in the next. Sizes are ``round_sizes`` (one
+    per round, growing allowed), else ``round_size`` for every round, else the largest size the
+    pools can fill."""
     if not hard_pool and not easy_pool:
         raise DataError("curriculum: no rows left to plan (every row was excluded or the seed pool is empty)")
-    notes: list[str] = []
-    feasible = feasible_round_size(len(hard_pool), len(easy_pool), hard_share)
-    if round_size is None:
-        if feasible == 0:
-            raise DataError(
-                f"curriculum.hard_share: {len(hard_pool)} hard and {len(easy_pool)} easy rows cannot "
-                f"fill the schedule {hard_share}; set curriculum.round_size or change difficulty.delta"
-            )
-        size = feasible
-    else:
-        size = round_size
-        if size > feasible:
-            notes.append(
-                f"round_size {size} exceeds what the pools allow at the schedule's shares ({feasible}); "
-                "short rounds take every available row"
-            )
+    sizes, notes = _sizes(len(hard_pool), len(easy_pool), hard_share, round_size, round_sizes)
 
     rounds: list[RoundPlan] = []
     previous: list[int] = []
-    for number, share in enumerate(hard_share, start=1):
+    hard_left, easy_left = list(hard_pool), list(easy_pool)
+    for number, (share, size) in enumerate(zip(hard_share, sizes), start=1):
         want_hard = round(share * size)
         want_easy = size - want_hard
-        hard = rng.sample(hard_pool, min(want_hard, len(hard_pool)))
-        easy = rng.sample(easy_pool, min(want_easy, len(easy_pool)))
+        hard = rng.sample(hard_left, min(want_hard, len(hard_left)))
+        easy = rng.sample(easy_left, min(want_easy, len(easy_left)))
         if len(hard) < want_hard or len(easy) < want_easy:
             notes.append(
                 f"round {number}: wanted {want_hard} hard + {want_easy} easy, "
                 f"had {len(hard)} hard + {len(easy)} easy"
             )
+        used = set(hard) | set(easy)
+        hard_left = [i for i in hard_left if i not in used]
+        easy_left = [i for i in easy_left if i not in used]
         carried = rng.sample(previous, round(carry_over * len(previous))) if previous else []
         rounds.append(RoundPlan(number, share, hard, easy, carried))
         previous = hard + easy
@@ -100,4 +115,4 @@ def plan_curriculum(
         warmup = rng.sample(warmup_pool, min(warmup_size, len(warmup_pool)))
         if len(warmup) < warmup_size:
             notes.append(f"warm-up: wanted {warmup_size} rows, had {len(warmup)}")
-    return CurriculumPlan(rounds, warmup, size, notes)
+    return CurriculumPlan(rounds, warmup, sizes, notes)

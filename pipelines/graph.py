@@ -230,6 +230,7 @@ def build_pipeline(
             name=CURRICULUM,
             hard_share=recipe.curriculum.hard_share,
             round_size=recipe.curriculum.round_size,
+            round_sizes=recipe.curriculum.round_sizes,
             carry_over=recipe.curriculum.carry_over,
             warmup_size=recipe.curriculum.warmup_size,
             seed=recipe.seed,

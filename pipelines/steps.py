@@ -306,6 +306,7 @@ class CurriculumPlanner(GlobalStep):
 
     hard_share: list[float]
     round_size: int | None = None
+    round_sizes: list[int] | None = None
     carry_over: float = 0.0
     warmup_size: int = 0
     seed: int = 42
@@ -333,6 +334,7 @@ class CurriculumPlanner(GlobalStep):
                 self.hard_share,
                 random.Random(self.seed),
                 round_size=self.round_size,
+                round_sizes=self.round_sizes,
                 carry_over=self.carry_over,
                 warmup_pool=list(range(len(rows))),
                 warmup_size=self.warmup_size,

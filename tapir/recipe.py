@@ -336,11 +336,16 @@ class CurriculumSettings(StrictModel):
         description="Examples per round (default: as many as the schedule allows without "
         "reusing an example within a round).",
     )
+    round_sizes: list[int] | None = Field(
+        None,
+        description="Examples per round, one value per round (rounds may grow), instead of round_size.",
+    )
     carry_over: float = Field(
         0.0,
         ge=0.0,
         le=1.0,
-        description="Fraction of the previous round's examples replayed in the next round.",
+        description="Fraction of the previous round's examples replayed in the next round; otherwise "
+        "an example is in at most one round.",
     )
     warmup_size: int = Field(
         16,
@@ -358,6 +363,17 @@ class CurriculumSettings(StrictModel):
         if any(later < earlier for earlier, later in zip(self.hard_share, self.hard_share[1:])):
             # Refused, not warned: a curriculum runs easy -> hard (METHOD step 9).
             raise ValueError(f"hard_share: must not decrease from round to round, got {self.hard_share}")
+        if self.round_sizes is not None:
+            if self.round_size is not None:
+                raise ValueError("round_sizes: give round_sizes or round_size, not both")
+            if len(self.round_sizes) != self.rounds:
+                raise ValueError(
+                    f"round_sizes: has {len(self.round_sizes)} values but rounds is {self.rounds}"
+                )
+            if any(size <= 0 for size in self.round_sizes):
+                raise ValueError(
+                    f"round_sizes: every round needs at least one example, got {self.round_sizes}"
+                )
         return self
 
 

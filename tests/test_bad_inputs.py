@@ -280,6 +280,13 @@ CASES: list[Case] = [
     ("hard-share-above-one", "hard_share", lambda w: _set(w, "curriculum.hard_share=[0.5,1.5]")),
     ("hard-share-nan", "hard_share", lambda w: _set(w, "curriculum.hard_share=[0.5,.nan]")),
     ("round-size-negative", "curriculum.round_size", lambda w: _set(w, "curriculum.round_size=-1")),
+    ("round-sizes-length", "curriculum.round_sizes", lambda w: _set(w, "curriculum.round_sizes=[4]")),
+    ("round-sizes-zero", "curriculum.round_sizes", lambda w: _set(w, "curriculum.round_sizes=[4,0]")),
+    (
+        "round-sizes-and-round-size",
+        "curriculum.round_sizes: give round_sizes or round_size",
+        lambda w: _set(w, "curriculum.round_sizes=[4,8]", "curriculum.round_size=4"),
+    ),
     ("warmup-negative", "curriculum.warmup_size", lambda w: _set(w, "curriculum.warmup_size=-1")),
     ("carry-over-above-one", "curriculum.carry_over", lambda w: _set(w, "curriculum.carry_over=2")),
     ("delta-negative-out-of-range", "difficulty.delta", lambda w: _set(w, "difficulty.delta=-50")),

@@ -7,7 +7,7 @@ from tapir.pipelines.curriculum import feasible_round_size, plan_curriculum
 
 
 def test_hard_share_grows_as_scheduled():
-    hard, easy = list(range(40)), list(range(40, 140))
+    hard, easy = list(range(80)), list(range(80, 180))
     plan = plan_curriculum(hard, easy, [0.3, 0.6, 0.9], random.Random(0), round_size=40)
     assert [r.size for r in plan.rounds] == [40, 40, 40]
     assert [len(r.hard) for r in plan.rounds] == [12, 24, 36]
@@ -17,17 +17,49 @@ def test_hard_share_grows_as_scheduled():
 
 
 def test_default_round_size_is_the_largest_the_schedule_allows():
-    assert feasible_round_size(10, 30, [0.3, 0.6, 0.9]) == 11
+    # No example in two rounds: the hard rows must last 0.3 s + 0.6 s + 0.9 s = 1.8 s (s <= 5.5).
+    assert feasible_round_size(10, 30, [0.3, 0.6, 0.9]) == 5
     assert feasible_round_size(10, 0, [1.0]) == 10
     assert feasible_round_size(0, 10, [0.5]) == 0
     plan = plan_curriculum(list(range(10)), list(range(10, 40)), [0.3, 0.6, 0.9], random.Random(0))
-    assert plan.round_size == 11
-    assert [len(r.hard) for r in plan.rounds] == [3, 7, 10]
+    assert plan.round_sizes == [5, 5, 5]
+    assert [len(r.hard) for r in plan.rounds] == [2, 3, 4]
+    assert plan.notes == []
+
+
+def test_a_row_is_in_at_most_one_round_copies_included():
+    # Rows 0-9 hard with two copies each (re-balanced up-sampling), rows 10-49 easy.
+    hard = [i for i in range(10) for _ in range(2)]
+    easy = list(range(10, 50))
+    plan = plan_curriculum(hard, easy, [0.25, 0.5], random.Random(3), round_size=12)
+    rows = [set(r.hard + r.easy) for r in plan.rounds]
+    assert not rows[0] & rows[1]
+    assert all(r.carried == [] for r in plan.rounds)
+
+
+def test_carry_over_is_the_only_replay_across_rounds():
+    plan = plan_curriculum(
+        list(range(20)), list(range(20, 60)), [0.25, 0.5], random.Random(0), round_size=16, carry_over=0.25
+    )
+    first, second = plan.rounds
+    assert not set(first.hard + first.easy) & set(second.hard + second.easy)
+    assert len(second.carried) == 4 and set(second.carried) <= set(first.hard + first.easy)
+
+
+def test_round_sizes_may_grow():
+    plan = plan_curriculum(
+        list(range(30)), list(range(30, 60)), [0.2, 0.5, 0.8], random.Random(1), round_sizes=[5, 10, 20]
+    )
+    assert [r.size for r in plan.rounds] == [5, 10, 20]
+    assert [len(r.hard) for r in plan.rounds] == [1, 5, 16]
+    placed = [i for r in plan.rounds for i in r.hard + r.easy]
+    assert len(placed) == len(set(placed)) == 35 and plan.notes == []
 
 
 def test_short_pools_are_reported_not_padded():
     plan = plan_curriculum([1, 2], [3, 4, 5, 6], [0.5, 1.0], random.Random(0), round_size=4)
-    assert len(plan.rounds[1].hard) == 2 and plan.rounds[1].easy == []
+    assert len(plan.rounds[0].hard) == 2  # round 1 took both hard rows; none is used twice
+    assert plan.rounds[1].hard == [] and plan.rounds[1].easy == []
     assert any("round 2" in note for note in plan.notes)
 
 
@@ -35,6 +67,7 @@ def test_carry_over_replays_part_of_the_previous_round():
     plan = plan_curriculum(
         list(range(20)), list(range(20, 60)), [0.25, 0.5], random.Random(0), round_size=20, carry_over=0.5
     )
+    assert plan.notes == []
     assert plan.rounds[0].carried == []
     assert len(plan.rounds[1].carried) == 10
     assert set(plan.rounds[1].carried) <= set(plan.rounds[0].hard + plan.rounds[0].easy)
