@@ -15,10 +15,15 @@ ALPACA_EVAL_JUDGE = "weighted_alpaca_eval_gpt4_turbo"
 
 #: Yue et al., "Distilling Instruction-following Abilities of Large Language Models with
 #: Task-aware Curriculum Planning", EMNLP Findings 2024: AlpacaEval 2.0 win rates.
+#: The baselines are alpaca_eval's own leaderboard rows (raw win rate), named in ``source``.
 PAPER_ROWS = [
-    {"model": "TAPIR LLaMA2-7B (paper)", "win_rate": 7.80},
-    {"model": "LLaMA2-Chat-13B (paper)", "win_rate": 7.70},
-    {"model": "Vicuna-13B (paper)", "win_rate": 6.72},
+    {"model": "TAPIR LLaMA2-7B (paper)", "win_rate": 7.80, "source": "TAPIR paper"},
+    {
+        "model": "LLaMA2-Chat-13B (paper)",
+        "win_rate": 7.70,
+        "source": "TAPIR paper = alpaca_eval llama-2-13b-chat-hf",
+    },
+    {"model": "Vicuna-13B (paper)", "win_rate": 6.72, "source": "TAPIR paper = alpaca_eval vicuna-13b-v1.5"},
 ]
 
 
@@ -55,5 +60,5 @@ def published_rows(names: list[str], paper: bool) -> list[dict]:
             )
     if paper:
         for row in PAPER_ROWS:
-            rows.append({**row, "kind": "paper", "source": "TAPIR paper", "judge": "GPT-4 Turbo (paper)"})
+            rows.append({**row, "kind": "paper", "judge": "GPT-4 Turbo (paper)"})
     return rows

@@ -621,9 +621,11 @@ class EvaluationSettings(StrictModel):
             "gpt-3.5-turbo-1106",
             "vicuna-13b-v1.3",
             "vicuna-13b",
-            "llama-2-13b-chat-hf",
             "llama-2-7b-chat-hf",
             "alpaca-7b",
+            # the TAPIR paper's two AlpacaEval baselines, last: right above the paper's rows
+            "vicuna-13b-v1.5",
+            "llama-2-13b-chat-hf",
         ],
         description="Rows of alpaca_eval's AlpacaEval 2.0 leaderboard to show beside ours.",
     )

@@ -196,3 +196,20 @@ def test_a_sample_looks_up_its_own_instructions_difficulty(tmp_path):
     unaligned = alpaca_metrics.score(sample, plain, tmp_path)
     assert aligned["length_controlled_winrate"] != unaligned["length_controlled_winrate"]
     assert alpaca_metrics.score(sample, gamed, tmp_path, positions=positions)["length_controlled_winrate"] > 0
+
+
+def test_the_papers_baselines_sit_beside_alpaca_evals_own_rows():
+    from tapir.evaluation.published import published_rows
+    from tapir.recipe import EvaluationSettings
+
+    rows = published_rows(EvaluationSettings().published, paper=True)
+    by_name = {r["model"]: r for r in rows}
+    # The paper's AlpacaEval baselines are alpaca_eval's rows, raw win rate.
+    assert by_name["vicuna-13b-v1.5"]["win_rate"] == pytest.approx(
+        by_name["Vicuna-13B (paper)"]["win_rate"], abs=0.01
+    )
+    assert by_name["llama-2-13b-chat-hf"]["win_rate"] == pytest.approx(
+        by_name["LLaMA2-Chat-13B (paper)"]["win_rate"], abs=0.01
+    )
+    names = [r["model"] for r in rows]
+    assert names.index("llama-2-13b-chat-hf") + 1 == names.index("TAPIR LLaMA2-7B (paper)")

@@ -255,6 +255,29 @@ def test_stale_data_is_refused_naming_the_setting_unless_allowed(tmp_path, tiny_
     check_data(served, recipe.resolved_output_dir, names, closed_loop=False)
 
 
+def test_the_llama2_template_masks_all_but_the_answers_and_their_eos(tiny_model):
+    """The paper recipe's template (Llama-2-chat's format, as the released Tapir-7B uses): TRL's
+    checks pass and only each answer with its EOS carries loss."""
+    from tapir.chat_templates import packaged_template
+    from tapir.training.model_setup import check_template
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.chat_template = packaged_template("llama2_chat").read_text(encoding="utf-8")
+    check_template(tokenizer, True, "training.chat_template")
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        *conversation(0)["messages"],
+        *conversation(1)["messages"],
+    ]
+    encoded = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    kept = [t for t, m in zip(encoded["input_ids"], encoded["assistant_masks"]) if m]
+    assert tokenizer.decode(kept) == f"{ANSWERS[0]} <eos>{ANSWERS[1]} <eos>"
+    text = tokenizer.decode(encoded["input_ids"])
+    assert text.startswith("<bos>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nDescribe colour number 0. [/INST]")
+
+
 def test_lora_rounds_save_merged_models(tmp_path, tiny_model):
     recipe = recipe_for(tmp_path, tiny_model, rounds=1, lora={"enabled": True, "r": 4, "alpha": 8})
     data_run(tmp_path / "data-run", {"round_1": 2}, recipe)
