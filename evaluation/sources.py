@@ -25,6 +25,9 @@ SAMPLES = {
     "evaluation.mt_bench.questions": "mt_bench/question.jsonl",
     "evaluation.mt_bench.judge_prompts": "mt_bench/judge_prompts.jsonl",
     "evaluation.mt_bench.reference_answers": "mt_bench/reference_answer/gpt-4.jsonl",
+    # every AlpacaEval 2.0 instruction and MT-Bench question, to keep out of training data
+    "decontamination.alpaca_eval": "alpaca_eval/instructions.json",
+    "decontamination.mt_bench": "mt_bench/question.jsonl",
 }
 
 

@@ -7,7 +7,7 @@
         expand_instructions >> expansions_to_seeds >> (the same six steps,   │
                                                       suffixed _expanded) ───┤
     [fitting_difficulty, fitting_difficulty_expanded] >> merge_pool <────────┘
-    merge_pool >> apply_review >> audit_pool (leaf)
+    merge_pool >> decontaminate >> apply_review >> audit_pool (leaf)
     apply_review >> rebalance_tasks >> refine_responses >> plan_curriculum (leaf)
                                                       >> audit_selected (leaf)
 
@@ -34,6 +34,7 @@ from tapir.pipelines.steps import (
     EXPANDED_SUFFIX,
     ApplyReview,
     CurriculumPlanner,
+    Decontaminate,
     ExpansionsToSeeds,
     KeepForReport,
     LoadSeedRows,
@@ -167,12 +168,18 @@ def build_pipeline(
     seeds: list[dict[str, Any]],
     context: LLMContext,
     corrections: Corrections | None = None,
+    benchmarks_file: str | None = None,
 ) -> Pipeline:
     """The whole graph for one recipe. Building loads no model and makes no call.
 
-    ``corrections`` are reviewers' decisions pulled from Argilla (none: the models decide).
+    ``corrections`` are reviewers' decisions pulled from Argilla (none: the models decide);
+    ``benchmarks_file`` holds the benchmark prompts to keep out (``decontamination``; a dry
+    run, which loads no step, leaves it unresolved).
     """
     corrections = corrections or Corrections()
+    decontamination_file = (
+        (benchmarks_file or "(resolved at run time)") if recipe.decontamination.enabled else None
+    )
     kwargs = _task_kwargs(recipe)
     with TapirPipeline(
         name=f"tapir-{recipe.name}",
@@ -210,6 +217,17 @@ def build_pipeline(
             pool_inputs.append(expanded_chain.last)
 
         merge = MergePool(name="merge_pool")
+        if decontamination_file is not None:
+            decontaminate = Decontaminate(
+                name="decontaminate",
+                benchmarks_file=str(decontamination_file),
+                ngram=recipe.decontamination.ngram,
+                input_batch_size=recipe.pipeline.batch_size,
+            )
+            merge >> decontaminate
+            merged = decontaminate
+        else:
+            merged = merge
         review = ApplyReview(
             name="apply_review",
             labels=corrections.labels,
@@ -217,7 +235,8 @@ def build_pipeline(
             fixes=corrections.fixes,
             input_batch_size=recipe.pipeline.batch_size,
         )
-        pool_inputs >> merge >> review
+        pool_inputs >> merge
+        merged >> review
         review >> KeepForReport(name=POOL)
         rebalancer = TaskRebalancer(
             name="rebalance_tasks",

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tapir.pipelines.decontamination import decontamination_line
 from tapir.pipelines.steps import EASY, EXCLUDED, FAILURE_COLUMNS, HARD
 from tapir.review.corrections import describe_applied
 from tapir.stage_contract import WARMUP
@@ -181,6 +182,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(
         f"[bold]Difficulty[/]: {diff['hard']} hard, {diff['easy']} easy, {diff['excluded']} excluded"
     )
+    if line := decontamination_line(summary.get("decontamination")):
+        console.print(f"[bold]Decontamination[/]: {line}")
 
     tasks = Table(title="Task histogram before / after re-balancing", title_justify="left")
     for column in ("task", "before", "after", "target share"):

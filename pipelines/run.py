@@ -19,6 +19,8 @@ from tapir.errors import DataError, IncompleteRunError, TapirError
 from tapir.llm_factory import LLMContext, model_id, preflight
 from tapir.llms import failed_call_count, read_usage
 from tapir.manifest import now_utc, sha256_file, write_json
+from tapir.pipelines.decontamination import benchmark_texts, write_benchmark_file
+from tapir.pipelines.decontamination import counts as contamination_counts
 from tapir.pipelines.dry_run import planned_rows
 from tapir.pipelines.graph import CURRICULUM, EXPANSION_AUDIT, POOL, SELECTED, build_pipeline
 from tapir.pipelines.progress import LiveProgress, distilabel_logs_to
@@ -114,6 +116,7 @@ def run_data(
     seeds = load_seeds(recipe.seeds, recipe.seed)
     kind, location = describe_source(recipe.seeds)
     console.print(f"[bold]tapir data[/] {recipe.name}: {len(seeds)} seeds from {kind} {location}")
+    benchmarks_file = _benchmarks_file(recipe)
     corrections = load_corrections(recipe)
     if corrections or corrections.unknown_labels:
         console.print(
@@ -134,7 +137,7 @@ def run_data(
             engines=engines,
             reask_unparsed=reask_unparsed,
         )
-        pipeline = build_pipeline(recipe, seeds, context, corrections)
+        pipeline = build_pipeline(recipe, seeds, context, corrections, benchmarks_file)
         if recipe.pipeline.runner == "ray":
             pipeline = pipeline.ray(ray_head_node_url=recipe.pipeline.ray_address)
         use_cache = _completed_before(pipeline, context) and not reask_unparsed
@@ -180,6 +183,11 @@ def run_data(
             recipe.curriculum.hard_share,
         )
         summary["review"] = applied_summary(pool, curriculum, corrections)
+        summary["decontamination"] = {
+            "enabled": recipe.decontamination.enabled,
+            "excluded": contamination_counts(pool),
+            "tests": f"exact, normalised, {recipe.decontamination.ngram}-gram overlap",
+        }
         run = DataRun(staging)
         files = _write_outputs(run, pool, expansions, selected, curriculum, recipe)
         summary["plots"] = [str(p.relative_to(staging)) for p in plot_summary(summary, staging / "plots")]
@@ -208,6 +216,15 @@ def run_data(
             "rerun `tapir data` to ask exactly those again"
         )
     return out_dir
+
+
+def _benchmarks_file(recipe: Recipe) -> str | None:
+    """The benchmark prompts to keep out of the data, as one content-named file in the cache."""
+    settings = recipe.decontamination
+    if not settings.enabled:
+        return None
+    texts = benchmark_texts(settings.alpaca_eval, settings.mt_bench, recipe.cache_dir)
+    return str(write_benchmark_file(texts, Path(recipe.cache_dir) / "decontamination"))
 
 
 def _write_outputs(run: DataRun, pool, expansions, selected, curriculum, recipe: Recipe) -> dict[str, Any]:

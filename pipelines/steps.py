@@ -9,10 +9,11 @@ that the run summary reads.
 import hashlib
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 from distilabel.steps import GlobalStep, LoadDataFromDicts, Step, StepInput
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from tapir.errors import DataError
 from tapir.pipelines.curriculum import plan_curriculum
@@ -178,6 +179,42 @@ def _normalise_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     if not metadata:
         return {}
     return {k.replace(EXPANDED_SUFFIX, ""): v for k, v in metadata.items()}
+
+
+class Decontaminate(Step):
+    """Excludes rows whose text matches a benchmark prompt (see ``tapir.pipelines.decontamination``),
+    before re-balancing. ``benchmarks_file`` is named by its content, so changed benchmark files
+    change this step's signature."""
+
+    benchmarks_file: str
+    ngram: int = 13
+    _index: Any = PrivateAttr(default=None)
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["instruction", "difficulty"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["difficulty", "excluded_reason"]
+
+    def load(self) -> None:
+        super().load()
+        from tapir.pipelines.decontamination import BenchmarkIndex
+
+        texts = json.loads(Path(self.benchmarks_file).read_text(encoding="utf-8"))
+        self._index = BenchmarkIndex(texts, self.ngram)
+
+    def process(self, inputs: StepInput) -> Any:
+        out = []
+        for row in inputs:
+            row = dict(row)
+            if not row.get(PLACEHOLDER) and row.get("difficulty") != EXCLUDED:
+                reason = self._index.check_row(row)
+                if reason is not None:
+                    row.update(difficulty=EXCLUDED, excluded_reason=reason)
+            out.append(row)
+        yield out
 
 
 class MergePool(GlobalStep):

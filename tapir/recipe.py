@@ -322,6 +322,24 @@ class RefinementSettings(StrictModel):
     max_new_tokens: int = Field(512, gt=0)
 
 
+class DecontaminationSettings(StrictModel):
+    """Benchmark prompts kept out of the training data: rows matching one are excluded before
+    re-balancing and counted per benchmark (exact, normalised, or a shared word n-gram)."""
+
+    enabled: bool = True
+    alpaca_eval: str | None = Field(
+        "embedded",
+        description="AlpacaEval 2.0 instructions: 'embedded' (all 805, shipped with tapir), a JSON/JSONL "
+        "file with 'instruction', an https URL or hf://datasets/ file; null skips it.",
+    )
+    mt_bench: str | None = Field(
+        "embedded",
+        description="MT-Bench questions (every turn): 'embedded' (fschat's 80, shipped), a question.jsonl "
+        "path or URL; null skips it.",
+    )
+    ngram: int = Field(13, ge=4, description="Word n-gram length of the overlap test (open-instruct: 13).")
+
+
 class CurriculumSettings(StrictModel):
     """Rounds whose share of hard examples grows, easy -> hard (step 9)."""
 
@@ -760,6 +778,7 @@ class Recipe(StrictModel):
     expansion: ExpansionSettings = Field(default_factory=ExpansionSettings)
     rebalance: RebalanceSettings = Field(default_factory=RebalanceSettings)
     refinement: RefinementSettings = Field(default_factory=RefinementSettings)
+    decontamination: DecontaminationSettings = Field(default_factory=DecontaminationSettings)
     curriculum: CurriculumSettings = Field(default_factory=CurriculumSettings)
     pipeline: RunnerSettings = Field(default_factory=RunnerSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)

@@ -272,6 +272,7 @@ _DATA_SECTIONS = (
     "expansion",
     "rebalance",
     "refinement",
+    "decontamination",
     "curriculum",
 )
 #: Of a model: what changes its answers (not where it is served or how patiently).

@@ -5,7 +5,8 @@ AlpacaEval: the first ``N`` instructions of alpaca_eval's own seeded shuffle (wh
 takes from the full 805), in that order, with their reference outputs and their position in the
 full set; and their instruction difficulty, estimated from 15 models' real annotations exactly as
 ``evaluation.alpaca_eval.difficulty: <folder>`` does, indexed by that position. MT-Bench: fschat's
-question, judge-prompt and reference-answer files, whole (they are small).
+question, judge-prompt and reference-answer files, whole (they are small). And all 805
+AlpacaEval instructions (text only), which decontamination keeps out of the training data.
 
     .venv/bin/python tools/make_eval_samples.py [--shared ../shared/data] [--size 32]
 """
@@ -41,6 +42,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     records = sample[["dataset", "instruction", "output", "generator", "position"]].to_dict("records")
     (out / "reference_outputs.json").write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n")
+    # every instruction (no outputs): what decontamination keeps out of the training data
+    instructions = [{"instruction": text} for text in reference["instruction"]]
+    (out / "instructions.json").write_text(json.dumps(instructions, indent=0, ensure_ascii=False) + "\n")
 
     by_instruction = estimated_difficulty(shared / "alpaca_eval" / "annotations", ".cache/tapir")
     difficulty = pd.DataFrame(

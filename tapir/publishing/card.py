@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from tapir.manifest import scrub
+from tapir.pipelines.decontamination import decontamination_line
 from tapir.recipe import Recipe
 from tapir.stage_contract import (
     EXPANSIONS,
@@ -221,6 +222,10 @@ Outputs that did not parse are excluded from selection and counted here, never s
 {failures}
 
 Judge grades that did not parse in this run: {summary["judge_parse_failures"]}.
+
+## Decontamination
+
+{decontamination_line(summary.get("decontamination")) or "Not run for this dataset."}
 
 ## Human review
 
