@@ -46,16 +46,21 @@ def test_win_rate_reproduces_every_published_row_exactly(scored, published):
         assert metrics["n_total"] == row["n_total"], name
 
 
-def test_offline_lc_win_rate_is_within_three_points_of_published(scored, published):
+def test_offline_lc_win_rate_leave_one_out_stays_near_published(scored, published):
+    """Each model's difficulty estimate leaves its own annotations out (scored out of sample);
+    benchmarks/offline_lc.py prints the table the README quotes."""
     deviation = {
         name: metrics["length_controlled_winrate"] - published.loc[name, "length_controlled_winrate"]
         for name, metrics in scored.items()
     }
     print(json.dumps({k: round(v, 2) for k, v in deviation.items()}, indent=1))
-    for name, value in deviation.items():
-        if name not in GAMED:
-            assert abs(value) < 3.0, (name, value)
-            assert not scored[name]["lc_extreme_change"], name
+    honest = {name: value for name, value in deviation.items() if name not in GAMED}
+    for name, value in honest.items():
+        assert scored[name]["lc_method"].endswith(f"leaving out {name}"), scored[name]["lc_method"]
+        assert abs(value) < 5.0, (name, value)
+        assert not scored[name]["lc_extreme_change"], name
+    assert float(np.median([abs(v) for v in honest.values()])) < 1.0
+    assert sum(abs(v) <= 1.0 for v in honest.values()) >= 10
 
     # The estimate is informative: far closer than the raw win rate on length-biased models.
     assert abs(deviation["gpt-3.5-turbo-1106"]) < abs(
@@ -146,7 +151,11 @@ def test_bad_inputs_are_one_clear_error(tmp_path):
     unrelated.mkdir()
     for k in range(2):
         pd.DataFrame(
-            {**annotations.iloc[:3].to_dict("list"), "instruction": [f"other {k} {i}" for i in range(3)]}
+            {
+                **annotations.iloc[:3].to_dict("list"),
+                "instruction": [f"other {k} {i}" for i in range(3)],
+                "generator_2": [f"model-{k}"] * 3,
+            }
         ).to_json(unrelated / f"m{k}.json", orient="records")
     with pytest.raises(DataError, match="not in the annotations"):
         alpaca_metrics.score(annotations, unrelated, tmp_path)
