@@ -242,6 +242,7 @@ def build_pipeline(
             name="rebalance_tasks",
             target_mix=recipe.taxonomy.normalised_mix(),
             size=recipe.rebalance.size,
+            max_copies=recipe.rebalance.max_copies,
             enabled=recipe.rebalance.enabled,
             seed=recipe.seed,
         )

@@ -44,12 +44,19 @@ def largest_remainder(shares: dict[str, float], total: int) -> dict[str, int]:
 
 
 def rebalance(
-    labels: list[str], target_mix: dict[str, float], size: int, rng: random.Random
+    labels: list[str],
+    target_mix: dict[str, float],
+    size: int,
+    rng: random.Random,
+    max_copies: int | None = None,
 ) -> RebalanceResult:
     """Resample rows (given by their task labels) to ``size`` rows following ``target_mix``.
 
     Labels with a positive target but no rows cannot be up-sampled from nothing: their share
-    is spread over the present labels in proportion to their targets (and noted).
+    is spread over the present labels in proportion to their targets (and noted). With
+    ``max_copies`` no row appears more often than that: a label whose quota would need more
+    copies gets fewer rows (noted), so a rare label's share is not met by repeating one row
+    many times over.
     """
     before = Counter(labels)
     notes: list[str] = []
@@ -76,6 +83,12 @@ def rebalance(
         quota, indices = quotas[label], by_label.get(label, [])
         if quota == 0 or not indices:
             continue
+        if max_copies is not None and quota > max_copies * len(indices):
+            notes.append(
+                f"{label}: {quota} rows wanted from {len(indices)}, capped at {max_copies * len(indices)} "
+                f"(rebalance.max_copies {max_copies})"
+            )
+            quota = max_copies * len(indices)
         full_rounds, rest = divmod(quota, len(indices))
         for index in indices:
             copies[index] += full_rounds

@@ -109,8 +109,13 @@ def summarise(
     eligible = [r for r in pool if r["difficulty"] in (HARD, EASY)]
     before = Counter(r["task"] for r in eligible)
     after: Counter = Counter()
+    task_sources: dict[str, dict[str, int]] = {}
     for row in selected:
-        after[row["task"]] += int(row.get("copies") or 0)
+        count = int(row.get("copies") or 0)
+        after[row["task"]] += count
+        sources = task_sources.setdefault(str(row["task"]), {"seed": 0, "generated": 0, "copies": 0})
+        sources["generated" if row.get("origin") == "expansion" else "seed"] += 1
+        sources["copies"] += max(count - 1, 0)
 
     rounds = []
     splits = sorted({r["split"] for r in curriculum}, key=lambda s: (s != WARMUP, s))
@@ -145,6 +150,9 @@ def summarise(
         "mfd": mfd,
         "tasks_before": dict(before.most_common()),
         "tasks_after": dict(after.most_common()),
+        # per task after re-balancing: distinct seed rows, distinct generated (expansion) rows,
+        # and the extra copies up-sampling added
+        "task_sources": task_sources,
         "target_mix": target_mix,
         "curriculum": rounds,
         "usage": usage,
@@ -186,17 +194,21 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         console.print(f"[bold]Decontamination[/]: {line}")
 
     tasks = Table(title="Task histogram before / after re-balancing", title_justify="left")
-    for column in ("task", "before", "after", "target share"):
+    for column in ("task", "before", "after", "of which generated", "copies added", "target share"):
         tasks.add_column(column, justify="left" if column == "task" else "right")
     labels = sorted(
         set(summary["tasks_before"]) | set(summary["tasks_after"]),
         key=lambda k: -summary["tasks_after"].get(k, 0),
     )
+    sources = summary.get("task_sources") or {}
     for label in labels:
+        found = sources.get(label, {})
         tasks.add_row(
             label,
             str(summary["tasks_before"].get(label, 0)),
             str(summary["tasks_after"].get(label, 0)),
+            str(found.get("generated", 0)),
+            str(found.get("copies", 0)),
             f"{summary['target_mix'].get(label, 0):.3f}",
         )
     console.print(tasks)

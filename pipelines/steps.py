@@ -310,6 +310,7 @@ class TaskRebalancer(GlobalStep):
 
     target_mix: dict[str, float]
     size: int | None = None
+    max_copies: int | None = None
     enabled: bool = True
     seed: int = 42
 
@@ -329,7 +330,8 @@ class TaskRebalancer(GlobalStep):
             if not rows:
                 continue
             if self.enabled:
-                result = rebalance([r["task"] for r in rows], self.target_mix, self.size or len(rows), rng)
+                labels = [r["task"] for r in rows]
+                result = rebalance(labels, self.target_mix, self.size or len(rows), rng, self.max_copies)
                 copies = result.copies
             else:
                 copies = [1] * len(rows)

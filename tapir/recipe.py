@@ -301,6 +301,12 @@ class RebalanceSettings(StrictModel):
         description="Rows per difficulty bucket (easy/hard) after re-balancing; default: the "
         "bucket's size before re-balancing.",
     )
+    max_copies: int | None = Field(
+        4,
+        ge=1,
+        description="At most this many copies of one row when up-sampling (null: no cap); a label "
+        "that would need more gets fewer rows than its target share.",
+    )
 
 
 class RefinementSettings(StrictModel):

@@ -79,5 +79,15 @@ def test_planted_contaminated_rows_go_before_rebalancing_and_are_counted(tmp_pat
     for split in ("warmup", "round_1", "round_2", "selected"):
         table = datasets.load_dataset("parquet", data_files=str(out / f"data/{split}.parquet"), split="train")
         assert not set(table["instruction"]) & set(planted), split
+    # Re-balancing says where each task's rows came from: seeds, generated (expansions), copies.
+    selected = datasets.load_dataset("parquet", data_files=str(out / "data/selected.parquet"), split="train")
+    for task, sources in summary["task_sources"].items():
+        rows = [r for r in selected if r["task"] == task]
+        assert sources["seed"] + sources["generated"] == len(rows)
+        assert sources["generated"] == sum(r["origin"] == "expansion" for r in rows)
+        assert sources["copies"] == summary["tasks_after"][task] - len(rows)
+        assert all(r["copies"] <= 4 for r in rows)  # rebalance.max_copies
+    assert sum(s["generated"] for s in summary["task_sources"].values()) > 0
     card = (out / "README.md").read_text()
+    assert "| task | before | after | of which generated | copies added | target share |" in card
     assert "## Decontamination" in card and "alpaca_eval 3, mt_bench 2" in card

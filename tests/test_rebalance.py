@@ -64,3 +64,14 @@ def test_easydistill_mix_on_a_skewed_pool():
     assert sum(result.after.values()) == 500
     for label, share in mix.items():
         assert abs(result.after.get(label, 0) / 500 - share) <= 1 / 500 + 1e-12
+
+
+def test_max_copies_caps_up_sampling_and_says_so():
+    labels = ["Math"] * 2 + ["Writing"] * 38
+    target = {"Math": 0.5, "Writing": 0.5}
+    free = rebalance(labels, target, size=40, rng=random.Random(0))
+    assert [c for label, c in zip(labels, free.copies) if label == "Math"] == [10, 10]
+    capped = rebalance(labels, target, size=40, rng=random.Random(0), max_copies=4)
+    assert [c for label, c in zip(labels, capped.copies) if label == "Math"] == [4, 4]
+    assert capped.after["Math"] == 8 and capped.after["Writing"] == 20
+    assert any("Math: 20 rows wanted from 2, capped at 8 (rebalance.max_copies 4)" in n for n in capped.notes)

@@ -121,13 +121,16 @@ def render_card(
         set(summary["tasks_before"]) | set(summary["tasks_after"]),
         key=lambda k: -summary["tasks_after"].get(k, 0),
     )
+    sources = summary.get("task_sources") or {}
     tasks = _table(
-        ["task", "before", "after", "target share"],
+        ["task", "before", "after", "of which generated", "copies added", "target share"],
         [
             [
                 k,
                 summary["tasks_before"].get(k, 0),
                 summary["tasks_after"].get(k, 0),
+                sources.get(k, {}).get("generated", 0),
+                sources.get(k, {}).get("copies", 0),
                 f"{summary['target_mix'].get(k, 0):.3f}",
             ]
             for k in labels
