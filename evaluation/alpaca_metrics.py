@@ -19,6 +19,7 @@ With no source, alpaca_eval downloads the official file (needs the internet).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -142,8 +143,15 @@ def estimate_difficulty(annotation_files: list[Path]) -> pd.Series:
 
 def _generator(path: Path) -> str | None:
     """The model an annotation file scores (its ``generator_2``), read from its first record."""
+    stat = path.stat()
+    return _generator_of(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _generator_of(path: str, mtime_ns: int, size: int) -> str | None:
+    """Cached by the file's identity: scoring many models parses each annotation file once."""
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = json.loads(Path(path).read_text(encoding="utf-8"))
         return str(records[0]["generator_2"]) if records else None
     except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
         return None

@@ -83,10 +83,6 @@ class DataRun:
         return f"data/{split}.parquet"
 
     @property
-    def manifest_file(self) -> Path:
-        return self.root / MANIFEST
-
-    @property
     def summary_file(self) -> Path:
         return self.root / "summary.json"
 
@@ -111,9 +107,6 @@ class TrainRun:
     def model_dir(self, split: str) -> Path:
         """The round's final model (the next round starts from it)."""
         return self.round_dir(split) / MODEL_DIR
-
-    def manifest_file(self, split: str) -> Path:
-        return self.round_dir(split) / MANIFEST
 
     @property
     def recipe_file(self) -> Path:
@@ -247,12 +240,18 @@ def read_round_manifest(folder: Path) -> RoundManifest | None:
     return _read(folder, RoundManifest, "tapir train")
 
 
-def finished_data_run(folder: Path, before: str) -> DataManifest:
-    """The manifest of a complete data run in ``folder``, or one line saying why it cannot be
-    used ``before`` (training, a review, publishing)."""
+def data_run(folder: Path) -> DataManifest:
+    """The manifest of the data run in ``folder``; one line when there is none."""
     manifest = read_data_manifest(folder)
     if manifest is None:
         raise DataError(f"output_dir: no finished data run in {folder} (run `make data` first)")
+    return manifest
+
+
+def finished_data_run(folder: Path, before: str) -> DataManifest:
+    """The manifest of a complete data run in ``folder``, or one line saying why it cannot be
+    used ``before`` (training, a review, publishing)."""
+    manifest = data_run(folder)
     if manifest.failed_calls:
         raise DataError(
             f"output_dir: the data run in {folder} is incomplete ({manifest.failed_calls} LLM "

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from tapir.errors import DataError, TrainingError
 from tapir.recipe import Recipe
-from tapir.stage_contract import WARMUP, DataRun, changed_settings, read_data_manifest, round_split
+from tapir.stage_contract import WARMUP, DataRun, changed_settings, finished_data_run, round_split
 from tapir.student import start_model_name
 from tapir.training.closed_loop import resolved_rescore_backend
 from tapir.training.round_data import parquet_rows
@@ -31,15 +31,11 @@ def planned_rounds(recipe: Recipe) -> list[str]:
 
 def data_status(recipe: Recipe) -> dict[str, Any]:
     """What ``tapir train`` would find in the data folder: current, stale (which settings
-    changed), incomplete, not built yet, or unreadable."""
+    changed), or the line ``tapir train`` would refuse it with (none, incomplete, unreadable)."""
     try:
-        manifest = read_data_manifest(recipe.resolved_output_dir)
+        manifest = finished_data_run(recipe.resolved_output_dir, "training")
     except DataError as error:
-        return {"status": "unreadable", "detail": str(error)}
-    if manifest is None:
-        return {"status": "not built yet (make data)"}
-    if manifest.failed_calls:
-        return {"status": f"incomplete ({manifest.failed_calls} failed LLM calls: make data again)"}
+        return {"status": f"not usable: {error}"}
     changed = changed_settings(manifest, recipe)
     if changed:
         return {"status": "stale (make data again, or --allow-stale-data)", "changed": changed}

@@ -38,7 +38,7 @@ from tapir.review.records import (
     dataset_name,
 )
 from tapir.review.sample import stratified_sample
-from tapir.stage_contract import DataRun, ReviewRun, read_data_manifest, split_for
+from tapir.stage_contract import DataRun, ReviewRun, data_run, split_for
 from tapir.staging import atomic_file, atomic_folder, claim_output, mark_output
 
 SAMPLE, PUSHED, ANSWERS, DECISIONS, AGREEMENT = (
@@ -51,12 +51,9 @@ SAMPLE, PUSHED, ANSWERS, DECISIONS, AGREEMENT = (
 
 
 def round_rows(recipe: Recipe, split: str) -> list[dict[str, Any]]:
-    """The split's rows from the recipe's data run (read through its manifest: a folder that
-    holds no finished data run is named as such, not as a missing file)."""
-    run = DataRun(recipe.resolved_output_dir)
-    if read_data_manifest(run.root) is None:
-        raise DataError(f"output_dir: no finished data run in {run.root} (run `make data` first)")
-    path = run.split_file(split)
+    """The split's rows from the recipe's data run (its manifest read first by the caller: a
+    folder that holds no data run is named as such, not as a missing file)."""
+    path = DataRun(recipe.resolved_output_dir).split_file(split)
     if not path.is_file():
         raise DataError(f"{path}: no such round file (run `make data` first, or check review.round)")
     rows = pd.read_parquet(path).to_dict("records")
@@ -81,6 +78,7 @@ def push_review(
 ) -> Path:
     """Send the round's stratified sample to Argilla; returns the round's review folder."""
     split = split_for(round_ if round_ is not None else recipe.review.round)
+    manifest = data_run(recipe.resolved_output_dir)
     rows = round_rows(recipe, split)
     sample = stratified_sample(rows, recipe.review.sample_size, recipe.seed, recipe.review.mfd_edges)
     records = [build_record(row, recipe) for row in sample]
@@ -117,7 +115,7 @@ def push_review(
             "pushed": now_utc(),
             "recipe_hash": recipe.fingerprint(),
             # which data run the sample came from (its manifest's recipe hash)
-            "data_recipe_hash": read_data_manifest(recipe.resolved_output_dir).recipe_hash,
+            "data_recipe_hash": manifest.recipe_hash,
         },
     )
     console.print(
