@@ -39,7 +39,6 @@ table { border-collapse: collapse; font-size: 13px; }
 td, th { border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; position: sticky; top: 0; }
 td.text, th.text { text-align: left; }
-td.judge { max-width: 16em; overflow: hidden; text-overflow: ellipsis; }
 tr.ours td { background: #f7fbff; }
 .note { color: #555; font-size: 0.95em; }
 .group { display: inline-block; min-width: 1.4em; text-align: center; border-radius: 3px;
@@ -83,7 +82,9 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def _cell(value: Any, kind: str, css: str = "") -> str:
+def _cell(value: Any, kind: str) -> str:
+    if kind == "group" and not _missing(value):
+        return f"<td><span class=group>{html.escape(str(value))}</span></td>"
     if _missing(value):
         text = ""
     elif kind == "int":
@@ -92,20 +93,11 @@ def _cell(value: Any, kind: str, css: str = "") -> str:
         text = f"{float(value) * 100:.0f} %"
     elif kind.startswith("f"):
         text = f"{float(value):.{int(kind[1:])}f}"
-    elif kind == "group":
-        text = f"<span class=group>{html.escape(str(value))}</span>"
-        return f"<td{css}>{text}</td>"
     else:
         text = str(value)
-    classes = "text" if kind == "text" else ""
-    if css:
-        classes = f"{classes} {css}".strip()
-    title = f' title="{html.escape(text)}"' if kind == "text" else ""
-    return (
-        f'<td class="{classes}"{title}>{html.escape(text)}</td>'
-        if classes
-        else f"<td>{html.escape(text)}</td>"
-    )
+    if kind == "text":  # left-aligned; the title repeats the text on hover
+        return f'<td class="text" title="{html.escape(text)}">{html.escape(text)}</td>'
+    return f"<td>{html.escape(text)}</td>"
 
 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]], row_class=None) -> str:
