@@ -7,7 +7,7 @@ RECIPE ?= recipes/default.yaml
 # Extra CLI arguments, e.g. make data ARGS="--set judge.model=gpt-4o"
 ARGS ?=
 
-.PHONY: install data train distill eval dry-run review review-pull push argilla-env argilla-server test test-quick test-unit lint format clean
+.PHONY: install data train distill ablate eval dry-run review review-pull push argilla-env argilla-server test test-quick test-unit lint format clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ train: install
 # The whole TAPIR loop: data, then training that re-scores with each new checkpoint.
 distill: install
 	$(BIN)/tapir distill --recipe $(RECIPE) $(ARGS)
+
+# TAPIR against random selection and each of its steps switched off, at equal training budget.
+ablate: install
+	$(BIN)/tapir ablate --recipe $(RECIPE) $(ARGS)
 
 # AlpacaEval 2.0 + MT-Bench on every round; leaderboard, plots and an HTML report.
 eval: install

@@ -57,6 +57,7 @@ BOARD = [
     ("n_total", "AE2 n", "int"),
     ("avg_length", "avg length", "int"),
     ("mt_bench", "MT-Bench", "f2"),
+    ("mt_bench_standard_error", "MT ± s.e.", "f2"),
     ("mt_bench_turn_1", "turn 1", "f2"),
     ("mt_bench_turn_2", "turn 2", "f2"),
     ("judge_parse_failures", "unparsed", "int"),
@@ -100,7 +101,7 @@ def _cell(value: Any, kind: str) -> str:
     return f"<td>{html.escape(text)}</td>"
 
 
-def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]], row_class=None) -> str:
+def table_html(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]], row_class=None) -> str:
     head = "".join(
         f"<th class=text>{html.escape(header)}</th>" if kind == "text" else f"<th>{html.escape(header)}</th>"
         for _, header, kind in columns
@@ -143,8 +144,15 @@ def _health_rows(health: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write(
-    path: Path, title: str, table: pd.DataFrame, health: dict[str, Any], plots: list[Path], notes: list[str]
+    path: Path,
+    title: str,
+    table: pd.DataFrame,
+    health: dict[str, Any],
+    plots: list[Path],
+    notes: list[str],
+    sections: list[tuple[str, str]] | None = None,
 ) -> Path:
+    """The page; ``sections`` are (title, HTML) blocks a caller adds after the leaderboard."""
     groups = judge_groups(table)
     rows = [{**row, "group": groups[str(row["judge"])]} for row in table.to_dict("records")]
     ours = {"round", "student", "model", "baseline"}
@@ -160,11 +168,13 @@ def write(
         + "".join(f"<li>{html.escape(line)}</li>" for line in comparability(table, groups))
         + "</ul>",
         "<h2>Leaderboard</h2>",
-        _table(rows, BOARD, lambda r: "ours" if r.get("kind") in ours else ""),
+        table_html(rows, BOARD, lambda r: "ours" if r.get("kind") in ours else ""),
     ]
     if categories:
-        body += ["<h2>MT-Bench by category</h2>", _table(categories, CATEGORIES)]
-    body += ["<h2>Plots</h2>", *[_image(p) for p in plots]]
+        body += ["<h2>MT-Bench by category</h2>", table_html(categories, CATEGORIES)]
+    for heading, block in sections or []:
+        body += [f"<h2>{html.escape(heading)}</h2>", block]
+    body += ["<h2>Plots</h2>", *[image_html(p) for p in plots]]
     body += ["<h2>Judge health</h2>"]
     health_rows = _health_rows(health)
     if health_rows:
@@ -173,7 +183,7 @@ def write(
             "failed calls; how often the output shown first (position bias) and the longer output "
             "(length bias) won; the judge's calls, tokens, time and cost in this run (cached verdicts "
             "cost nothing).</p>",
-            _table(health_rows, health_columns),
+            table_html(health_rows, health_columns),
         ]
     else:
         body.append("<p class=note>No model was judged in this run.</p>")
@@ -190,7 +200,7 @@ def write(
     return path
 
 
-def _image(path: Path) -> str:
+def image_html(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}"></figure>'
 

@@ -24,6 +24,7 @@ COLUMNS = [
     "n_total",
     "avg_length",
     "mt_bench",
+    "mt_bench_standard_error",
     "mt_bench_turn_1",
     "mt_bench_turn_2",
     *[f"mt_{c}" for c in MT_CATEGORIES],
@@ -56,6 +57,7 @@ def model_row(name: str, kind: str, stage: int | None, judge: str, results: dict
     if "mt_bench" in results:
         metrics = results["mt_bench"]["metrics"]
         row["mt_bench"] = metrics["overall"]
+        row["mt_bench_standard_error"] = metrics.get("standard_error")
         row["mt_bench_turn_1"] = metrics["turn_1"]
         row["mt_bench_turn_2"] = metrics["turn_2"]
         for category, value in metrics["categories"].items():
@@ -90,6 +92,7 @@ def markdown(table: pd.DataFrame) -> str:
             "length_controlled_winrate",
             "n_total",
             "mt_bench",
+            "mt_bench_standard_error",
             "mt_bench_turn_1",
             "mt_bench_turn_2",
             "judge_parse_failures",
@@ -101,6 +104,7 @@ def markdown(table: pd.DataFrame) -> str:
             "length_controlled_winrate": "AE2 LC win rate",
             "n_total": "AE2 n",
             "mt_bench": "MT-Bench",
+            "mt_bench_standard_error": "MT ± s.e.",
             "mt_bench_turn_1": "turn 1",
             "mt_bench_turn_2": "turn 2",
             "judge_parse_failures": "unparsed verdicts",

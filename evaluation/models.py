@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tapir.recipe import Recipe
 from tapir.stage_contract import CHECKPOINT_ID, MANIFEST, TrainRun, curve_position, read_round_manifest
 
 ROUNDS = "rounds"
+_NAMED = re.compile(r"^[A-Za-z0-9_.-]+=")
 STUDENT = "student"
 
 
@@ -63,7 +65,9 @@ def trained_rounds(recipe: Recipe) -> list[EvalModel]:
     return sorted(found, key=lambda m: (m.stage is None, m.stage or 0, m.name))
 
 
-def _named(path: str, kind: str) -> EvalModel:
+def _named(entry: str, kind: str) -> EvalModel:
+    """A folder or Hub id; ``name=path`` files it under ``name`` (two arms' ``round_3`` folders)."""
+    label, _, path = entry.partition("=") if _NAMED.match(entry) else ("", "", entry)
     folder = Path(path).expanduser()
     looks_local = path.startswith((".", "/", "~"))
     if looks_local and not folder.is_dir():
@@ -71,7 +75,7 @@ def _named(path: str, kind: str) -> EvalModel:
     name = folder.name if folder.is_dir() else path.replace("/", "--")
     if folder.name == "model" and (folder / CHECKPOINT_ID).is_file():
         name = folder.parent.name
-    return EvalModel(name, path, model_key(path), kind)
+    return EvalModel(label or name, path, model_key(path), kind)
 
 
 def resolve_models(

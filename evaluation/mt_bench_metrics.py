@@ -88,6 +88,8 @@ def summarize(judgments: pd.DataFrame) -> dict[str, Any]:
     parsed = judgments[judgments["score"].notna()]
     result: dict[str, Any] = {
         "overall": _mean(parsed["score"]),
+        # fschat reports none; over questions (each the mean of its parsed turns), for comparing runs
+        "standard_error": _standard_error(parsed.groupby("question_id")["score"].mean()),
         "turn_1": _mean(parsed.loc[parsed["turn"] == 1, "score"]),
         "turn_2": _mean(parsed.loc[parsed["turn"] == 2, "score"]),
         "categories": {
@@ -97,6 +99,10 @@ def summarize(judgments: pd.DataFrame) -> dict[str, Any]:
         "n_parse_failures": int(judgments["score"].isna().sum()),
     }
     return result
+
+
+def _standard_error(values: pd.Series) -> float | None:
+    return float(values.std(ddof=1) / len(values) ** 0.5) if len(values) > 1 else None
 
 
 def _mean(values: pd.Series) -> float | None:

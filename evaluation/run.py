@@ -208,13 +208,7 @@ def _evaluate(recipe, console, context, models, reference, mt_data, published, j
     out_dir.mkdir(parents=True, exist_ok=True)
     leaderboard.write(table, out_dir)
     drawn = plots.draw_all(table, out_dir / "plots")
-    health = {
-        name: {k: v["judge_health"] for k, v in r.items() if "judge_health" in v}
-        for name, r in results.items()
-    }
-    page = html_report.write(
-        out_dir / "report.html", f"tapir eval: {recipe.name}", table, health, drawn, [NOTE]
-    )
+    page = write_page(out_dir, f"tapir eval: {recipe.name}", table, results, drawn)
     evaluated = {m.name: {"path": m.path, "key": m.key, "kind": m.kind} for m in models}
     summary = {
         "recipe": recipe.name,
@@ -230,6 +224,23 @@ def _evaluate(recipe, console, context, models, reference, mt_data, published, j
     write_manifest(out_dir, EvalManifest(**header("eval", recipe, None), judge=judge_name, models=evaluated))
     _print(console, table, results, out_dir, page)
     return out_dir
+
+
+def write_page(
+    out_dir: Path,
+    title: str,
+    table: Any,
+    results: dict[str, Any],
+    drawn: list[Path],
+    sections: list[tuple[str, str]] | None = None,
+) -> Path:
+    """``report.html``: the leaderboard, per-category scores, plots, judge health (and sections
+    a caller adds, e.g. ``tapir ablate``'s)."""
+    health = {
+        name: {k: v["judge_health"] for k, v in r.items() if "judge_health" in v}
+        for name, r in results.items()
+    }
+    return html_report.write(out_dir / "report.html", title, table, health, drawn, [NOTE], sections or [])
 
 
 def _print(console: Console, table, results: dict[str, Any], out_dir: Path, page: Path) -> None:

@@ -15,6 +15,7 @@ from rich.table import Table
 from tapir.llm_factory import LLMContext, model_id
 from tapir.pipelines.graph import build_pipeline
 from tapir.pipelines.prompts import render, template_text
+from tapir.pipelines.report import judging_line
 from tapir.pipelines.seeds import count_seeds_offline, describe_source, load_seeds
 from tapir.recipe import Recipe
 
@@ -71,21 +72,22 @@ def estimate(recipe: Recipe, n_seeds: int) -> dict[str, RoleEstimate]:
         roles["judge"].add(
             f"judge_student{prefix}", n, judge_base + student_out, recipe.judging.max_new_tokens
         )
-        classifier.add(f"classify_task{prefix}", n, classify, recipe.taxonomy.max_new_tokens)
+        if recipe.taxonomy.classifier == "llm":
+            classifier.add(f"classify_task{prefix}", n, classify, recipe.taxonomy.max_new_tokens)
 
     grade_and_classify("", n_seeds)
     expanded = 0
     if recipe.expansion.enabled:
-        hard = min(n_seeds, recipe.expansion.max_hard_seeds or n_seeds)
+        expanded = new_instructions(recipe, n_seeds)
         expand_prompt = _tokens(
             render(
                 template_text(recipe.expansion.template),
                 instruction=TYPICAL_INSTRUCTION,
                 input="",
                 task="Math",
+                variant=0,
             )
         )
-        expanded = hard * recipe.expansion.per_hard_seed
         roles["teacher"].add("expand_instructions", expanded, expand_prompt, recipe.expansion.max_new_tokens)
         grade_and_classify("_expanded", expanded)
     if recipe.refinement.enabled:
@@ -106,14 +108,23 @@ def estimate(recipe: Recipe, n_seeds: int) -> dict[str, RoleEstimate]:
     return roles
 
 
+def new_instructions(recipe: Recipe, n_seeds: int) -> int:
+    """At most this many expansion requests (one new instruction each)."""
+    settings = recipe.expansion
+    if settings.allocation == "mix" and settings.budget is not None:
+        return settings.budget
+    return min(n_seeds, settings.max_hard_seeds or n_seeds) * settings.per_hard_seed
+
+
 def planned_rows(recipe: Recipe, n_seeds: int) -> dict[str, int]:
     """Rows each LLM step will see at most (the live progress's totals; refinement depends on
     the selection, so it has none)."""
-    rows = {f"{step}": n_seeds for step in CHAIN_STEPS}
+    chain = [s for s in CHAIN_STEPS if s != "classify_task" or recipe.taxonomy.classifier == "llm"]
+    rows = {f"{step}": n_seeds for step in chain}
     if recipe.expansion.enabled:
-        hard = min(n_seeds, recipe.expansion.max_hard_seeds or n_seeds)
-        rows["expand_instructions"] = hard
-        rows.update({f"{step}_expanded": hard * recipe.expansion.per_hard_seed for step in CHAIN_STEPS})
+        expanded = new_instructions(recipe, n_seeds)
+        rows["expand_instructions"] = expanded
+        rows.update({f"{step}_expanded": expanded for step in chain})
     return rows
 
 
@@ -153,6 +164,9 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
     console.print(
         f"  MFD delta {recipe.difficulty.delta:g}; {recipe.curriculum.rounds} rounds, hard share "
         f"{recipe.curriculum.hard_share}; {len(recipe.taxonomy.labels)} task labels"
+    )
+    console.print(
+        f"  {judging_line({'scoring': recipe.judge_scoring, 'top_logprobs': recipe.judging.top_logprobs})}"
     )
     console.print(f"  output: {recipe.resolved_output_dir}")
     roles = estimate(recipe, n_seeds or 0)

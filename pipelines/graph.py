@@ -2,7 +2,7 @@
 
     load_seeds >> respond_teacher >> respond_student >> judge_teacher >> judge_student
                >> classify_task >> fitting_difficulty ──────────────────────┐
-    fitting_difficulty >> pick_hard_seeds >> expand_instructions             │
+    fitting_difficulty >> plan_expansion >> expand_instructions               │
         expand_instructions >> audit_expansion (leaf)                        │
         expand_instructions >> expansions_to_seeds >> (the same six steps,   │
                                                       suffixed _expanded) ───┤
@@ -40,7 +40,8 @@ from tapir.pipelines.steps import (
     LoadSeedRows,
     MergePool,
     ModelFittingDifficulty,
-    PickHardSeeds,
+    OfflineTaskClassifier,
+    PlanExpansion,
     TaskRebalancer,
 )
 from tapir.pipelines.tasks import (
@@ -89,6 +90,7 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
     respond = template_text("respond")
     judge_template = template_text(recipe.judging.template, "judging.template")
     judge_constraint = score_constraint(1, 10)
+    scoring = recipe.judge_scoring
 
     def judge_llm(step: str):
         return build_llm(
@@ -99,6 +101,7 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
             temperature=recipe.judging.temperature,
             constraint=judge_constraint,
             step=step,
+            top_logprobs=recipe.judging.top_logprobs if scoring == "expected" else None,
         )
 
     def respond_as(role: str) -> ResponseGenerator:
@@ -119,38 +122,23 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
             name=f"judge_{role}{suffix}",
             llm=judge_llm(f"judge_{role}{suffix}"),
             template=judge_template,
+            scoring=scoring,
             input_mappings={"response": f"{role}_response"},
             output_mappings={
                 "score": f"{role}_score",
                 "score_error": f"{role}_score_error",
                 "model_name": "judge_model",
+                "written_score": f"{role}_written_score",
             },
             **kwargs,
         )
 
-    classifier_role = recipe.taxonomy.classifier_role
     steps: list[_Step] = [
         respond_as("teacher"),
         respond_as("student"),
         judge_answer_of("teacher"),
         judge_answer_of("student"),
-        TaskClassifier(
-            name=f"classify_task{suffix}",
-            llm=build_llm(
-                recipe.role(classifier_role),
-                classifier_role,
-                context,
-                max_new_tokens=recipe.taxonomy.max_new_tokens,
-                temperature=0.0,
-                constraint=choice_constraint(recipe.taxonomy.labels, "one taxonomy label"),
-                step=f"classify_task{suffix}",
-            ),
-            template=template_text("classify_task"),
-            labels=recipe.taxonomy.labels,
-            fallback_label=recipe.taxonomy.fallback_label,
-            output_mappings={"model_name": "classifier_model"},
-            **kwargs,
-        ),
+        _classifier(recipe, context, suffix),
         ModelFittingDifficulty(
             name=f"fitting_difficulty{suffix}",
             delta=recipe.difficulty.delta,
@@ -161,6 +149,38 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
     for upstream, downstream in zip(steps, steps[1:]):
         upstream >> downstream
     return Chain(steps[0], steps[-1])
+
+
+def _classifier(recipe: Recipe, context: LLMContext, suffix: str) -> _Step:
+    """The task labeller: the recipe's LLM prompted with the taxonomy, or the offline classifier."""
+    name = f"classify_task{suffix}"
+    if recipe.taxonomy.classifier == "offline":
+        return OfflineTaskClassifier(
+            name=name,
+            settings=recipe.taxonomy.offline.model_dump(),
+            taxonomy=recipe.taxonomy.labels,
+            cache_dir=str(context.cache_dir),
+            seed=recipe.seed,
+            input_batch_size=recipe.pipeline.batch_size,
+        )
+    role = recipe.taxonomy.classifier_role
+    return TaskClassifier(
+        name=name,
+        llm=build_llm(
+            recipe.role(role),
+            role,
+            context,
+            max_new_tokens=recipe.taxonomy.max_new_tokens,
+            temperature=0.0,
+            constraint=choice_constraint(recipe.taxonomy.labels, "one taxonomy label"),
+            step=name,
+        ),
+        template=template_text("classify_task"),
+        labels=recipe.taxonomy.labels,
+        fallback_label=recipe.taxonomy.fallback_label,
+        output_mappings={"model_name": "classifier_model"},
+        **_task_kwargs(recipe),
+    )
 
 
 def build_pipeline(
@@ -192,7 +212,14 @@ def build_pipeline(
         pool_inputs = [seeds_chain.last]
 
         if recipe.expansion.enabled:
-            pick = PickHardSeeds(name="pick_hard_seeds", max_seeds=recipe.expansion.max_hard_seeds)
+            pick = PlanExpansion(
+                name="plan_expansion",
+                allocation=recipe.expansion.allocation,
+                per_hard_seed=recipe.expansion.per_hard_seed,
+                max_hard_seeds=recipe.expansion.max_hard_seeds,
+                budget=recipe.expansion.budget,
+                target_mix=recipe.taxonomy.normalised_mix(),
+            )
             expand = InstructionExpander(
                 name="expand_instructions",
                 llm=build_llm(
@@ -204,8 +231,6 @@ def build_pipeline(
                     step="expand_instructions",
                 ),
                 template=template_text(recipe.expansion.template, "expansion.template"),
-                num_generations=recipe.expansion.per_hard_seed,
-                group_generations=False,
                 output_mappings={"model_name": "expander_model"},
                 **kwargs,
             )

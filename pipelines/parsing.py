@@ -18,6 +18,7 @@ _ONE_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 _ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 # Judges that drop the brackets still tend to write "Rating: 7".
 _RATING_WORD = re.compile(r"rating\s*[:=]\s*(\d+\.?\d*)", re.IGNORECASE)
+RATING_PATTERNS = (_ONE_SCORE, _ONE_SCORE_BACKUP, _RATING_WORD)  # in the order they are tried
 
 # Markers a base model emits when it runs past its turn in tapir's chat template.
 _TURN_MARKERS = re.compile(r"\n*###\s*(Instructions?|Response|Input)\s*:", re.IGNORECASE)
@@ -58,7 +59,7 @@ def parse_judge_score(text: str | None, low: float = 1, high: float = 10) -> Par
     if reason := _blank(text):
         return Parsed(error=reason)
     assert text is not None
-    for pattern in (_ONE_SCORE, _ONE_SCORE_BACKUP, _RATING_WORD):
+    for pattern in RATING_PATTERNS:
         match = pattern.search(text)
         if match:
             score = float(match.group(1))

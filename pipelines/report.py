@@ -6,6 +6,7 @@ the usage log, so every figure can be recomputed from the files of the run.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from tapir.pipelines.decontamination import decontamination_line
 from tapir.pipelines.steps import EASY, EXCLUDED, FAILURE_COLUMNS, HARD
+from tapir.recipe import Recipe
 from tapir.review.corrections import describe_applied
 from tapir.stage_contract import WARMUP
 
@@ -97,7 +99,9 @@ def summarise(
     steps.append({"step": "plan_curriculum", "rows_in": copies, "ok": len(curriculum), "failed": 0})
 
     mfd_values = [float(r["mfd"]) for r in pool if r.get("mfd") is not None]
-    histogram = Counter(round(v) for v in mfd_values)
+    # integer grades: one bin per point; expected (continuous) grades: bins of a quarter point
+    width = 1.0 if all(float(v).is_integer() for v in mfd_values) else 0.25
+    histogram = Counter(_bin(v, width) for v in mfd_values)
     mfd = {
         "count": len(mfd_values),
         "mean": statistics.fmean(mfd_values) if mfd_values else None,
@@ -160,6 +164,97 @@ def summarise(
     }
 
 
+def task_table(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Per task: rows before and after re-balancing, the new instructions expansion asked for (and
+    from what), the generated rows and copies in the result, and the target share."""
+    plan = summary.get("expansion_plan") or {}
+    labels = sorted(
+        set(summary["tasks_before"]) | set(summary["tasks_after"]) | set(plan),
+        key=lambda k: (-summary["tasks_after"].get(k, 0), -sum(plan.get(k, {}).values()), k),
+    )
+    sources = summary.get("task_sources") or {}
+    columns = [
+        "task",
+        "before",
+        "expansion asked",
+        "after",
+        "of which generated",
+        "copies added",
+        "target share",
+    ]
+    rows = [
+        [
+            label,
+            summary["tasks_before"].get(label, 0),
+            ", ".join(f"{n} from {source}" for source, n in plan.get(label, {}).items()) or "-",
+            summary["tasks_after"].get(label, 0),
+            sources.get(label, {}).get("generated", 0),
+            sources.get(label, {}).get("copies", 0),
+            f"{summary['target_mix'].get(label, 0):.3f}",
+        ]
+        for label in labels
+    ]
+    return columns, rows
+
+
+def _bin(value: float, width: float) -> float | int:
+    """The lower edge of ``value``'s bin (an int for whole-point bins, as before)."""
+    edge = math.floor(value / width + 1e-9) * width
+    return int(edge) if width == 1.0 else round(edge, 2)
+
+
+def judging_settings(recipe: Recipe) -> dict[str, Any]:
+    """What the summary records of how MFD's grades were read."""
+    from tapir.llm_factory import model_id
+
+    return {
+        "scoring": recipe.judge_scoring,
+        "top_logprobs": recipe.judging.top_logprobs,
+        "student": model_id(recipe.student),
+    }
+
+
+def classifier_report(recipe: Recipe) -> dict[str, Any]:
+    """Which classifier labelled the tasks and how well it does on rows it did not learn from."""
+    if recipe.taxonomy.classifier == "offline":
+        from tapir.pipelines.offline_classifier import fit
+
+        fitted, _ = fit(recipe.taxonomy.offline, recipe.taxonomy.labels, Path(recipe.cache_dir), recipe.seed)
+        return fitted.report()  # cached by the step that used it: no re-fit
+    spec = recipe.role(recipe.taxonomy.classifier_role)
+    return {"kind": "llm", "role": recipe.taxonomy.classifier_role, "model": spec.model}
+
+
+def classifier_line(report: dict[str, Any] | None) -> str:
+    if not report:
+        return ""
+    if report["kind"] == "offline":
+        return (
+            f"Task labels: offline classifier ({report['features']} features, {report['training_rows']} "
+            f"labelled rows); held-out accuracy {report['held_out_accuracy']:.0%} "
+            f"({report['folds']}-fold cross-validation)."
+        )
+    return (
+        f"Task labels: the {report['role']}'s model ({report['model']}) prompted with the taxonomy; its "
+        "accuracy is not measured in a run (benchmarks/classifier_accuracy.py measures it)."
+    )
+
+
+def judging_line(judging: dict[str, Any] | None) -> str:
+    """How the grades behind MFD were read, in one sentence (console and card)."""
+    if not judging:
+        return "Judge grades: as written by the judge."
+    if judging.get("scoring") == "expected":
+        how = (
+            "expected over the rating tokens' log-probabilities (G-Eval: sum of p(k)·k, top "
+            f"{judging.get('top_logprobs')} alternatives), so MFD is continuous"
+        )
+    else:
+        how = "the number the judge wrote (sampled)"
+    student = f" MFD graded the answers of student {judging['student']}." if judging.get("student") else ""
+    return f"Judge grades: {how}.{student}"
+
+
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     table = Table(title="Rows per step", title_justify="left")
     for column in ("step", "in", "ok", "failed", "note"):
@@ -186,6 +281,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             f"[bold]MFD[/] over {mfd['count']} rows: mean {mfd['mean']:.2f}, median {mfd['median']:.1f}, "
             f"range {mfd['min']:g}..{mfd['max']:g}; histogram {bins}"
         )
+    console.print(judging_line(summary.get("judging")))
+    if line := classifier_line(summary.get("classifier")):
+        console.print(line)
     diff = summary["difficulty"]
     console.print(
         f"[bold]Difficulty[/]: {diff['hard']} hard, {diff['easy']} easy, {diff['excluded']} excluded"
@@ -194,23 +292,11 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         console.print(f"[bold]Decontamination[/]: {line}")
 
     tasks = Table(title="Task histogram before / after re-balancing", title_justify="left")
-    for column in ("task", "before", "after", "of which generated", "copies added", "target share"):
-        tasks.add_column(column, justify="left" if column == "task" else "right")
-    labels = sorted(
-        set(summary["tasks_before"]) | set(summary["tasks_after"]),
-        key=lambda k: -summary["tasks_after"].get(k, 0),
-    )
-    sources = summary.get("task_sources") or {}
-    for label in labels:
-        found = sources.get(label, {})
-        tasks.add_row(
-            label,
-            str(summary["tasks_before"].get(label, 0)),
-            str(summary["tasks_after"].get(label, 0)),
-            str(found.get("generated", 0)),
-            str(found.get("copies", 0)),
-            f"{summary['target_mix'].get(label, 0):.3f}",
-        )
+    columns, rows = task_table(summary)
+    for column in columns:
+        tasks.add_column(column, justify="left" if column in ("task", "expansion asked") else "right")
+    for row in rows:
+        tasks.add_row(*[str(cell) for cell in row])
     console.print(tasks)
 
     rounds = Table(title="Curriculum", title_justify="left")
@@ -325,7 +411,9 @@ def plot_summary(summary: dict[str, Any], folder: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     hist = summary["mfd"]["histogram"]
-    ax.bar([int(k) for k in hist], list(hist.values()), color="tab:purple")
+    edges = [float(k) for k in hist]
+    width = 1.0 if all(e.is_integer() for e in edges) else 0.25
+    ax.bar(edges, list(hist.values()), width=0.9 * width, align="edge", color="tab:purple")
     ax.set_xlabel("MFD = judge(teacher) - judge(student)")
     ax.set_ylabel("rows")
     ax.set_title("Model Fitting Difficulty")

@@ -22,9 +22,16 @@ from tapir.manifest import now_utc, sha256_file, write_json
 from tapir.pipelines.decontamination import benchmark_texts, write_benchmark_file
 from tapir.pipelines.decontamination import counts as contamination_counts
 from tapir.pipelines.dry_run import planned_rows
+from tapir.pipelines.expansion_plan import plan_summary
 from tapir.pipelines.graph import CURRICULUM, EXPANSION_AUDIT, POOL, SELECTED, build_pipeline
 from tapir.pipelines.progress import LiveProgress, distilabel_logs_to
-from tapir.pipelines.report import plot_summary, print_summary, summarise
+from tapir.pipelines.report import (
+    classifier_report,
+    judging_settings,
+    plot_summary,
+    print_summary,
+    summarise,
+)
 from tapir.pipelines.seeds import describe_source, load_seeds
 from tapir.pipelines.steps import PLACEHOLDER, STEP_ERROR
 from tapir.publishing.card import write_card
@@ -183,6 +190,9 @@ def run_data(
             recipe.curriculum.hard_share,
         )
         summary["review"] = applied_summary(pool, curriculum, corrections)
+        summary["judging"] = judging_settings(recipe)
+        summary["classifier"] = classifier_report(recipe)
+        summary["expansion_plan"] = plan_summary(expansions)
         summary["decontamination"] = {
             "enabled": recipe.decontamination.enabled,
             "excluded": contamination_counts(pool),

@@ -33,7 +33,7 @@ def describe_source(source: SeedSource) -> tuple[str, str]:
     return "hub", source.source
 
 
-def _read_local(path: Path, location: str) -> list[dict[str, Any]]:
+def read_local(path: Path, location: str, field: str = "seeds.source") -> list[dict[str, Any]]:
     """Read a local seed file directly: no copy into the datasets cache, line-numbered errors."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
@@ -42,11 +42,11 @@ def _read_local(path: Path, location: str) -> list[dict[str, Any]]:
         try:
             return pq.read_table(path).to_pylist()
         except Exception as exc:  # pyarrow raises several types for unreadable files
-            raise DataError(f"seeds.source: cannot read {location}: {str(exc).splitlines()[0]}") from None
+            raise DataError(f"{field}: cannot read {location}: {str(exc).splitlines()[0]}") from None
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"seeds.source: {location} is not UTF-8 text (byte {exc.start})") from None
+        raise DataError(f"{field}: {location} is not UTF-8 text (byte {exc.start})") from None
     if suffix == ".json" and text.lstrip().startswith("{"):
         try:
             whole = json.loads(text)
@@ -54,7 +54,7 @@ def _read_local(path: Path, location: str) -> list[dict[str, Any]]:
             whole = None  # JSON Lines in a .json file: read line by line below
         if isinstance(whole, dict):
             raise DataError(
-                f"seeds.source: {location} holds one JSON object; seeds are a list of objects "
+                f"{field}: {location} holds one JSON object; seeds are a list of objects "
                 "(a JSON array, or one object per line)"
             )
     if suffix == ".jsonl" or (suffix == ".json" and not text.lstrip().startswith("[")):
@@ -65,22 +65,18 @@ def _read_local(path: Path, location: str) -> list[dict[str, Any]]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"seeds.source: {location} line {number} is not valid JSON ({exc.msg})"
-                ) from None
+                raise DataError(f"{field}: {location} line {number} is not valid JSON ({exc.msg})") from None
     else:
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DataError(
-                f"seeds.source: {location} is not valid JSON ({exc.msg}, line {exc.lineno})"
-            ) from None
+            raise DataError(f"{field}: {location} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(rows, list):
-        raise DataError(f"seeds.source: {location} must hold a list of JSON objects")
+        raise DataError(f"{field}: {location} must hold a list of JSON objects")
     for number, row in enumerate(rows):
         if not isinstance(row, dict):
             raise DataError(
-                f"seeds.source: row {number} of {location} is a {type(row).__name__}, not a JSON object"
+                f"{field}: row {number} of {location} is a {type(row).__name__}, not a JSON object"
             )
     return rows
 
@@ -93,7 +89,7 @@ def _read_rows(source: SeedSource) -> list[dict[str, Any]]:
             raise DataError(f"seeds.source: file not found: {location}")
         if path.suffix.lower() not in LOCAL_SUFFIXES:
             raise DataError(f"seeds.source: {location}: unsupported format (use .json, .jsonl or .parquet)")
-        return _read_local(path, location)
+        return read_local(path, location)
     import datasets
 
     try:

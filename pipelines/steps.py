@@ -17,6 +17,7 @@ from pydantic import Field, PrivateAttr
 
 from tapir.errors import DataError
 from tapir.pipelines.curriculum import plan_curriculum
+from tapir.pipelines.expansion_plan import plan_expansion
 from tapir.pipelines.prompts import render
 from tapir.pipelines.rebalance import rebalance
 from tapir.stage_contract import WARMUP, round_split
@@ -105,10 +106,65 @@ class ModelFittingDifficulty(Step):
         yield [{**row, **self.classify_row(row)} for row in inputs]
 
 
-class PickHardSeeds(GlobalStep):
-    """Chooses the hard seeds to expand: highest MFD first, at most ``max_seeds``."""
+class OfflineTaskClassifier(Step):
+    """Labels each row with the offline classifier (:mod:`offline_classifier`), no LLM call.
 
-    max_seeds: int | None = None
+    Same columns as the LLM classifier: ``task``, ``task_error`` (always None: every row gets
+    the label the model finds likeliest) and ``classifier_model``, plus ``task_confidence``.
+    """
+
+    settings: dict[str, Any] = Field(..., description="taxonomy.offline, as a dict.")
+    taxonomy: list[str]
+    cache_dir: str = Field(..., exclude=True)
+    seed: int = 0
+
+    _fitted: Any = PrivateAttr(None)
+    _featurizer: Any = PrivateAttr(None)
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["instruction"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["task", "task_error", "classifier_model", "task_confidence"]
+
+    def load(self) -> None:
+        super().load()
+        from tapir.pipelines.offline_classifier import fit
+        from tapir.recipe import OfflineClassifierSettings
+
+        settings = OfflineClassifierSettings(**self.settings)
+        self._fitted, self._featurizer = fit(settings, self.taxonomy, Path(self.cache_dir), self.seed)
+
+    def process(self, inputs: StepInput) -> Any:
+        from tapir.pipelines.offline_classifier import predict, text_of
+
+        rows = list(inputs)
+        real = [n for n, row in enumerate(rows) if not row.get(PLACEHOLDER)]
+        labels = predict(
+            self._fitted,
+            self._featurizer,
+            [text_of(rows[n]["instruction"], rows[n].get("input")) for n in real],
+        )
+        name = f"offline {self._fitted.features} classifier ({self._fitted.rows} labelled rows)"
+        out = [
+            {**row, "task": None, "task_error": None, "classifier_model": None, "task_confidence": None}
+            for row in rows
+        ]
+        for n, (label, probability) in zip(real, labels):
+            out[n].update(task=label, classifier_model=name, task_confidence=round(probability, 4))
+        yield out
+
+
+class PlanExpansion(GlobalStep):
+    """Which seeds (or bare task labels) the teacher expands, and how often (:mod:`expansion_plan`)."""
+
+    allocation: str = "mix"
+    per_hard_seed: int = 2
+    max_hard_seeds: int | None = None
+    budget: int | None = None
+    target_mix: dict[str, float] = Field(default_factory=dict)
 
     @property
     def inputs(self) -> list[str]:
@@ -116,24 +172,18 @@ class PickHardSeeds(GlobalStep):
 
     @property
     def outputs(self) -> list[str]:
-        return ["id", "instruction", "input", "task"]
+        return ["id", "instruction", "input", "task", "variant", "expansion_source"]
 
     def process(self, inputs: StepInput) -> Any:
-        hard = [r for r in real_rows(inputs) if r["difficulty"] == HARD]
-        hard.sort(key=lambda r: (-r["mfd"], r["id"]))
-        if self.max_seeds is not None:
-            hard = hard[: self.max_seeds]
-        picked = [
-            {
-                "id": r["id"],
-                "instruction": r["instruction"],
-                "input": r.get("input") or "",
-                "task": r["task"],
-                PLACEHOLDER: False,
-            }
-            for r in hard
-        ]
-        yield picked or [placeholder_row()]
+        requests = plan_expansion(
+            real_rows(inputs),
+            self.target_mix,
+            mode=self.allocation,
+            per_hard_seed=self.per_hard_seed,
+            max_hard_seeds=self.max_hard_seeds,
+            budget=self.budget,
+        )
+        yield [{**r.row(), PLACEHOLDER: False} for r in requests] or [placeholder_row()]
 
 
 class ExpansionsToSeeds(GlobalStep):

@@ -5,13 +5,14 @@ parses the answer with one function from :mod:`tapir.pipelines.parsing`. A faile
 the ``*_error`` column (the reason), which the run summary counts and the selection excludes.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from distilabel.steps import StepInput
 from distilabel.steps.tasks import Task
 from pydantic import Field
 
-from tapir.llms import CACHE_KEY
+from tapir.llms import CACHE_KEY, TOP_LOGPROBS
+from tapir.pipelines.expected_score import expected_score
 from tapir.pipelines.parsing import (
     parse_expanded_instruction,
     parse_judge_score,
@@ -82,11 +83,17 @@ class ResponseGenerator(PlaceholderAwareTask):
 
 
 class ResponseJudge(PlaceholderAwareTask):
-    """Grades one response 1-10, MT-Bench single-answer style (the MFD oracle, step 4)."""
+    """Grades one response 1-10, MT-Bench single-answer style (the MFD oracle, step 4).
+
+    ``scoring="expected"``: the grade is the expectation over the rating tokens' probabilities
+    (:mod:`expected_score`, G-Eval) and ``written_score`` keeps the number the judge wrote; an
+    answer without usable log-probabilities fails with its reason, like an unparsed grade.
+    """
 
     template: str = Field(..., description="Jinja text of the judge prompt.")
     low: int = 1
     high: int = 10
+    scoring: Literal["expected", "sampled"] = "sampled"
 
     @property
     def inputs(self) -> dict[str, bool]:
@@ -94,14 +101,36 @@ class ResponseJudge(PlaceholderAwareTask):
 
     @property
     def outputs(self) -> list[str]:
-        return ["score", "score_error", "model_name"]
+        return ["score", "score_error", "model_name", "written_score"]
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
         return _prompt(self.template, input, response=input.get("response") or "")
 
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
         parsed = parse_judge_score(output, self.low, self.high)
-        return {"score": parsed.value, "score_error": parsed.error}
+        return {"score": parsed.value, "score_error": parsed.error, "written_score": parsed.value}
+
+    def _format_outputs(self, outputs: Any, input: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        logprobs = outputs.pop(TOP_LOGPROBS, None) if isinstance(outputs, dict) else None
+        key = outputs.get(CACHE_KEY) if isinstance(outputs, dict) else None
+        rows = super()._format_outputs(outputs, input)
+        if self.scoring != "expected":
+            return rows
+        unusable = False
+        for row, tokens in zip(rows, logprobs or [None] * len(rows)):
+            if row.get("score_error"):
+                continue
+            expected = expected_score(tokens, self.low, self.high)
+            if expected.ok:
+                assert expected.value is not None
+                row["score"] = expected.value.value
+            else:
+                row["score"], row["score_error"] = None, f"expected score: {expected.error}"
+                unusable = True
+        mark = getattr(self.llm, "mark_unparsed", None)
+        if unusable and key and mark is not None:
+            mark(key)
+        return rows
 
 
 class TaskClassifier(PlaceholderAwareTask):
@@ -128,26 +157,25 @@ class TaskClassifier(PlaceholderAwareTask):
 
 
 class InstructionExpander(PlaceholderAwareTask):
-    """Writes new instructions in the task and style of a hard seed (Lion-style, step 6).
-
-    Run with ``num_generations=k`` and ``group_generations=False``: k rows per hard seed.
-    """
+    """Writes a new instruction in the task and style of a seed, or of a bare task label when
+    the seed's instruction is empty (step 6; :mod:`expansion_plan` says which and how often).
+    ``variant`` numbers repeated requests on one seed, so each is its own prompt."""
 
     template: str = Field(..., description="Jinja text of the expansion prompt.")
 
     @property
     def inputs(self) -> dict[str, bool]:
-        return {"instruction": True, "input": False, "task": True}
+        return {"instruction": True, "input": False, "task": True, "variant": False}
 
     @property
     def outputs(self) -> list[str]:
         return ["expanded_instruction", "expansion_error", "model_name"]
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
-        return _prompt(self.template, input, task=input.get("task") or "")
+        return _prompt(self.template, input, task=input.get("task") or "", variant=input.get("variant") or 0)
 
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
-        seed = (input or {}).get("instruction")
+        seed = (input or {}).get("instruction") or None
         parsed = parse_expanded_instruction(output, seed)
         return {"expanded_instruction": parsed.value, "expansion_error": parsed.error}
 

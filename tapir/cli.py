@@ -89,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--dry-run", action="store_true", help="print both plans; load nothing")
     _add_json(distill)
 
+    ablate = sub.add_parser(
+        "ablate", help="TAPIR against random selection and each step switched off, at equal budget"
+    )
+    _add_recipe_args(ablate)
+    ablate.add_argument("--arms", nargs="+", help="arms to run (default: all): tapir random no_rebalance ...")
+    ablate.add_argument(
+        "--dry-run", action="store_true", help="print the arms, budget and calls; run nothing"
+    )
+    _add_json(ablate)
+
     evaluate = sub.add_parser(
         "eval", help="AlpacaEval 2.0 + MT-Bench on every checkpoint; leaderboard, plots, HTML report"
     )
@@ -213,6 +223,14 @@ def run(argv: list[str] | None = None) -> int:
         from tapir.evaluation.run import run_eval
 
         run_eval(recipe, console, args.models)
+        return 0
+    if args.command == "ablate":
+        from tapir.ablation import ablation_dry_run, chosen_arms, run_ablation
+
+        arms = chosen_arms(args.arms)
+        if args.dry_run:
+            return _emit(ablation_dry_run(recipe, console, arms), as_json)
+        run_ablation(recipe, console, arms, recipe_path=args.recipe)
         return 0
     if args.command == "review":
         from tapir.review.spot_check import pull_review, push_review

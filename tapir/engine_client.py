@@ -39,7 +39,7 @@ from distilabel.models.llms import OpenAILLM
 from distilabel.models.llms.utils import prepare_output
 from pydantic import Field, PrivateAttr, SecretStr
 
-from tapir.llms import UsageLoggingMixin
+from tapir.llms import TOP_LOGPROBS, UsageLoggingMixin
 from tapir.manifest import scrub
 from tapir.simulator import ROLE_HEADER
 
@@ -155,6 +155,9 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
     stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
     seed: int | None = Field(None, description="Sampling seed sent with each request.")
     supports_n: bool = Field(True, description="False: one request per generation.")
+    top_logprobs: int | None = Field(
+        None, description="Ask this many alternatives per token (expected judge scores); None: none."
+    )
 
     _limiter: SlotLimiter | None = PrivateAttr(None)
     _call_stats: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -194,24 +197,29 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
             )
         )
         generations: list[str | None] = []
+        token_logprobs: list[Any] = []
         failures: list[str | None] = []
         input_tokens: list[int] = []
         output_tokens: list[int] = []
         for n, result in zip((n for n, _ in requests), results):
             if isinstance(result, str):  # the request failed for good: why
                 generations += [None] * n
+                token_logprobs += [None] * n
                 failures += [result] * n
                 input_tokens += [0] * n
                 output_tokens += [0] * n
                 continue
-            texts, prompt_tokens, completion_tokens = result
+            texts, prompt_tokens, completion_tokens, logprobs = result
             generations += texts
+            token_logprobs += logprobs
             failures += [None] * len(texts)
             input_tokens += [prompt_tokens] * len(texts)
             output_tokens += [completion_tokens // max(1, len(texts))] * len(texts)
         output = prepare_output(generations, input_tokens=input_tokens, output_tokens=output_tokens)
         if any(failures):
             output["failures"] = failures  # type: ignore[typeddict-unknown-key]
+        if self.top_logprobs:
+            output[TOP_LOGPROBS] = token_logprobs  # type: ignore[literal-required]
         self.remember_answer(input, output)
         return output
 
@@ -230,6 +238,9 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
             body["seed"] = self.seed + index  # separate requests for one prompt must differ
         if self.stop:
             body["stop"] = list(self.stop)
+        if self.top_logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = self.top_logprobs
         extra_body: dict[str, Any] = {}
         if self.guided == "grammar" and self.grammar:
             extra_body["grammar"] = self.grammar
@@ -250,8 +261,9 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
         temperature: float,
         top_p: float,
         penalties: dict[str, float],
-    ) -> tuple[list[str | None], int, int] | str:
-        """The answer texts and token counts, or why the request failed for good."""
+    ) -> tuple[list[str | None], int, int, list[Any]] | str:
+        """The answer texts, token counts and (when asked) token log-probabilities, or why the
+        request failed for good."""
         import openai
         from openai.types.chat import ChatCompletion
 
@@ -274,6 +286,7 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
                         texts,
                         usage.prompt_tokens if usage else 0,
                         usage.completion_tokens if usage else 0,
+                        [_token_logprobs(choice) for choice in completion.choices],
                     )
                     # An empty answer is what a flaky proxy sends and what a model may really
                     # say: asked again at once (no back-off), and taken as the model's answer
@@ -342,6 +355,21 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
     def drain_call_stats(self) -> dict[str, Any]:
         stats, self._call_stats = self._call_stats, {}
         return stats
+
+
+def _token_logprobs(choice: Any) -> list[dict[str, Any]] | None:
+    """OpenAI's ``logprobs.content`` kept small: per token its text and ``[text, logprob]`` alternatives."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    return [
+        {
+            "token": entry.token,
+            "top": [[alt.token, alt.logprob] for alt in (entry.top_logprobs or [])]
+            or [[entry.token, entry.logprob]],
+        }
+        for entry in content
+    ]
 
 
 def _message(exc: Any) -> str:

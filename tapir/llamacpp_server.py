@@ -89,6 +89,78 @@ class ThreadGovernor(threading.Thread):
                 print(f"tapir: llama.cpp threads -> {wanted} (other processes use {self.others:.1f} cores)")
 
 
+def install_top_logprobs(model) -> None:  # type: ignore[no-untyped-def]
+    """Answer ``logprobs``/``top_logprobs`` chat requests without ``logits_all``.
+
+    llama-cpp-python returns log-probabilities only from a model loaded with ``logits_all=True``,
+    which keeps the logits of every prompt token (n_ctx x 262k floats for Gemma 3) and sorts the
+    whole vocabulary in Python for each answer token. A judge's expected score needs the top
+    alternatives of a few answer tokens only: a logits processor records them at each generated
+    position (the raw distribution, before grammar and sampling, as OpenAI and vLLM report it) and
+    the answer carries them in OpenAI's ``choices[i].logprobs.content`` format.
+    """
+    import numpy as np
+    from llama_cpp import LogitsProcessorList
+
+    original = model.create_chat_completion
+
+    def create_chat_completion(*args, logprobs=None, top_logprobs=None, logits_processor=None, **kwargs):
+        if not logprobs:
+            return original(*args, logits_processor=logits_processor, **kwargs)
+        k = max(1, min(int(top_logprobs or 1), 20))
+        steps: list[list] = []  # per position: [input length, top ids, top logprobs, chosen logprob]
+        previous: list[np.ndarray] = []  # the last position's log-probabilities over the vocabulary
+
+        def record(input_ids, scores):  # type: ignore[no-untyped-def]
+            if previous and steps:  # the token chosen there is now the last input
+                steps[-1][3] = float(previous.pop()[int(input_ids[-1])])
+            values = np.asarray(scores, dtype=np.float64)
+            peak = values.max()
+            logprobs = values - (peak + np.log(np.exp(values - peak).sum()))
+            top = np.argpartition(logprobs, -k)[-k:]
+            top = top[np.argsort(-logprobs[top])]
+            steps.append([len(input_ids), top, logprobs[top], None])
+            previous.append(logprobs)
+            return scores
+
+        processors = LogitsProcessorList([record, *(logits_processor or [])])
+        answer = original(*args, logits_processor=processors, **kwargs)
+        if steps:
+            answer["choices"][0]["logprobs"] = {"content": _content(model, steps, answer), "refusal": None}
+        return answer
+
+    model.create_chat_completion = create_chat_completion
+
+
+def _content(model, steps, answer) -> list[dict]:  # type: ignore[no-untyped-def]
+    """OpenAI's per-token entries for the generated text, from the recorded positions."""
+    text = answer["choices"][0]["message"].get("content") or ""
+    ids = [int(i) for i in model._input_ids]  # the prompt and every answer token evaluated after it
+    start = steps[0][0]
+    content, written = [], ""
+
+    def piece(token_id: int, before: list[int]) -> str:
+        return model.detokenize([token_id], prev_tokens=before).decode("utf-8", errors="ignore")
+
+    for position, (_, top, logprobs, chosen) in enumerate(steps):
+        if len(written) >= len(text):
+            break
+        before = ids[: start + position]
+        evaluated = start + position < len(ids)  # the last one of a length cut never was
+        token = piece(ids[start + position], before) if evaluated else text[len(written) :]
+        written += token
+        alternatives = [
+            {"token": (alt := piece(int(i), before)), "logprob": float(lp), "bytes": list(alt.encode())}
+            for i, lp in zip(top, logprobs)
+        ]
+        if chosen is None:  # never followed by another position: its own entry, if among the top
+            chosen = next((a["logprob"] for a in alternatives if a["token"] == token), -9999.0)
+        content.append(
+            {"token": token, "logprob": chosen, "bytes": list(token.encode()), "top_logprobs": alternatives}
+        )
+    return content
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     import uvicorn
@@ -123,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             bos_token=vocab_token(model.token_bos()),
             stop_token_ids=[model.token_eos()],
         ).to_chat_handler()
+    install_top_logprobs(server_app._llama_proxy(args.alias))  # type: ignore[misc]
     if args.adaptive_threads and os.path.exists("/proc/stat"):
         model = server_app._llama_proxy(args.alias)  # type: ignore[misc]
         ThreadGovernor(model._ctx.set_n_threads, args.n_threads).start()  # type: ignore[attr-defined]

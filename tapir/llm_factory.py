@@ -103,6 +103,7 @@ def build_llm(
     temperature: float | None = None,
     constraint: Constraint | None = None,
     step: str | None = None,
+    top_logprobs: int | None = None,
 ) -> LLM:
     """A fresh distilabel LLM for one step (each step needs its own instance).
 
@@ -143,6 +144,7 @@ def build_llm(
             stop=TURN_STOP if resolved_template(spec) and spec.backend == "llamacpp" else [],
             seed=seed,
             supports_n=engine.supports_n,
+            top_logprobs=top_logprobs,
             generation_kwargs=generation,
             **common,
         )

@@ -45,6 +45,8 @@ USAGE_TOTALS: dict[str, Any] = {
 
 # The key of the response-cache entry an output came from, and the marks of unparsed answers.
 CACHE_KEY = "cache_key"
+# An answer's token log-probabilities (engine clients asked with top_logprobs), one per generation.
+TOP_LOGPROBS = "top_logprobs"
 UNPARSED_PREFIX = "unparsed:"
 
 # How a request travels, not what it asks: a changed retry policy or time-out is the same answer.

@@ -24,6 +24,8 @@ from tapir.manifest import treat_as_secret
 
 Backend = Literal["llamacpp", "openai", "vllm", "transformers", "scripted"]
 Role = Literal["teacher", "student", "judge"]
+# Backends whose answers can carry token log-probabilities (judging.scoring: expected).
+LOGPROB_BACKENDS = ("llamacpp", "vllm", "openai", "scripted")
 # What serves a trained checkpoint (closed-loop re-score, evaluation answers); auto: llamacpp for
 # a student that came from a GGUF, else transformers.
 CheckpointServing = Literal["auto", "llamacpp", "transformers", "vllm"]
@@ -224,6 +226,20 @@ class JudgingSettings(StrictModel):
         "(the embedded model) emit only the verdict.",
     )
     temperature: float = Field(0.0, ge=0.0, description="Judge sampling temperature.")
+    scoring: Literal["auto", "expected", "sampled"] = Field(
+        "auto",
+        description="expected: the grade is sum p(k)*k over the rating tokens' log-probabilities "
+        "(G-Eval), so MFD is continuous and stable run to run; sampled: the number the judge wrote; "
+        "auto: expected where the judge's backend returns log-probabilities (llamacpp, vllm, openai, "
+        "scripted), else sampled. Use temperature 0 with expected: a sampled digit decides whether a "
+        "'1' may begin a '10', which makes T=1 expected grades unstable (BENCHMARKS.md).",
+    )
+    top_logprobs: int = Field(
+        20,
+        ge=2,
+        le=20,
+        description="Alternatives asked per generated token when scoring is expected (OpenAI allows 20).",
+    )
 
 
 class DifficultySettings(StrictModel):
@@ -244,6 +260,25 @@ class DifficultySettings(StrictModel):
     )
 
 
+class OfflineClassifierSettings(StrictModel):
+    """The offline task classifier (``taxonomy.classifier: offline``): a logistic regression on
+    sentence features of labelled instructions. Every label it was trained on must be a taxonomy
+    label; labels it never saw are never predicted."""
+
+    rows: str = Field(
+        "embedded",
+        description="Labelled instructions: embedded (tapir's 237, one to 18 per EasyDistill label) or a "
+        "local .jsonl/.json/.parquet file with instruction, optional input, and label_column.",
+    )
+    label_column: str = Field("task", description="The label column of a local rows file.")
+    features: Literal["embedded", "tfidf"] = Field(
+        "embedded",
+        description="embedded: mean-pooled Gemma 3 270M embeddings (the embedded GGUF, in process); "
+        "tfidf: word and character n-grams (no model, much weaker).",
+    )
+    folds: int = Field(5, ge=2, le=20, description="Cross-validation folds for the held-out accuracy.")
+
+
 class TaxonomySettings(StrictModel):
     """Task labels and the target task mix for re-balancing (METHOD steps 5 and 7)."""
 
@@ -254,8 +289,16 @@ class TaxonomySettings(StrictModel):
         "sum to 1 (within 0.02; it is then normalised).",
     )
     fallback_label: str = Field("Others", description="Label the classifier may always answer.")
-    classifier_role: Role = Field("judge", description="Which role's model classifies tasks.")
+    classifier: Literal["llm", "offline"] = Field(
+        "llm",
+        description="llm: the classifier_role's model picks a label; offline: a logistic regression "
+        "trained on labelled rows (taxonomy.offline), no LLM calls, its held-out accuracy reported.",
+    )
+    classifier_role: Role = Field(
+        "judge", description="Which role's model classifies tasks (classifier: llm)."
+    )
     max_new_tokens: int = Field(16, gt=0, description="Budget for the classifier's answer.")
+    offline: OfflineClassifierSettings = Field(default_factory=lambda: OfflineClassifierSettings())
 
     @model_validator(mode="after")
     def _check_mix(self) -> TaxonomySettings:
@@ -284,6 +327,18 @@ class ExpansionSettings(StrictModel):
     """Lion-style expansion: the teacher writes new instructions like the hard seeds (step 6)."""
 
     enabled: bool = True
+    allocation: Literal["mix", "uniform"] = Field(
+        "mix",
+        description="mix (the paper's): the budget goes to tasks by their deficit against "
+        "taxonomy.target_mix, from their hard seeds, else their easy seeds, else the label alone; "
+        "uniform (Lion's): per_hard_seed new instructions for every hard seed.",
+    )
+    budget: int | None = Field(
+        None,
+        ge=0,
+        description="New instructions in all (allocation mix); default: per_hard_seed x the hard "
+        "seeds expanded, what uniform would write.",
+    )
     per_hard_seed: int = Field(2, ge=1, description="New instructions written per hard seed.")
     max_hard_seeds: int | None = Field(None, gt=0, description="Expand at most this many hard seeds.")
     template: str = Field("expand_instruction", description="Expansion prompt template name.")
@@ -457,6 +512,13 @@ class TrainingSettings(StrictModel):
     warmup_round: bool = Field(
         True, description="Train on data/warmup.parquet (random teacher examples) before round 1."
     )
+    mfd_student: Literal["warmed_up", "base"] = Field(
+        "warmed_up",
+        description="Which student MFD grades for the curriculum rounds. warmed_up (the paper's): "
+        "after the warm-up round its checkpoint answers the pool again, the judge grades it, and "
+        "the rounds are built from that; base: the data pass's untrained student. Needs a warm-up "
+        "round (warmup_round and curriculum.warmup_size); without one the base student grades.",
+    )
     closed_loop: bool = Field(
         False,
         description="After round r, re-generate student answers with the new checkpoint, re-grade "
@@ -613,7 +675,8 @@ class EvaluationSettings(StrictModel):
 
     models: list[str] = Field(
         default_factory=lambda: ["rounds"],
-        description="'rounds' = every trained round; 'student' = the untrained student; folders; Hub ids.",
+        description="'rounds' = every trained round; 'student' = the untrained student; folders; Hub ids; "
+        "name=folder files a folder under that name.",
     )
     baselines: list[str] = Field(
         default_factory=list, description="More models to evaluate beside ours (folders or Hub ids)."
@@ -808,6 +871,22 @@ class Recipe(StrictModel):
             kept = {k: v for k, v in self.refinement.prompts.items() if k in self.taxonomy.labels}
             object.__setattr__(self.refinement, "prompts", kept)
         return self
+
+    @model_validator(mode="after")
+    def _check_judge_scoring(self) -> Recipe:
+        if self.judging.scoring == "expected" and self.judge.backend not in LOGPROB_BACKENDS:
+            raise ValueError(
+                f"judging.scoring: expected needs log-probabilities, which the {self.judge.backend} "
+                f"backend does not return (use sampled, or a judge on {', '.join(LOGPROB_BACKENDS)})"
+            )
+        return self
+
+    @property
+    def judge_scoring(self) -> Literal["expected", "sampled"]:
+        """How the MFD judge's grades are read (``judging.scoring`` with auto resolved)."""
+        if self.judging.scoring == "auto":
+            return "expected" if self.judge.backend in LOGPROB_BACKENDS else "sampled"
+        return self.judging.scoring
 
     @model_validator(mode="after")
     def _check_rounds_exist(self) -> Recipe:

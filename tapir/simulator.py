@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import random
 import re
 import sys
@@ -74,6 +75,33 @@ def scripted_answer(role: str, model: str, prompt: str) -> str:
     if EMPTY in prompt and role == "teacher":
         return ""
     return f"[{role}] answer {h % 10_000} to the request."
+
+
+def scripted_logprobs(text: str) -> list[dict[str, Any]]:
+    """OpenAI-style ``logprobs.content`` for a scripted answer: a judge's rating token puts 0.6 on
+    the written grade and 0.15 on each neighbour (so its expected score is near, not at, the
+    written one); any other text is one certain token."""
+    found = re.search(r"\[\[(\d+)\]\]", text)
+
+    def entry(token: str, top: list[tuple[str, float]]) -> dict[str, Any]:
+        alternatives = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]
+        return {
+            "token": token,
+            "logprob": top[0][1],
+            "bytes": list(token.encode()),
+            "top_logprobs": alternatives,
+        }
+
+    if not found:
+        return [entry(text, [(text, 0.0)])]
+    grade = int(found.group(1))
+    around = [(str(grade), 0.6)] + [(str(g), 0.15) for g in (grade - 1, grade + 1) if 1 <= g <= 10]
+    around.append(("The", 1 - sum(p for _, p in around)))
+    return [
+        entry(text[: found.start(1)], [(text[: found.start(1)], 0.0)]),
+        entry(str(grade), [(t, math.log(p)) for t, p in around]),
+        entry(text[found.end(1) :], [(text[found.end(1) :], 0.0)]),
+    ]
 
 
 @dataclass
@@ -284,6 +312,9 @@ class Simulator:
                 "total_tokens": len(prompt.split()) + len(text.split()) * n,
             },
         }
+        if payload.get("logprobs"):
+            for choice in answer["choices"]:
+                choice["logprobs"] = {"content": scripted_logprobs(choice["message"]["content"])}
         if fault == "truncated":
             data = json.dumps(answer).encode()
             await _send_raw(writer, 200, data[: len(data) // 2], "application/json", length=len(data))

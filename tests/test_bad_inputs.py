@@ -49,6 +49,9 @@ class World:
             "seeds": {"source": str(self.file("seeds.jsonl", _seed_lines(10))), "shuffle": False},
             "expansion": {"per_hard_seed": 1, "max_hard_seeds": 2},
             "curriculum": {"rounds": 2, "hard_share": [0.4, 0.8], "warmup_size": 2},
+            # the data pass's round files are what training reads (warmed_up re-builds them after
+            # the warm-up round, so a broken one would never be read)
+            "training": {"mfd_student": "base"},
             "pipeline": {"batch_size": 4},
             "evaluation": {
                 "alpaca_eval": {

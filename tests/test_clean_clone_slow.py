@@ -25,6 +25,7 @@ SMALL = [
     "seeds.limit=4",
     "teacher.generation.max_new_tokens=24",
     "student.generation.max_new_tokens=16",
+    "expansion.budget=1",
     "expansion.per_hard_seed=1",
     "expansion.max_hard_seeds=1",
     "expansion.max_new_tokens=24",
@@ -84,6 +85,12 @@ def test_a_clean_clone_runs_data_train_eval_offline(tmp_path):
     assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-3000:]
     rounds = clone / "outputs" / "embedded-default-checkpoints"
     assert (rounds / "round_1" / "model" / "tapir_checkpoint.json").is_file()
+    # warm-up first (the default): round 1 was built from the warmed-up student's grades
+    rescored = rounds / "warmup" / "rescored"
+    graded = json.loads((rescored / "summary.json").read_text())["judging"]["student"]
+    assert graded.endswith("embedded-default-checkpoints/warmup/model-Q4_K_M.gguf")
+    trained_on = json.loads((rounds / "round_1" / "manifest.json").read_text())["data"]["path"]
+    assert trained_on.endswith("embedded-default-checkpoints/warmup/rescored/data/round_1.parquet")
     metrics = json.loads((rounds / "round_1" / "manifest.json").read_text())["metrics"]
     assert metrics["global_step"] == 1 and metrics["final_loss"] > 0  # no LR warm-up: step 1 trains
     base = load_file(next((clone / ".cache" / "tapir" / "models" / "gemma-3-270m-hf").glob("*.safetensors")))

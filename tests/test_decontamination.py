@@ -89,5 +89,6 @@ def test_planted_contaminated_rows_go_before_rebalancing_and_are_counted(tmp_pat
         assert all(r["copies"] <= 4 for r in rows)  # rebalance.max_copies
     assert sum(s["generated"] for s in summary["task_sources"].values()) > 0
     card = (out / "README.md").read_text()
-    assert "| task | before | after | of which generated | copies added | target share |" in card
+    header = "| task | before | expansion asked | after | of which generated | copies added | target share |"
+    assert header in card
     assert "## Decontamination" in card and "alpaca_eval 3, mt_bench 2" in card

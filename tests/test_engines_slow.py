@@ -12,6 +12,8 @@ import pytest
 
 from tapir.engines import EngineSet
 from tapir.llm_factory import LLMContext, build_llm, choice_constraint, score_constraint
+from tapir.llms import TOP_LOGPROBS
+from tapir.pipelines.expected_score import expected_score
 from tapir.pipelines.parsing import parse_judge_score, parse_task_label
 from tapir.recipe import ModelSpec
 from tests.test_engines import _alive, _wait_dead
@@ -29,10 +31,13 @@ def test_one_llamacpp_engine_serves_every_role_and_grammars_travel_per_request(t
         teacher = build_llm(spec, "teacher", context, max_new_tokens=32)
         judge = build_llm(spec, "judge", context, temperature=1.0, constraint=score_constraint())
         classifier = build_llm(spec, "judge", context, temperature=0.0, constraint=choice_constraint(labels))
+        expecting = build_llm(
+            spec, "judge", context, temperature=0.0, constraint=score_constraint(), top_logprobs=20
+        )
         assert len(engines.plan()) == 1
         engines.start()
         assert len(engines.pids()) == 1
-        for llm in (teacher, judge, classifier):
+        for llm in (teacher, judge, classifier, expecting):
             llm.load()
         question = [{"role": "user", "content": "What is 2 + 2? Explain briefly."}]
         answer = teacher.generate_outputs(inputs=[question])[0]["generations"][0]
@@ -40,6 +45,14 @@ def test_one_llamacpp_engine_serves_every_role_and_grammars_travel_per_request(t
         grade = [{"role": "user", "content": f"Rate this answer from 1 to 10.\n\n{answer}\n\nRating:"}]
         verdicts = judge.generate_outputs(inputs=[grade, grade, grade])
         assert all(parse_judge_score(v["generations"][0]).value is not None for v in verdicts)
+        # llama.cpp's own server returns no log-probabilities without logits_all; tapir's serves
+        # the top alternatives of each answer token, and the grade becomes an expectation.
+        (with_logprobs,) = expecting.generate_outputs(inputs=[grade])
+        tokens = with_logprobs[TOP_LOGPROBS][0]
+        assert "".join(t["token"] for t in tokens) == with_logprobs["generations"][0]
+        expected = expected_score(tokens)
+        assert expected.ok, expected.error
+        assert 1 <= expected.value.value <= 10 and expected.value.mass > 0.3
         label = [{"role": "user", "content": "Categories: Math, Writing, Code Generation\nRequest: 2 + 2?"}]
         text = classifier.generate_outputs(inputs=[label])[0]["generations"][0]
         assert parse_task_label(text, labels).value in labels

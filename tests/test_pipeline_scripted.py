@@ -167,8 +167,10 @@ def test_hub_dry_run_is_the_upload_and_loads_with_datasets(tmp_path, scripted, m
     html = MarkdownIt("commonmark").enable("table").render(text.split("---", 2)[2])
     assert html.count("<table>") >= 6 and '<img src="plots/task_histogram.png"' in html
     # Real figures: the task histogram, parse failures and MFD statistics of this run.
+    plan = summary["expansion_plan"]
     for task, count in summary["tasks_after"].items():
-        assert f"| {task} | {summary['tasks_before'].get(task, 0)} | {count} |" in text
+        asked = ", ".join(f"{n} from {source}" for source, n in plan.get(task, {}).items()) or "-"
+        assert f"| {task} | {summary['tasks_before'].get(task, 0)} | {asked} | {count} |" in text
     assert f"| judge grade of teacher | {summary['parse_failures']['judge grade of teacher']} |" in text
     assert f"mean {summary['mfd']['mean']:.2f}" in text
     assert "No human review has been pulled for this run" in text

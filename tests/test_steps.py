@@ -8,7 +8,7 @@ from tapir.pipelines.steps import (
     ExpansionsToSeeds,
     MergePool,
     ModelFittingDifficulty,
-    PickHardSeeds,
+    PlanExpansion,
     TaskRebalancer,
 )
 
@@ -74,14 +74,15 @@ def test_model_fitting_difficulty(overrides, difficulty, mfd, reason):
     assert (row["difficulty"], row["mfd"], row["excluded_reason"]) == (difficulty, mfd, reason)
 
 
-def test_pick_hard_seeds_takes_highest_mfd_and_sends_a_placeholder_when_none():
+def test_uniform_expansion_takes_highest_mfd_and_sends_a_placeholder_when_none():
     rows = [
         graded(id="a", mfd=2.0, difficulty="hard"),
         graded(id="b", mfd=5.0, difficulty="hard"),
         graded(id="c", mfd=0.0, difficulty="easy"),
     ]
-    assert [r["id"] for r in one(PickHardSeeds(name="p", max_seeds=1), rows)] == ["b"]
-    (only,) = one(PickHardSeeds(name="p"), [graded(id="c", mfd=0.0, difficulty="easy")])
+    step = PlanExpansion(name="p", allocation="uniform", per_hard_seed=2, max_hard_seeds=1)
+    assert [(r["id"], r["variant"]) for r in one(step, rows)] == [("b", 0), ("b", 1)]
+    (only,) = one(PlanExpansion(name="p", allocation="uniform"), [graded(id="c", mfd=0.0, difficulty="easy")])
     assert only["placeholder"] is True
 
 

@@ -71,6 +71,7 @@ def recipe_for(tmp_path: Path, model: Path, rounds: int = 2, **training) -> Reci
         "per_device_batch_size": 2,
         "max_length": 128,
         "save_steps": 2,
+        "mfd_student": "base",  # these rounds train on the hand-made data folder as it is
         **training,
     }
     return recipe_from_dict(
@@ -344,6 +345,48 @@ def test_closed_loop_regrades_only_the_student(tmp_path, tiny_model):
         assert trained_on == str(rescored / "data" / f"{after}.parquet")
         seen.update({i: rows[i] for i in new})
         graded.update(_graded(rows))
+
+
+@pytest.mark.e2e
+def test_warmed_up_student_grades_every_round_of_a_fixed_curriculum(tmp_path, tiny_model):
+    """The paper's order on `tapir data` + `tapir train`: the warm-up round trains first, its
+    checkpoint answers the pool and is graded, and every curriculum round comes from those grades
+    (one re-score, none after the later rounds)."""
+    scripted = {"backend": "scripted", "model": "canned"}
+    recipe = make_recipe(
+        tmp_path,
+        teacher=scripted,
+        judge=scripted,
+        student={"backend": "transformers", "model": str(tiny_model), "generation": {"max_new_tokens": 8}},
+        training={"max_steps": 1, "per_device_batch_size": 2, "max_length": 128, "learning_rate": 1e-3},
+    )
+    assert recipe.training.mfd_student == "warmed_up" and not recipe.training.closed_loop
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
+    for command in ("data", "train"):
+        result = subprocess.run(
+            [sys.executable, "-m", "tapir.cli", command, "--recipe", str(recipe_file)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    train_dir = recipe.resolved_train_dir
+    assert "MFD of the curriculum rounds graded: the warmup checkpoint" in " ".join(result.stdout.split())
+    rescored = train_dir / "warmup" / "rescored"
+    manifest = json.loads((rescored / "manifest.json").read_text())
+    warmup_model = str(train_dir / "warmup" / "model")
+    assert manifest["models"]["student"]["model"].startswith(warmup_model + "@")
+    summary = json.loads((rescored / "summary.json").read_text())
+    assert summary["judging"]["student"].startswith(warmup_model)
+    first = json.loads((recipe.resolved_output_dir / "summary.json").read_text())
+    assert first["judging"]["student"] == str(tiny_model)  # the data pass graded the base student
+    warmup = json.loads((train_dir / "warmup" / "manifest.json").read_text())["data"]["path"]
+    assert warmup == str(recipe.resolved_output_dir / "data" / "warmup.parquet")
+    for name in ("round_1", "round_2"):
+        trained_on = json.loads((train_dir / name / "manifest.json").read_text())["data"]["path"]
+        assert trained_on == str(rescored / "data" / f"{name}.parquet")
+        assert not (train_dir / name / "rescored").exists()
 
 
 def _graded(rows: dict[str, dict]) -> set[tuple[str, str]]:

@@ -19,6 +19,7 @@ from tapir.recipe import Recipe
 from tapir.stage_contract import WARMUP, DataRun, changed_settings, finished_data_run, round_split
 from tapir.student import start_model_name
 from tapir.training.closed_loop import resolved_rescore_backend
+from tapir.training.regrading import data_round, graded_by, regrade_points
 from tapir.training.round_data import parquet_rows
 
 
@@ -88,12 +89,15 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
         console.print(f"  changed since it was made: {change}")
     plan_rounds: list[dict[str, Any]] = []
     table = Table(title="Rounds")
-    for column in ("round", "data", "rows", "optimizer steps"):
+    for column in ("round", "data", "rows", "optimizer steps", "MFD graded with"):
         table.add_column(column)
     names = planned_rounds(recipe)
+    points = regrade_points(recipe, names, bool(closed_loop))
+    graders = graded_by(names, points)
     for index, name in enumerate(names):
-        if closed_loop and index > 0:
-            source, rows = f"re-scored after {names[index - 1]}", None
+        after = data_round(index, points)
+        if after is not None:
+            source, rows = f"re-scored after {names[after]}", None
         else:
             path = data.split_file(name)
             source = str(path)
@@ -106,9 +110,23 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
             steps = str(math.ceil(math.ceil(rows / global_batch) * settings.epochs))
         else:
             steps = f"ceil(rows / {global_batch}) x {settings.epochs:g} epochs"
-        table.add_row(name, source, "?" if rows is None else str(rows), steps)
-        plan_rounds.append({"round": name, "data": source, "rows": rows, "optimizer_steps": steps})
+        table.add_row(name, source, "?" if rows is None else str(rows), steps, graders[index])
+        plan_rounds.append(
+            {
+                "round": name,
+                "data": source,
+                "rows": rows,
+                "optimizer_steps": steps,
+                "graded_by": graders[index],
+            }
+        )
     console.print(table)
+    if points and not closed_loop:
+        console.print(
+            f"warm-up first: after {names[0]} its checkpoint answers the pool again "
+            f"({resolved_rescore_backend(recipe)}), the judge grades those answers, and every round is "
+            "built from them (training.mfd_student: base keeps the data pass's grades)"
+        )
     if closed_loop:
         console.print(
             f"closed loop: after each round the checkpoint answers the pool again "
@@ -130,19 +148,20 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
         "devices": devices,
         "closed_loop": bool(closed_loop),
         "rounds": plan_rounds,
-        "rescore": rescore_plan(recipe, names) if closed_loop else [],
+        "mfd_student": recipe.training.mfd_student,
+        "rescore": rescore_plan(recipe, [names[i - 1] for i in points]),
         "launch_command": command,
     }
 
 
-def rescore_plan(recipe: Recipe, names: list[str]) -> list[dict[str, Any]]:
+def rescore_plan(recipe: Recipe, after: list[str]) -> list[dict[str, Any]]:
     """What serves each re-score: the checkpoint on the re-score backend, one engine at a time
     (the pass before it has stopped its student engine, and training has released the devices).
     llama.cpp serves the checkpoint written back to GGUF."""
     backend = resolved_rescore_backend(recipe)
     quantization = recipe.training.rescore_quantization
     plans = []
-    for name in names[:-1]:
+    for name in after:
         checkpoint = recipe.resolved_train_dir / name / "model"
         served = checkpoint.parent / f"model-{quantization}.gguf" if backend == "llamacpp" else checkpoint
         plans.append(

@@ -42,6 +42,7 @@ from tapir.stage_contract import (
 )
 from tapir.staging import claim_output, mark_output
 from tapir.training.closed_loop import RESCORED, rescore
+from tapir.training.regrading import data_round, graded_by, regrade_points
 from tapir.training.round_data import check_round_file, parquet_rows
 from tapir.training.sft import RoundSpec
 
@@ -94,9 +95,10 @@ def check_data(
             f"{changed[0]}{more}: changed since `tapir data` wrote {data_dir}; run `make data` again "
             "(or `tapir train --allow-stale-data` to train on it as it is)"
         )
-    for name in names:
-        if closed_loop and name != names[0]:
-            continue  # built by the re-score after the previous round
+    points = regrade_points(recipe, names, closed_loop)
+    for index, name in enumerate(names):
+        if data_round(index, points) is not None:
+            continue  # built by a re-score after an earlier round
         check_round_file(DataRun(data_dir).split_file(name), name)
 
 
@@ -129,12 +131,15 @@ def run_training(
     )
     mode = "closed loop" if closed_loop else "fixed curriculum"
     console.print(f"[bold]tapir train[/] {recipe.name}: {len(names)} rounds ({mode}) from {start}")
+    points = regrade_points(recipe, names, closed_loop)
+    if names and names[-1] != names[0]:
+        console.print(f"MFD of the curriculum rounds graded: {graded_by(names, points)[-1]}")
 
     outcomes = []
     data_source = data_dir
     for index, name in enumerate(names):
         folder = TrainRun(train_dir).round_dir(name)
-        if closed_loop and index > 0:
+        if index in points:
             previous = train_dir / names[index - 1]
             data_source = rescore(recipe, previous / "model", previous / RESCORED, console)
         data_path = DataRun(data_source).split_file(name)

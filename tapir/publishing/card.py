@@ -13,6 +13,7 @@ import yaml
 
 from tapir.manifest import scrub
 from tapir.pipelines.decontamination import decontamination_line
+from tapir.pipelines.report import classifier_line, judging_line, task_table
 from tapir.recipe import Recipe
 from tapir.stage_contract import (
     EXPANSIONS,
@@ -117,25 +118,7 @@ def render_card(
         ["step", "rows in", "ok", "failed", "note"],
         [[s["step"], s["rows_in"], s["ok"], s["failed"], s.get("note", "")] for s in summary["steps"]],
     )
-    labels = sorted(
-        set(summary["tasks_before"]) | set(summary["tasks_after"]),
-        key=lambda k: -summary["tasks_after"].get(k, 0),
-    )
-    sources = summary.get("task_sources") or {}
-    tasks = _table(
-        ["task", "before", "after", "of which generated", "copies added", "target share"],
-        [
-            [
-                k,
-                summary["tasks_before"].get(k, 0),
-                summary["tasks_after"].get(k, 0),
-                sources.get(k, {}).get("generated", 0),
-                sources.get(k, {}).get("copies", 0),
-                f"{summary['target_mix'].get(k, 0):.3f}",
-            ]
-            for k in labels
-        ],
-    )
+    tasks = _table(*task_table(summary))
     rounds = _table(
         [
             "split",
@@ -210,11 +193,15 @@ which: teacher, refined, or review for a reviewer's fix), the judge grades, `mfd
 
 ## Task mix before / after re-balancing
 
+{classifier_line(summary.get("classifier"))}
+
 {tasks}
 
 ## Model Fitting Difficulty
 
-{mfd_line}. Distribution (rounded MFD: rows): {mfd["histogram"]}.
+{mfd_line}. Distribution (MFD bin, lower edge: rows): {mfd["histogram"]}.
+
+{judging_line(summary.get("judging"))}
 
 {_plots(plots)}
 
