@@ -69,7 +69,10 @@ def test_a_clean_clone_runs_data_train_eval_offline(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     usage = summary["usage"]
     assert 4 <= usage["student"]["calls"] <= 5 and usage["teacher"]["output_tokens"] > 0
-    assert usage["judge"]["calls"] >= 2 * 4 + 4  # two grades and a label per row
+    # two grades per row; the labels come from the offline classifier, which calls no LLM
+    assert usage["judge"]["calls"] == 2 * usage["student"]["calls"]
+    assert summary["classifier"]["kind"] == "offline" and summary["classifier"]["held_out_accuracy"] > 0.5
+    assert summary["judging"]["scoring"] == "expected"
     # The grammar makes every embedded judge / classifier answer parse.
     assert summary["parse_failures"]["judge grade of teacher"] == 0
     assert summary["parse_failures"]["task label"] == 0
