@@ -115,7 +115,7 @@ class OfflineTaskClassifier(Step):
 
     settings: dict[str, Any] = Field(..., description="taxonomy.offline, as a dict.")
     taxonomy: list[str]
-    cache_dir: str = Field(..., exclude=True)
+    cache_dir: str = Field(..., description="Where the fitted classifier is cached (the run's cache_dir).")
     seed: int = 0
 
     _fitted: Any = PrivateAttr(None)

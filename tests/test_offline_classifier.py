@@ -86,3 +86,49 @@ def test_embedded_features_beat_tfidf_on_held_out_rows(tmp_path):
     tfidf, _ = fit(OfflineClassifierSettings(features="tfidf"), EASYDISTILL_TAXONOMY, tmp_path)
     assert embedded.held_out_accuracy >= 0.55  # measured 0.67 (BENCHMARKS.md); chance is 1/32
     assert embedded.held_out_accuracy > tfidf.held_out_accuracy + 0.15
+
+
+@pytest.mark.integration
+def test_a_data_run_labels_with_the_offline_classifier_and_reports_it(tmp_path, scripted):
+    """Through distilabel's graph (its workers rebuild the step from its settings): every row
+    gets a taxonomy label with no LLM call, and the summary and card say how accurate it is."""
+    from rich.console import Console
+
+    from tapir.pipelines.run import run_data
+
+    from tapir.recipe import recipe_from_dict
+
+    from .conftest import LABELS, seed_file, tiny_recipe_dict
+
+    rows = [
+        {"instruction": f"Solve math problem number {i} and show the steps.", "task": "Math"}
+        for i in range(4)
+    ]
+    rows += [{"instruction": f"Write a short poem about the colour {c}.", "task": "Writing"} for c in "ABCD"]
+    rows_file = _rows_file(tmp_path, rows)
+    recipe = recipe_from_dict(
+        tiny_recipe_dict(
+            tmp_path,
+            seeds={"source": seed_file(tmp_path), "limit": None},
+            difficulty={"delta": 1.0},
+            taxonomy={
+                "labels": LABELS,
+                "target_mix": {"Math": 0.5, "Writing": 0.25, "Code Generation": 0.15, "Others": 0.1},
+                "classifier": "offline",
+                "offline": {"rows": rows_file, "features": "tfidf", "folds": 2},
+            },
+        )
+    )
+    out = run_data(recipe, Console(quiet=True))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classifier"]["kind"] == "offline" and summary["classifier"]["training_rows"] == 8
+    assert summary["parse_failures"]["task label"] == 0
+    assert not any(
+        step.startswith("classify_task") for step in summary["usage"].get("judge", {}).get("steps", [])
+    )
+    import datasets
+
+    pool = datasets.load_dataset("parquet", data_files=str(out / "data/pool.parquet"), split="train")
+    assert {r["task"] for r in pool if r["difficulty"] != "excluded"} <= {"Math", "Writing"}
+    assert all(r["classifier_model"].startswith("offline tfidf classifier") for r in pool if r["task"])
+    assert "held-out accuracy" in (out / "README.md").read_text()
