@@ -95,7 +95,6 @@ def test_a_data_run_labels_with_the_offline_classifier_and_reports_it(tmp_path, 
     from rich.console import Console
 
     from tapir.pipelines.run import run_data
-
     from tapir.recipe import recipe_from_dict
 
     from .conftest import LABELS, seed_file, tiny_recipe_dict
