@@ -21,35 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from tapir.engines import EngineSet
-from tapir.llm_factory import LLMContext, build_llm, choice_constraint
+from tapir.llm_factory import LLMContext
+from tapir.pipelines.graph import task_classifier
 from tapir.pipelines.offline_classifier import fit, labelled_rows
-from tapir.pipelines.prompts import template_text
-from tapir.pipelines.tasks import TaskClassifier
 from tapir.recipe import OfflineClassifierSettings, apply_overrides, load_recipe_dict, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def llm_accuracy(recipe: Any, pairs: list[tuple[str, str]], work: Path) -> dict[str, Any]:
-    role = recipe.taxonomy.classifier_role
+    # the step `tapir data` builds with taxonomy.classifier: llm
+    prompted = recipe.model_copy(
+        update={"taxonomy": recipe.taxonomy.model_copy(update={"classifier": "llm"})}
+    )
     with EngineSet(Path(recipe.cache_dir), log_dir=work / "logs", seed=recipe.seed) as engines:
         context = LLMContext(cache_dir=work, seed=recipe.seed, engines=engines)
-        llm = build_llm(
-            recipe.role(role),
-            role,
-            context,
-            max_new_tokens=recipe.taxonomy.max_new_tokens,
-            temperature=0.0,
-            constraint=choice_constraint(recipe.taxonomy.labels, "one taxonomy label"),
-            step="classify_task",
-        )
-        task = TaskClassifier(
-            name="classify_task",
-            llm=llm,
-            template=template_text("classify_task"),
-            labels=recipe.taxonomy.labels,
-            fallback_label=recipe.taxonomy.fallback_label,
-        )
+        task = task_classifier(prompted, context)
         engines.start()
         task.load()
         labels: list[str | None] = []

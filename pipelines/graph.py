@@ -138,7 +138,7 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
         respond_as("student"),
         judge_answer_of("teacher"),
         judge_answer_of("student"),
-        _classifier(recipe, context, suffix),
+        task_classifier(recipe, context, suffix),
         ModelFittingDifficulty(
             name=f"fitting_difficulty{suffix}",
             delta=recipe.difficulty.delta,
@@ -151,7 +151,7 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
     return Chain(steps[0], steps[-1])
 
 
-def _classifier(recipe: Recipe, context: LLMContext, suffix: str) -> _Step:
+def task_classifier(recipe: Recipe, context: LLMContext, suffix: str = "") -> _Step:
     """The task labeller: the recipe's LLM prompted with the taxonomy, or the offline classifier."""
     name = f"classify_task{suffix}"
     if recipe.taxonomy.classifier == "offline":

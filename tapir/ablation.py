@@ -30,7 +30,15 @@ from rich.table import Table
 
 from tapir.errors import RecipeError
 from tapir.recipe import Recipe, recipe_from_dict
-from tapir.stage_contract import WARMUP, DataManifest, DataRun, data_settings, header, round_split
+from tapir.stage_contract import (
+    WARMUP,
+    DataManifest,
+    DataRun,
+    data_settings,
+    header,
+    round_split,
+    write_manifest,
+)
 
 ARMS = ("tapir", "random", "no_rebalance", "no_refine", "no_curriculum")
 WHAT = {
@@ -206,8 +214,6 @@ def write_one_round(
             data_settings=data_settings(arm),
             files={"made_from": {"path": str(made_from)}},
         )
-        from tapir.stage_contract import write_manifest
-
         write_manifest(staging, manifest)
     return folder
 
