@@ -63,6 +63,15 @@ def check_annotations(df: pd.DataFrame, origin: str) -> pd.DataFrame:
         raise DataError(f"annotations: {origin} has no rows")
     if df["generator_2"].nunique() != 1 or df["generator_1"].nunique() != 1:
         raise DataError(f"annotations: {origin} mixes several models; score one model per file")
+    for column in ("output_1", "output_2"):
+        bad = [n for n, value in enumerate(df[column]) if not isinstance(value, str)]
+        if bad:
+            value = df[column].iloc[bad[0]]
+            shown = "null" if _is_null(value) else f"a {type(value).__name__}"
+            raise DataError(
+                f"annotations: {origin} row {bad[0]}: {column} is {shown}, not the text of an answer "
+                f"({len(bad)} row(s) so); the length-controlled rate needs every answer"
+            )
     df = df.copy()
     df["preference"] = _checked_preferences(df["preference"], origin)
     return df

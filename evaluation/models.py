@@ -14,9 +14,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tapir.checkpoint_files import damaged_weights
 from tapir.errors import EvaluationError
 from tapir.recipe import Recipe
-from tapir.stage_contract import CHECKPOINT_ID, MANIFEST, TrainRun, curve_position, read_round_manifest
+from tapir.stage_contract import (
+    CHECKPOINT_ID,
+    MANIFEST,
+    TrainRun,
+    curve_position,
+    is_curriculum_split,
+    read_round_manifest,
+)
 
 ROUNDS = "rounds"
 _NAMED = re.compile(r"^[A-Za-z0-9_.-]+=")
@@ -50,6 +58,30 @@ def model_key(path: str) -> str:
     return f"hub:{path}"
 
 
+def _on_the_hub_or_cached(repo_id: str) -> bool:
+    """Whether a Hub model id can be loaded: it is in the local Hub cache, or the Hub answers
+    (a two-second connection, not the loader's minute of retries when the machine is offline)."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+            return True
+    except Exception:  # an id the Hub would refuse: let its own error say so if online
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
 def trained_rounds(recipe: Recipe) -> list[EvalModel]:
     """Every finished round of the recipe's training, from the rounds' manifests (a round still
     training has none yet)."""
@@ -65,13 +97,24 @@ def trained_rounds(recipe: Recipe) -> list[EvalModel]:
     return sorted(found, key=lambda m: (m.stage is None, m.stage or 0, m.name))
 
 
-def _named(entry: str, kind: str) -> EvalModel:
+def _named(entry: str, kind: str, rounds: list[EvalModel], train_dir: Path, check_hub: bool) -> EvalModel:
     """A folder or Hub id; ``name=path`` files it under ``name`` (two arms' ``round_3`` folders)."""
     label, _, path = entry.partition("=") if _NAMED.match(entry) else ("", "", entry)
     folder = Path(path).expanduser()
     looks_local = path.startswith((".", "/", "~"))
     if looks_local and not folder.is_dir():
         raise EvaluationError(f"evaluation.models: model folder not found: {path}")
+    if not folder.is_dir() and is_curriculum_split(path):
+        trained = ", ".join(r.name for r in rounds) or "none"
+        raise EvaluationError(
+            f"evaluation.models: {path} is not a trained round of {train_dir} (trained: {trained}); "
+            "run `make train`, or name a model folder"
+        )
+    if check_hub and not folder.is_dir() and not _on_the_hub_or_cached(path):
+        raise EvaluationError(
+            f"evaluation.models: {path} is neither a local folder nor a trained round, and the Hub "
+            "cannot be reached (offline) nor has it in its local cache"
+        )
     name = folder.name if folder.is_dir() else path.replace("/", "--")
     if folder.name == "model" and (folder / CHECKPOINT_ID).is_file():
         name = folder.parent.name
@@ -98,7 +141,8 @@ def resolve_models(
         elif any(r.name == entry for r in rounds):
             chosen += [r for r in rounds if r.name == entry]
         else:
-            chosen.append(_named(entry, "baseline" if entry in baselines else "model"))
+            kind = "baseline" if entry in baselines else "model"
+            chosen.append(_named(entry, kind, rounds, recipe.resolved_train_dir, check_hub=materialize))
     unique: dict[str, EvalModel] = {}
     for model in chosen:
         if model.name in unique and unique[model.name].path != model.path:
@@ -107,6 +151,12 @@ def resolve_models(
                 f"{model.path}); results are filed by name, so rename one folder"
             )
         unique.setdefault(model.name, model)
+    for model in unique.values():
+        damaged = (
+            damaged_weights(Path(model.path).expanduser()) if Path(model.path).expanduser().is_dir() else None
+        )
+        if damaged:
+            raise EvaluationError(f"evaluation.models: {model.name}: {damaged}; retrain it or remove it")
     if not unique:
         raise EvaluationError(
             f"evaluation.models: nothing to evaluate (no trained rounds in {recipe.resolved_train_dir}; "

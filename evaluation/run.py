@@ -29,7 +29,7 @@ from tapir.llm_factory import Constraint, LLMContext, choice_constraint, model_i
 from tapir.manifest import library_versions, now_utc, write_json
 from tapir.recipe import Recipe
 from tapir.stage_contract import EvalManifest, header, write_manifest
-from tapir.staging import claim_output, mark_output
+from tapir.staging import claim_output, writing_into
 
 NOTE = (
     "Published rows were judged by GPT-4 Turbo (alpaca_eval's annotator); tapir rows by the judge "
@@ -91,8 +91,7 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
     # usage_dir is set per model and benchmark below (fresh_usage_dir), so none here
     engines = EngineSet(Path(recipe.cache_dir), seed=recipe.seed)
     context = LLMContext(cache_dir=Path(recipe.cache_dir), seed=recipe.seed, engines=engines)
-    mark_output(recipe.resolved_eval_dir, "eval")
-    with engines:
+    with writing_into(recipe.resolved_eval_dir, "eval"), engines:
         return _evaluate(
             recipe, console, context, models, reference, mt_data, published, judge_label, started
         )

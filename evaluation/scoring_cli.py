@@ -40,6 +40,10 @@ def score_mt_bench(judgments: str, questions: str | None) -> dict:
     if "judgment" in table.columns:
         table["score"] = table["judgment"].map(lambda text: mt_bench_metrics.parse_rating(_text(text)))
     elif "score" in table.columns:
+        booleans = table["score"].map(lambda v: isinstance(v, bool))
+        if booleans.any():
+            row = int(booleans.idxmax())
+            raise DataError(f"--judgments: record {row}: score {table['score'][row]!r} is not a number")
         scores = pd.to_numeric(table["score"], errors="coerce")
         if (table["score"].notna() & scores.isna()).any():
             row = int((table["score"].notna() & scores.isna()).idxmax())
@@ -47,6 +51,7 @@ def score_mt_bench(judgments: str, questions: str | None) -> dict:
         table["score"] = scores.where(scores != -1)
     else:
         raise DataError("--judgments: records have neither 'judgment' nor 'score'")
+    _check_records(table, path)
     # A rating outside MT-Bench's 1-10 scale is counted and left out, never averaged.
     out_of_range = table["score"].notna() & ~table["score"].between(1, 10)
     table["score"] = table["score"].where(~out_of_range)
@@ -63,6 +68,28 @@ def score_mt_bench(judgments: str, questions: str | None) -> dict:
     if "model" in table.columns and table["model"].nunique() > 1:
         return {model: summary(group) for model, group in table.groupby("model", sort=True)}
     return summary(table)
+
+
+def _check_records(table: pd.DataFrame, path: Path) -> None:
+    """MT-Bench has two turns, and one judgment per model, question and turn: a third turn or a
+    question judged twice (a judging run appended to its own file) would weigh into the mean."""
+    turns = table["turn"]
+    bad = turns.map(lambda v: isinstance(v, bool) or v not in (1, 2))
+    if bad.any():
+        row = int(bad.idxmax())
+        turn = turns[row].item() if hasattr(turns[row], "item") else turns[row]  # not numpy's repr
+        raise DataError(f"--judgments: record {row}: turn {turn!r} is not 1 or 2 (MT-Bench has two turns)")
+    keys = [c for c in ("model", "judge", "question_id", "turn") if c in table.columns]
+    hashable = table[keys].map(lambda v: json.dumps(v, sort_keys=True, default=str))
+    repeated = hashable.duplicated(keep=False)
+    if repeated.any():
+        first = int(repeated.idxmax())
+        count = int((hashable == hashable.iloc[first]).all(axis=1).sum())
+        who = f"model {table['model'][first]!r}, " if "model" in table.columns else ""
+        raise DataError(
+            f"--judgments: {path}: {who}question {table['question_id'][first]} turn {table['turn'][first]} "
+            f"is judged {count} times (records {first} and more); keep one judgment each"
+        )
 
 
 def _text(value: object) -> str | None:

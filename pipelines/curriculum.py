@@ -110,6 +110,16 @@ def plan_curriculum(
         rounds.append(RoundPlan(number, share, hard, easy, carried))
         previous = hard + easy
 
+    empty = [plan.round for plan in rounds if not plan.hard and not plan.easy]
+    if empty:
+        field = "round_sizes" if round_sizes is not None else "round_size"
+        fits = feasible_round_size(len(hard_pool), len(easy_pool), hard_share)
+        raise DataError(
+            f"curriculum.{field}: round {empty[0]} would get no example: {len(hard_pool)} hard and "
+            f"{len(easy_pool)} easy rows fill rounds of {sizes} only up to round {empty[0] - 1}, with no "
+            f"example in two rounds; at most {fits} "
+            "per round fills every round (or leave it unset)"
+        )
     warmup: list[int] = []
     if warmup_size and warmup_pool:
         warmup = rng.sample(warmup_pool, min(warmup_size, len(warmup_pool)))

@@ -123,6 +123,7 @@ def _respond_grade_classify(recipe: Recipe, context: LLMContext, suffix: str) ->
             llm=judge_llm(f"judge_{role}{suffix}"),
             template=judge_template,
             scoring=scoring,
+            answer_error_column=f"{role}_response_error",
             input_mappings={"response": f"{role}_response"},
             output_mappings={
                 "score": f"{role}_score",
@@ -183,6 +184,11 @@ def task_classifier(recipe: Recipe, context: LLMContext, suffix: str = "") -> _S
     )
 
 
+def pipeline_name(recipe: Recipe) -> str:
+    """distilabel's name for the recipe's pipeline: its cache folder is named after it."""
+    return f"tapir-{recipe.name}"
+
+
 def build_pipeline(
     recipe: Recipe,
     seeds: list[dict[str, Any]],
@@ -202,7 +208,7 @@ def build_pipeline(
     )
     kwargs = _task_kwargs(recipe)
     with TapirPipeline(
-        name=f"tapir-{recipe.name}",
+        name=pipeline_name(recipe),
         description=recipe.description or "TAPIR curriculum data",
         cache_dir=str(context.cache_dir / "distilabel"),
     ) as pipeline:

@@ -17,14 +17,21 @@ from rich.table import Table
 
 from tapir.pipelines.decontamination import decontamination_line
 from tapir.pipelines.steps import EASY, EXCLUDED, FAILURE_COLUMNS, HARD
+from tapir.pipelines.tasks import NOT_GRADED
 from tapir.recipe import Recipe
 from tapir.review.corrections import describe_applied
 from tapir.stage_contract import WARMUP
 
 
 def _count_errors(rows: list[dict[str, Any]], column: str) -> tuple[int, Counter]:
-    reasons = Counter(str(r[column]) for r in rows if r.get(column))
+    """Failures of one step, with their reasons; a grade never asked for (its answer failed)
+    is the answer's failure, counted there, not the judge's."""
+    reasons = Counter(str(r[column]) for r in rows if r.get(column) and not _not_graded(r[column]))
     return sum(reasons.values()), reasons
+
+
+def _not_graded(reason: Any) -> bool:
+    return str(reason).startswith(NOT_GRADED)
 
 
 def summarise(
@@ -142,7 +149,12 @@ def summarise(
             }
         )
     judge_failures = failures["judge grade of teacher"] + failures["judge grade of student"]
+    not_graded = sum(
+        1 for r in pool for c in ("teacher_score_error", "student_score_error") if _not_graded(r.get(c))
+    )
     return {
+        # grades never asked for: the answer had failed (no judge call paid for nothing)
+        "not_graded": not_graded,
         "steps": steps,
         "parse_failures": failures,
         "parse_failure_reasons": failure_reasons,

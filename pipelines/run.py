@@ -23,7 +23,7 @@ from tapir.pipelines.decontamination import benchmark_texts, write_benchmark_fil
 from tapir.pipelines.decontamination import counts as contamination_counts
 from tapir.pipelines.dry_run import planned_rows
 from tapir.pipelines.expansion_plan import plan_summary
-from tapir.pipelines.graph import CURRICULUM, EXPANSION_AUDIT, POOL, SELECTED, build_pipeline
+from tapir.pipelines.graph import CURRICULUM, EXPANSION_AUDIT, POOL, SELECTED, build_pipeline, pipeline_name
 from tapir.pipelines.progress import LiveProgress, distilabel_logs_to
 from tapir.pipelines.report import (
     classifier_report,
@@ -44,6 +44,7 @@ from tapir.stage_contract import (
     curriculum_splits,
     data_settings,
     header,
+    input_record,
     write_manifest,
 )
 from tapir.stage_contract import (
@@ -118,13 +119,14 @@ def run_data(
     started = time.perf_counter()
     out_dir = recipe.resolved_output_dir
     claim_output(out_dir, "data", "output_dir")
-    for role in ("teacher", "student", "judge"):
-        preflight(recipe.role(role), role)
-    seeds = load_seeds(recipe.seeds, recipe.seed)
+    hold_pipeline_cache(recipe)
+    seeds = check_inputs(recipe)
     kind, location = describe_source(recipe.seeds)
     console.print(f"[bold]tapir data[/] {recipe.name}: {len(seeds)} seeds from {kind} {location}")
     benchmarks_file = _benchmarks_file(recipe)
     corrections = load_corrections(recipe)
+    # hashed as read now: a file edited while the run goes makes its data stale, not current
+    inputs = input_record(_input_files(recipe, corrections.sources))
     if corrections or corrections.unknown_labels:
         console.print(
             f"[bold]review[/]: applying {len(corrections.labels)} corrected labels, "
@@ -175,11 +177,12 @@ def run_data(
         expansions = _rows(distiset, EXPANSION_AUDIT)
         selected = _rows(distiset, SELECTED)
         curriculum = _rows(distiset, CURRICULUM)
-        if not curriculum:
-            raise DataError(f"curriculum: nothing to train on: {_explain_empty(pool)}")
-
         usage = read_usage(staging / "logs")
         failed_calls = failed_call_count(usage)
+        if not curriculum and not failed_calls:
+            raise DataError(f"curriculum: nothing to train on: {_explain_empty(pool)}")
+        # With failed calls the run is written (pool and all, marked incomplete) and ends with
+        # exit 3 naming what failed: a rerun asks exactly those again.
         summary = summarise(
             pool,
             expansions,
@@ -206,7 +209,7 @@ def run_data(
         run.recipe_file.write_text(
             yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
         )
-        manifest = _manifest(recipe, recipe_path, seeds, files, summary, pipeline)
+        manifest = _manifest(recipe, recipe_path, seeds, files, summary, pipeline, inputs)
         write_manifest(staging, manifest)
         write_card(run.card_file, recipe, summary, manifest.model_dump(mode="json"))
         mark_output(staging, "data")
@@ -221,11 +224,51 @@ def run_data(
     )
     if failed_calls:
         raise IncompleteRunError(
-            f"llm calls: {failed_calls} request(s) failed for good after retries; {out_dir} holds the "
-            "rows that did not need them (marked incomplete, `tapir train` refuses it); "
+            f"llm calls: {failed_calls_line(usage)}; {out_dir} holds the rows that did not need them "
+            f"({DataRun.relative(POOL_TABLE)} and all; marked incomplete, `tapir train` refuses it); "
             "rerun `tapir data` to ask exactly those again"
         )
     return out_dir
+
+
+def failed_calls_line(usage: dict[str, dict[str, Any]]) -> str:
+    """Which roles' calls failed for good, how many of how many, and the first reasons:
+    ``teacher: all 16 calls failed (HTTP 500 ×16)``."""
+    parts = []
+    for role, numbers in sorted(usage.items()):
+        failed = int(numbers.get("failed_calls", 0))
+        if not failed:
+            continue
+        calls = int(numbers.get("calls", 0))
+        reasons = sorted((numbers.get("failure_reasons") or {}).items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{reason} ×{count}" for reason, count in reasons[:3])
+        count = f"all {failed} calls" if failed >= calls else f"{failed} of {calls} calls"
+        parts.append(f"{role}: {count} failed for good after retries" + (f" ({shown})" if shown else ""))
+    return "; ".join(parts)
+
+
+def check_inputs(recipe: Recipe) -> list[dict[str, Any]]:
+    """What can be checked before anything is written: every role's model or endpoint (retried
+    like any call), then the seeds; returns the seed rows."""
+    expected = recipe.judging.top_logprobs if recipe.judge_scoring == "expected" else None
+    for role in ("teacher", "student", "judge"):
+        preflight(recipe.role(role), role, top_logprobs=expected if role == "judge" else None)
+    return load_seeds(recipe.seeds, recipe.seed)
+
+
+def hold_pipeline_cache(recipe: Recipe) -> None:
+    """One run per distilabel cache: two runs of one recipe share its folder (and its completion
+    marker), which distilabel does not survive. Held for the command's life (``tapir.run_lock``)."""
+    from tapir.run_lock import hold
+
+    cache = Path(recipe.cache_dir)
+    if cache.exists() and not cache.is_dir():
+        raise DataError(f"cache_dir: {cache} is a file, not a folder")
+    hold(
+        cache / "distilabel" / f"{pipeline_name(recipe)}.lock",
+        "cache_dir",
+        f"the distilabel cache of recipe {recipe.name!r} in {cache}",
+    )
 
 
 def _benchmarks_file(recipe: Recipe) -> str | None:
@@ -238,7 +281,9 @@ def _benchmarks_file(recipe: Recipe) -> str | None:
 
 
 def _write_outputs(run: DataRun, pool, expansions, selected, curriculum, recipe: Recipe) -> dict[str, Any]:
-    files: dict[str, Any] = _write_splits(curriculum, curriculum_splits(recipe.curriculum.rounds), run)
+    files: dict[str, Any] = {}
+    if curriculum:  # none when every call of a role failed: the run is incomplete anyway
+        files = _write_splits(curriculum, curriculum_splits(recipe.curriculum.rounds), run)
     tables = [(SELECTED_TABLE, selected), (POOL_TABLE, pool)]
     if expansions:
         tables.append((EXPANSIONS, expansions))
@@ -247,7 +292,7 @@ def _write_outputs(run: DataRun, pool, expansions, selected, curriculum, recipe:
     return {name: {"rows": rows, "sha256": sha256_file(run.root / name)} for name, rows in files.items()}
 
 
-def _manifest(recipe, recipe_path, seeds, files, summary, pipeline) -> DataManifest:
+def _manifest(recipe, recipe_path, seeds, files, summary, pipeline, inputs) -> DataManifest:
     kind, location = describe_source(recipe.seeds)
     seed_file = Path(location)
     return DataManifest(
@@ -281,9 +326,35 @@ def _manifest(recipe, recipe_path, seeds, files, summary, pipeline) -> DataManif
             "applied": recipe.review.apply,
             "decisions": summary["review"]["sources"],
         },
+        inputs=inputs,
         llm_calls_this_run=summary["llm_calls_this_run"],
         elapsed_s=summary["elapsed_s"],
     )
+
+
+def _input_files(recipe: Recipe, decisions: list[dict[str, Any]]) -> dict[str, Path]:
+    """Every local file this data pass read, by the recipe field that named it."""
+    from tapir.chat_templates import resolve_chat_template
+
+    found: dict[str, Path] = {}
+    kind, location = describe_source(recipe.seeds)
+    if kind != "hub":
+        found["seeds.source"] = Path(location)
+    offline = recipe.taxonomy.offline
+    if recipe.taxonomy.classifier == "offline" and offline.rows != "embedded":
+        found["taxonomy.offline.rows"] = Path(offline.rows).expanduser()
+    settings = recipe.decontamination
+    for name in ("alpaca_eval", "mt_bench"):
+        value = getattr(settings, name)
+        if settings.enabled and value and value != "embedded" and Path(value).expanduser().is_file():
+            found[f"decontamination.{name}"] = Path(value).expanduser()
+    for role in ("teacher", "student", "judge"):
+        template = recipe.role(role).chat_template
+        if template:
+            found[f"{role}.chat_template"] = resolve_chat_template(template, f"{role}.chat_template")
+    for number, source in enumerate(decisions, start=1):
+        found[f"review.decisions.{number}"] = Path(source["file"])
+    return found
 
 
 def _completion_marker(pipeline: Any, context: LLMContext) -> Path:

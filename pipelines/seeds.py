@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,41 @@ def _input_of(row: dict[str, Any], column: str | None) -> str:
     return ""
 
 
+# Characters that show nothing: an instruction of only these is empty, whatever its length.
+_BLANK_CATEGORIES = {"Cc", "Cf", "Cn", "Co", "Cs", "Zs", "Zl", "Zp"}
+_FILLERS = {"\u115f", "\u1160", "\u2800", "\u3164", "\uffa0"}
+
+
+def visible(text: str) -> bool:
+    """Whether ``text`` has a character a reader would see (not only spaces, zero-width
+    characters, control characters or Hangul/Braille fillers)."""
+    return any(
+        not ch.isspace() and ch not in _FILLERS and unicodedata.category(ch) not in _BLANK_CATEGORIES
+        for ch in text
+    )
+
+
+def _check_unicode(text: str, where: str) -> None:
+    """JSON can carry a lone surrogate (``"\\ud800"``), which no file or model can take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(
+            f"seeds: {where} holds an unpaired surrogate ({text[exc.start]!r} at character "
+            f"{exc.start}), which is not text; fix the file"
+        ) from None
+
+
+def _row_id(row: dict[str, Any], column: str, number: int, location: str) -> str:
+    value = row.get(column)
+    if isinstance(value, (dict, list, bool)) or value is None or not str(value).strip():
+        shown = "empty" if value is None or not str(value).strip() else f"a {type(value).__name__}"
+        raise DataError(f"seeds.id_column: row {number} of {location} has {shown} {column!r}, not an id")
+    text = str(value).strip()
+    _check_unicode(text, f"row {number} of {location}: {column!r}")
+    return text
+
+
 def load_seeds(source: SeedSource, seed: int) -> list[dict[str, Any]]:
     """Rows ``{id, instruction, input, origin, parent_id}``; raises :class:`DataError`."""
     rows = _read_rows(source)
@@ -128,6 +164,7 @@ def load_seeds(source: SeedSource, seed: int) -> list[dict[str, Any]]:
 
     seeds: list[dict[str, Any]] = []
     seen: dict[tuple[str, str], int] = {}
+    ids: dict[str, int] = {}
     for number, row in enumerate(rows):
         instruction = row.get(source.instruction_column)
         if instruction is not None and not isinstance(instruction, str):
@@ -135,8 +172,9 @@ def load_seeds(source: SeedSource, seed: int) -> list[dict[str, Any]]:
                 f"seeds: row {number} of {location}: {source.instruction_column!r} is a "
                 f"{type(instruction).__name__}, not text"
             )
-        if instruction is None or not instruction.strip():
+        if instruction is None or not visible(instruction):
             raise DataError(f"seeds: row {number} of {location} has an empty {source.instruction_column!r}")
+        _check_unicode(instruction, f"row {number} of {location}: {source.instruction_column!r}")
         text = instruction.strip()
         raw_input = row.get(source.input_column) if source.input_column else None
         if isinstance(raw_input, (dict, list)):
@@ -145,6 +183,7 @@ def load_seeds(source: SeedSource, seed: int) -> list[dict[str, Any]]:
                 f"{type(raw_input).__name__}, not text"
             )
         extra = _input_of(row, source.input_column).strip()
+        _check_unicode(extra, f"row {number} of {location}: {source.input_column!r}")
         if len(text) + len(extra) > source.max_chars:
             raise DataError(
                 f"seeds: row {number} of {location} is {len(text) + len(extra):,} characters long; "
@@ -157,7 +196,15 @@ def load_seeds(source: SeedSource, seed: int) -> list[dict[str, Any]]:
                 f"and input: {text[:60]!r}"
             )
         seen[key] = number
-        row_id = str(row[source.id_column]) if source.id_column else f"seed-{number:06d}"
+        row_id = (
+            _row_id(row, source.id_column, number, location) if source.id_column else f"seed-{number:06d}"
+        )
+        if row_id in ids:
+            raise DataError(
+                f"seeds.id_column: rows {ids[row_id]} and {number} of {location} have the same id "
+                f"{row_id!r} (ids name rows through every stage: they must be unique)"
+            )
+        ids[row_id] = number
         seeds.append(
             {
                 "id": row_id,

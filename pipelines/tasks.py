@@ -23,6 +23,8 @@ from tapir.pipelines.parsing import (
 from tapir.pipelines.prompts import render
 
 PLACEHOLDER = "placeholder"
+#: How a grade that was never asked for begins (its answer failed): not a judge failure.
+NOT_GRADED = "not graded"
 
 
 def _prompt(template: str, input: dict[str, Any], **extra: Any) -> list[dict[str, str]]:
@@ -94,6 +96,37 @@ class ResponseJudge(PlaceholderAwareTask):
     low: int = 1
     high: int = 10
     scoring: Literal["expected", "sampled"] = "sampled"
+    answer_error_column: str | None = Field(
+        None, description="The row's column saying why its answer failed: such rows are not graded."
+    )
+
+    def process(self, inputs: StepInput) -> Any:  # type: ignore[override]
+        """A failed answer (no text) is not sent to the judge: the call would be paid for a grade
+        of nothing. Its row says why it has no grade instead (``NOT_GRADED``)."""
+        skipped = {
+            n: str(row.get(self.answer_error_column or "") or "no answer")
+            for n, row in enumerate(inputs)
+            if not row.get(PLACEHOLDER) and not str(row.get("response") or "").strip()
+        }
+        if not skipped:
+            yield from super().process(inputs)
+            return
+        graded: list[dict[str, Any]] = []
+        rest = [row for n, row in enumerate(inputs) if n not in skipped]
+        if rest:
+            for batch in super().process(rest):
+                graded.extend(batch)
+        answers = iter(graded)
+        rows = []
+        for n, row in enumerate(inputs):
+            if n not in skipped:
+                rows.append(next(answers))
+                continue
+            error = f"{NOT_GRADED}: the answer failed ({skipped[n]})"
+            rows.append(
+                {**row, "score": None, "score_error": error, "written_score": None, "model_name": None}
+            )
+        yield rows
 
     @property
     def inputs(self) -> dict[str, bool]:

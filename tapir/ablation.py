@@ -199,8 +199,9 @@ def write_one_round(
     all), so ``tapir train`` reads it like any other."""
     import datasets
 
-    from tapir.staging import atomic_folder
+    from tapir.staging import atomic_folder, claim_output, mark_output
 
+    claim_output(folder, "data", "output_dir")
     shuffled = list(rows)
     random.Random(seed).shuffle(shuffled)
     slim = [{"messages": r["messages"], "id": r["id"], "task": r.get("task")} for r in shuffled]
@@ -215,6 +216,7 @@ def write_one_round(
             files={"made_from": {"path": str(made_from)}},
         )
         write_manifest(staging, manifest)
+        mark_output(staging, "data")
     return folder
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +20,8 @@ from tapir import __version__
 from tapir.errors import TapirError
 from tapir.lifeline import children_die_with_this_process
 from tapir.redaction import scrub_standard_streams
+from tapir.run_lock import release_all
+from tapir.scratch import private_tmp
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -189,6 +192,9 @@ def _load(args: argparse.Namespace):
 
 
 def _quiet_libraries() -> None:
+    # datasets' "Generating train split" bars (distilabel builds its result with them) would come
+    # between tapir's own tables; its workers inherit the setting
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore")
     for name in ("httpx", "datasets", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -295,13 +301,15 @@ def _distill(recipe, console, recipe_path: str | None) -> None:
     The first pass's student engine is stopped before training (on a GPU node it holds the
     memory training needs) unless another role shares it (the embedded default)."""
     from tapir.engines import EngineSet
-    from tapir.pipelines.run import run_data
-    from tapir.staging import claim_output, mark_output
+    from tapir.pipelines.run import check_inputs, hold_pipeline_cache, run_data
+    from tapir.staging import claim_output, open_output
     from tapir.training.rounds import run_training
 
     claim_output(recipe.resolved_output_dir, "data", "output_dir")  # both, before anything is written
     claim_output(recipe.resolved_train_dir, "train", "training.output_dir")
-    mark_output(recipe.resolved_train_dir, "train")
+    hold_pipeline_cache(recipe)  # for the whole loop: each re-score (a child) works under it
+    check_inputs(recipe)  # a refused run writes nothing
+    open_output(recipe.resolved_train_dir, "train")  # its logs/ are written from now on
     log_dir = recipe.resolved_train_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with EngineSet(Path(recipe.cache_dir), log_dir=log_dir, seed=recipe.seed) as engines:
@@ -343,13 +351,16 @@ def main(argv: list[str] | None = None) -> None:
     children_die_with_this_process()  # workers and engines end with tapir, even on SIGKILL
     scrub_standard_streams()  # no key the recipe names is ever printed, whoever prints it
     try:
-        code = run(argv)
+        with private_tmp():  # temporary files of this command and its children go with it
+            code = run(argv)
     except TapirError as error:
         print(f"tapir: error: {error}", file=sys.stderr)
         code = getattr(error, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("tapir: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    finally:
+        release_all()  # the locks on this command's outputs (the kernel would, at exit)
     sys.exit(code)
 
 

@@ -176,8 +176,9 @@ def _api_key(spec: ModelSpec, role: str) -> str:
     return "not-needed"
 
 
-def preflight(spec: ModelSpec, role: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, naming the field, when a role's model cannot possibly be used."""
+def preflight(spec: ModelSpec, role: str, timeout_s: float = 5.0, top_logprobs: int | None = None) -> None:
+    """Fail fast, naming the field, when a role's model cannot possibly be used. ``top_logprobs``:
+    the role's answers must carry token log-probabilities (a judge read as expected scores)."""
     if spec.backend == "llamacpp":
         if spec.model != EMBEDDED and not Path(spec.model).is_file():
             raise EndpointError(f"{role}.model: GGUF file not found: {spec.model}")
@@ -195,80 +196,155 @@ def preflight(spec: ModelSpec, role: str, timeout_s: float = 5.0) -> None:
         if looks_local and not Path(spec.model).expanduser().exists():
             raise EndpointError(f"{role}.model: model folder not found: {spec.model}")
     elif spec.backend == "openai":
-        _check_endpoint(spec, role, timeout_s)
+        EndpointCheck(spec, role, timeout_s).run(top_logprobs)
     if spec.chat_template:
         resolve_chat_template(spec.chat_template, f"{role}.chat_template")
 
 
-def _check_endpoint(spec: ModelSpec, role: str, timeout_s: float) -> None:
-    import httpx
+class _Transient(Exception):
+    """One attempt's answer that says nothing about the endpoint's setup (asked again)."""
 
-    base_url = (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/")
-    key = _api_key(spec, role)
-    try:
-        response = httpx.get(
-            f"{base_url}/models", headers={"Authorization": f"Bearer {key}"}, timeout=timeout_s
-        )
-    except httpx.HTTPError as exc:
-        reason = type(exc).__name__.replace("Error", " error").strip().lower()
-        raise EndpointError(f"{role}.base_url: cannot reach {base_url} ({reason})") from None
-    if response.status_code in (401, 403):
-        raise EndpointError(
-            f"{role}.api_key_env: {base_url} rejected the key in {spec.api_key_env} "
-            f"(HTTP {response.status_code})"
-        )
-    try:
-        if response.status_code != 200:
-            raise ValueError
-        served = [m.get("id") for m in response.json()["data"]]
-    except (ValueError, AttributeError, KeyError, TypeError):
-        raise EndpointError(
-            f"{role}.base_url: {base_url}/models is not an OpenAI-compatible answer "
-            f"(HTTP {response.status_code})"
-        ) from None
-    if served and spec.model not in served and "any" not in served:
-        shown = ", ".join(str(name) for name in served[:5]) + (" …" if len(served) > 5 else "")
-        raise EndpointError(f"{role}.model: {base_url} does not serve {spec.model!r} (it serves {shown})")
-    _check_chat_completion(spec, role, base_url, key, timeout_s)
+    def __init__(self, kind: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.kind, self.detail, self.retry_after = kind, detail, retry_after
 
 
-def _check_chat_completion(spec: ModelSpec, role: str, base_url: str, key: str, timeout_s: float) -> None:
-    """One tiny completion (1 token): a server that lists models but cannot answer a chat request
-    (a proxy that 404s it, an HTML login page) is one line now, not a run of failed rows. A
-    transient answer (time-out, 429, 5xx) is not a verdict on the endpoint: the run's own
-    retries deal with it."""
-    import httpx
+class EndpointCheck:
+    """The pre-flight of an OpenAI-compatible endpoint: its model list, then a one-token chat
+    completion (with log-probabilities when the role needs them).
 
-    if (base_url, spec.model) in _CHAT_CHECKED:
-        return
-    body = {"model": spec.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
-    headers = {"Authorization": f"Bearer {key}", ROLE_HEADER: PREFLIGHT_ROLE}
-    try:
-        response = httpx.post(f"{base_url}/chat/completions", json=body, headers=headers, timeout=timeout_s)
-    except httpx.TimeoutException:
-        return
-    except httpx.HTTPError as exc:
-        reason = type(exc).__name__.replace("Error", " error").strip().lower()
-        raise EndpointError(f"{role}.base_url: cannot reach {base_url} ({reason})") from None
-    if response.status_code == 429 or response.status_code >= 500:
-        return
-    if response.status_code in (401, 403):
-        raise EndpointError(
-            f"{role}.api_key_env: {base_url} rejected the key in {spec.api_key_env} for a chat completion "
-            f"(HTTP {response.status_code})"
-        )
-    try:
-        choices = response.json()["choices"] if response.status_code == 200 else None
-        ok = isinstance(choices, list) and bool(choices) and isinstance(choices[0].get("message"), dict)
-    except (ValueError, AttributeError, KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise EndpointError(
-            f"{role}.base_url: {base_url}/chat/completions is not an OpenAI-compatible chat completion "
-            f"endpoint (HTTP {response.status_code})"
-        )
-    _CHAT_CHECKED.add((base_url, spec.model))
+    It retries like any call (the role's ``max_retries``, at least 3, with back-off and
+    Retry-After): a flaky endpoint is not a wrong one. Only an answer that proves the setup
+    wrong ends the run before it starts (exit 2): a rejected key, a 404, a model not served, and
+    -- when every attempt said the same -- a refused connection, a body that is not OpenAI's, a
+    chat answer without log-probabilities. Attempts that all failed in passing ways (5xx, 429,
+    time-outs, dropped connections, a mix) let the run start: its own retries and failure
+    counts deal with them.
+    """
+
+    MIN_ATTEMPTS = 4
+    BACKOFF_S = 0.25
+    BACKOFF_CAP_S = 4.0
+
+    def __init__(self, spec: ModelSpec, role: str, timeout_s: float) -> None:
+        self.spec, self.role, self.timeout_s = spec, role, timeout_s
+        self.base_url = (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/")
+        self.key = _api_key(spec, role)
+        self.attempts = max(spec.max_retries + 1, self.MIN_ATTEMPTS)
+
+    def run(self, top_logprobs: int | None = None) -> None:
+        served = self._retry(self._models)
+        if served is not None and served and self.spec.model not in served and "any" not in served:
+            shown = ", ".join(str(name) for name in served[:5]) + (" …" if len(served) > 5 else "")
+            raise EndpointError(
+                f"{self.role}.model: {self.base_url} does not serve {self.spec.model!r} (it serves {shown})"
+            )
+        checked = (self.base_url, self.spec.model, bool(top_logprobs))
+        if checked in _CHAT_CHECKED:
+            return
+        if self._retry(lambda: self._chat(top_logprobs)) is not None:
+            _CHAT_CHECKED.add(checked)
+
+    def _retry(self, attempt: Any) -> Any:
+        """``attempt()``'s result; None when every attempt failed in passing ways; the one
+        error line when they all failed the same way that proves the setup wrong."""
+        import random
+        import time
+
+        kinds: list[str] = []
+        last: _Transient | None = None
+        for number in range(self.attempts):
+            try:
+                return attempt()
+            except _Transient as transient:
+                kinds.append(transient.kind)
+                last = transient
+            if number + 1 < self.attempts:
+                delay = random.uniform(0, min(self.BACKOFF_CAP_S, self.BACKOFF_S * 2**number))
+                time.sleep(min(max(delay, last.retry_after or 0.0), 10.0))
+        assert last is not None
+        if len(set(kinds)) == 1 and last.kind in _PROOF:
+            raise EndpointError(_PROOF[last.kind].format(check=self, detail=last.detail, n=self.attempts))
+        return None
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.key}", ROLE_HEADER: PREFLIGHT_ROLE}
+        try:
+            response = httpx.request(
+                method, f"{self.base_url}/{path}", headers=headers, timeout=self.timeout_s, **kwargs
+            )
+        except httpx.ConnectError as exc:
+            raise _Transient("refused", _reason(exc)) from None
+        except httpx.TimeoutException:
+            raise _Transient("timeout", "time-out") from None
+        except httpx.HTTPError as exc:  # dropped mid-answer, a broken body
+            raise _Transient("dropped", _reason(exc)) from None
+        if response.status_code in (401, 403):
+            what = "" if path == "models" else " for a chat completion"
+            raise EndpointError(
+                f"{self.role}.api_key_env: {self.base_url} rejected the key in {self.spec.api_key_env}"
+                f"{what} (HTTP {response.status_code})"
+            )
+        if response.status_code == 429 or response.status_code >= 500:
+            retry_after = response.headers.get("retry-after")
+            try:
+                wait = float(retry_after) if retry_after else None
+            except ValueError:
+                wait = None
+            raise _Transient("busy", f"HTTP {response.status_code}", wait)
+        return response
+
+    def _models(self) -> list[str]:
+        response = self._send("GET", "models")
+        try:
+            if response.status_code != 200:
+                raise ValueError
+            return [m.get("id") for m in response.json()["data"]]
+        except (ValueError, AttributeError, KeyError, TypeError):
+            if response.status_code == 404:
+                raise EndpointError(_PROOF["models"].format(check=self, detail="HTTP 404", n=1)) from None
+            raise _Transient("models", f"HTTP {response.status_code}") from None
+
+    def _chat(self, top_logprobs: int | None) -> bool:
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "messages": [{"role": "user", "content": "ping"}],
+            "max_tokens": 1,
+        }
+        if top_logprobs:
+            body.update(logprobs=True, top_logprobs=top_logprobs)
+        response = self._send("POST", "chat/completions", json=body)
+        try:
+            choices = response.json()["choices"] if response.status_code == 200 else None
+            ok = isinstance(choices, list) and bool(choices) and isinstance(choices[0].get("message"), dict)
+        except (ValueError, AttributeError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            if response.status_code == 404:
+                raise EndpointError(_PROOF["chat"].format(check=self, detail="HTTP 404", n=1))
+            raise _Transient("chat", f"HTTP {response.status_code}")
+        if top_logprobs and not (choices[0].get("logprobs") or {}).get("content"):
+            raise _Transient("logprobs", "no log-probabilities")
+        return True
 
 
-# (endpoint, model) pairs whose chat completion answered well in this process: asked once.
-_CHAT_CHECKED: set[tuple[str, str]] = set()
+def _reason(exc: Exception) -> str:
+    return type(exc).__name__.replace("Error", " error").strip().lower()
+
+
+# Failures that prove the setup wrong when every attempt ends the same way.
+_PROOF = {
+    "refused": "{check.role}.base_url: cannot reach {check.base_url} ({detail}, {n} attempts)",
+    "timeout": "{check.role}.base_url: cannot reach {check.base_url} (every one of {n} attempts timed out)",
+    "models": "{check.role}.base_url: {check.base_url}/models is not an OpenAI-compatible answer ({detail})",
+    "chat": "{check.role}.base_url: {check.base_url}/chat/completions is not an OpenAI-compatible chat "
+    "completion endpoint ({detail})",
+    "logprobs": "judging.scoring: the judge at {check.base_url} answers without log-probabilities, which "
+    "expected scores need (auto picks expected for an {check.spec.backend} judge); set "
+    "judging.scoring: sampled, or serve the judge where logprobs work",
+}
+
+# (endpoint, model, with log-probabilities) whose chat completion answered well in this process.
+_CHAT_CHECKED: set[tuple[str, str, bool]] = set()

@@ -24,6 +24,16 @@ from tapir.manifest import treat_as_secret
 
 Backend = Literal["llamacpp", "openai", "vllm", "transformers", "scripted"]
 Role = Literal["teacher", "student", "judge"]
+#: numpy's seeds (and so the Trainer's and datasets' shuffles) are 32-bit.
+MAX_SEED = 2**32 - 1
+#: Recipe keys whose value would be a credential itself (the recipe names variables: ``*_env``).
+CREDENTIAL_KEY = re.compile(
+    r"(?:^|_)(?:api_?key|password|passwd|secret|credentials?|authorization)$"
+    r"|^(?:token|hub_token|hf_token|access_token|auth_token|bearer_token|api_token)$",
+    re.IGNORECASE,
+)
+#: Values a YAML recipe may expand to through anchors and aliases (a "billion laughs" stops here).
+MAX_YAML_VALUES = 100_000
 # Backends whose answers can carry token log-probabilities (judging.scoring: expected).
 LOGPROB_BACKENDS = ("llamacpp", "vllm", "openai", "scripted")
 # What serves a trained checkpoint (closed-loop re-score, evaluation answers); auto: llamacpp for
@@ -137,7 +147,7 @@ class ModelSpec(StrictModel):
     )
     context_length: int = Field(2048, gt=0, description="Context window to allocate (n_ctx / max_model_len).")
     threads: int | None = Field(None, gt=0, description="CPU threads for llamacpp (default: all cores).")
-    seed: int | None = Field(None, description="Sampling seed (default: the recipe seed).")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Sampling seed (default: the recipe seed).")
     timeout_s: float = Field(
         120.0, ge=1, description="Per-request timeout in seconds (at least 1: clients take whole seconds)."
     )
@@ -832,11 +842,25 @@ class Recipe(StrictModel):
 
     name: str = Field(..., description="Run name; names the output folder and the distilabel cache.")
     description: str = ""
-    seed: int = Field(42, description="Seed for sampling, shuffling, re-balancing and curriculum.")
+    seed: int = Field(
+        42,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed for sampling, shuffling, re-balancing and curriculum (0 to 2^32-1, numpy's range).",
+    )
     output_dir: str | None = Field(None, description="Where results go (default: outputs/<name>).")
     cache_dir: str = Field(
         ".cache/tapir", description="distilabel cache; an unchanged re-run makes no LLM calls."
     )
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_dir_is_a_folder(cls, value: str) -> str:
+        path = Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{value} is a file, not a folder")
+        return value
+
     teacher: ModelSpec = Field(default_factory=ModelSpec)
     student: ModelSpec = Field(default_factory=ModelSpec)
     judge: ModelSpec = Field(default_factory=ModelSpec)
@@ -964,9 +988,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not path:
         raise RecipeError(f"--set {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise RecipeError(f"--set {key}: value is not valid YAML ({exc.problem})") from exc
+        raise RecipeError(f"--set {key}: value is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except RecipeError as exc:
+        raise RecipeError(f"--set {key}: {exc}") from None
     return path, value
 
 
@@ -985,12 +1011,98 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    silently, so a misplaced duplicate section would quietly replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base loader says so
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML as a recipe reads it: no duplicate keys, no alias expanding past ``MAX_YAML_VALUES``."""
+    data = yaml.load(text, Loader=_RecipeLoader)
+    if _expanded_size(data, {}) > MAX_YAML_VALUES:
+        raise RecipeError(
+            f"its anchors and aliases expand to more than {MAX_YAML_VALUES:,} values (an alias bomb?)"
+        )
+    return data
+
+
+def _expanded_size(value: Any, seen: dict[int, int]) -> int:
+    """How many values ``value`` holds once every alias is expanded, counted without expanding
+    (a shared list or mapping is counted once per reference, its size computed once)."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    known = seen.get(id(value))
+    if known is not None:
+        return known
+    seen[id(value)] = 1  # a cycle (a recursive alias) counts once
+    children = value.values() if isinstance(value, dict) else value
+    size = 1 + sum(min(_expanded_size(child, seen), MAX_YAML_VALUES + 1) for child in children)
+    seen[id(value)] = min(size, MAX_YAML_VALUES + 1)
+    return seen[id(value)]
+
+
+def credential_fields(data: Any, prefix: str = "") -> list[str]:
+    """Recipe fields that hold a credential itself: a key-like option, or a URL with user-info.
+    A recipe is copied into manifests, dataset cards and logs; keys live in the environment."""
+    from urllib.parse import urlsplit
+
+    found: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            field = f"{prefix}{key}"
+            if isinstance(key, str) and CREDENTIAL_KEY.search(key) and not key.endswith("_env") and value:
+                found.append(field)
+            else:
+                found += credential_fields(value, f"{field}.")
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found += credential_fields(value, f"{prefix}{index}.")
+    elif isinstance(data, str) and data.strip().lower().startswith(("http://", "https://")):
+        try:
+            parts = urlsplit(data.strip())
+        except ValueError:
+            return found
+        if parts.username or parts.password:
+            found.append(prefix.rstrip("."))
+    return found
+
+
+def _refuse_credentials(data: dict[str, Any], origin: str) -> None:
+    fields = credential_fields(data)
+    if not fields:
+        return
+    field = fields[0]
+    role = field.split(".")[0]
+    hint = f"{role}.api_key_env" if role in ("teacher", "student", "judge") else "the section's *_env field"
+    raise RecipeError(
+        f"{origin}: {field}: holds a credential, which would be copied into manifests, cards and "
+        f"logs; put it in an environment variable and name that variable in {hint}"
+    )
+
+
 def load_recipe_dict(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         byte = exc.object[exc.start]
         raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start} is {byte:#04x})") from None
@@ -998,7 +1110,9 @@ def load_recipe_dict(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"{path}: invalid YAML{where}: {problem}") from exc
+        raise RecipeError(f"{path}: invalid YAML{where}: {problem}") from None
+    except RecipeError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
     if data is None:
         raise RecipeError(f"{path}: recipe is empty")
     if not isinstance(data, dict):
@@ -1007,6 +1121,7 @@ def load_recipe_dict(path: str | Path) -> dict[str, Any]:
 
 
 def recipe_from_dict(data: dict[str, Any], origin: str = "recipe") -> Recipe:
+    _refuse_credentials(data, origin)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:

@@ -124,6 +124,9 @@ class SimulatorSettings:
     api_key: str = ""  # when set, requests must carry it (Authorization: Bearer)
     echo_key_in_errors: bool = False  # a hostile server: error bodies repeat the caller's key
     max_prompt_chars: float = 0  # longer prompts get vLLM's HTTP 400 "maximum context length" (0: any)
+    fault_preflight: bool = False  # fault tapir's pre-flight checks (the model list too) like any request
+    no_logprobs: bool = False  # a server that ignores `logprobs` (answers carry none)
+    reject_after: float = 0  # after this many chat requests, every one gets 401 (a key revoked mid-run)
 
     def fault_for(self, body_key: str, attempt: int) -> str | None:
         """Deterministic by seed, request body and attempt number."""
@@ -199,6 +202,11 @@ class Simulator:
             await _send(writer, 200, {"status": "ok"})
             return True
         if method == "GET" and path == "/v1/models":
+            if self.settings.fault_preflight:
+                self.counters.preflight += 1
+                faulted = await self._fault(b"", headers, writer)
+                if faulted is not None:
+                    return faulted
             names = list(self.settings.models) or ["any"]
             await _send(
                 writer, 200, {"object": "list", "data": [{"id": n, "object": "model"} for n in names]}
@@ -218,6 +226,40 @@ class Simulator:
         finally:
             counters.in_flight -= 1
 
+    async def _fault(self, body: bytes, headers: dict[str, str], writer: asyncio.StreamWriter) -> bool | None:
+        """Maybe answer a pre-flight request with a fault, as often as any request gets one:
+        None when it did not; else whether the connection stays open."""
+        key = hashlib.sha256(b"preflight|" + body).hexdigest()
+        attempt = self._attempts.get(key, 0)
+        self._attempts[key] = attempt + 1
+        fault = self.settings.fault_for(key, attempt)
+        if fault is None:
+            return None
+        self.counters.faults[fault] += 1  # type: ignore[index]
+        if fault == "429":
+            await _send(writer, 429, self._error(headers, "rate limited"), {"Retry-After": "0.05"})
+        elif fault == "5xx":
+            await _send(writer, 503, self._error(headers, "server overloaded"))
+        elif fault == "timeout":
+            await asyncio.sleep(self.settings.hang_s)
+            return False
+        elif fault == "drop":
+            return False
+        elif fault == "garbage":
+            await _send_raw(writer, 200, b"<html>upstream proxy error</html>", "text/html")
+        elif fault == "truncated":
+            await _send_raw(writer, 200, b'{"object": "chat.compl', "application/json", length=64)
+            return False
+        else:  # empty: an answer with nothing in it
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": ""}}
+            if _asks_logprobs(body):
+                choice["logprobs"] = {"content": scripted_logprobs("")}
+            payload = {"object": "chat.completion", "choices": [choice], "usage": None}
+            if not body:  # the model list: an empty list
+                payload = {"object": "list", "data": []}
+            await _send(writer, 200, payload)
+        return True
+
     def _error(self, headers: dict[str, str], message: str) -> dict[str, Any]:
         """An OpenAI-style error body; a hostile server repeats the caller's credentials in it."""
         if self.settings.echo_key_in_errors:
@@ -228,8 +270,17 @@ class Simulator:
         settings = self.settings
         if headers.get(ROLE_HEADER) == PREFLIGHT_ROLE:
             self.counters.preflight += 1
-            choice = {"index": 0, "message": {"role": "assistant", "content": "ok"}}
+            faulted = await self._fault(body, headers, writer) if settings.fault_preflight else None
+            if faulted is not None:
+                return faulted
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": "ok"}}
+            if _asks_logprobs(body) and not settings.no_logprobs:
+                choice["logprobs"] = {"content": scripted_logprobs("ok")}
             await _send(writer, 200, {"object": "chat.completion", "choices": [choice], "usage": None})
+            return True
+        if settings.reject_after and self.counters.requests >= settings.reject_after:
+            self.counters.requests += 1
+            await _send(writer, 401, self._error(headers, "invalid key (revoked)"))
             return True
         self.counters.requests += 1
         try:
@@ -312,7 +363,7 @@ class Simulator:
                 "total_tokens": len(prompt.split()) + len(text.split()) * n,
             },
         }
-        if payload.get("logprobs"):
+        if payload.get("logprobs") and not settings.no_logprobs:
             for choice in answer["choices"]:
                 choice["logprobs"] = {"content": scripted_logprobs(choice["message"]["content"])}
         if fault == "truncated":
@@ -325,6 +376,13 @@ class Simulator:
         self._answered.add(key)
         await _send(writer, 200, answer)
         return True
+
+
+def _asks_logprobs(body: bytes) -> bool:
+    try:
+        return bool(json.loads(body).get("logprobs"))
+    except (ValueError, AttributeError):
+        return False
 
 
 async def _read_request(reader: asyncio.StreamReader) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tapir.errors import DataError
-from tapir.manifest import library_versions, now_utc, write_json
+from tapir.manifest import library_versions, now_utc, sha256_file, write_json
 from tapir.recipe import Recipe
 
 #: Bumped when a manifest field changes meaning; a reader refuses a newer schema than its own.
@@ -170,6 +170,10 @@ class DataManifest(StageManifest):
     files: dict[str, dict[str, Any]] = {}
     #: LLM calls that failed for good: their rows are missing, so the data is not final.
     failed_calls: int = 0
+    #: Every file the data pass read (the seed file, labelled rows, benchmark files, chat
+    #: templates, pulled review decisions): ``field: {path, sha256}``. Training re-hashes them, as
+    #: an edited seed file makes the data as stale as an edited recipe.
+    inputs: dict[str, dict[str, Any]] = {}
 
 
 class RoundManifest(StageManifest):
@@ -299,6 +303,67 @@ def data_settings(recipe: Recipe) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     _flatten("", tree, flat)
     return flat
+
+
+def input_record(files: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """``field: {path, sha256}`` for the input files a data pass read (see ``DataManifest.inputs``)."""
+    return {
+        field: {"path": str(path), "sha256": sha256_file(path) if path.is_file() else None}
+        for field, path in files.items()
+    }
+
+
+def review_decision_files(recipe: Recipe) -> list[Path]:
+    """The pulled review decisions a data pass applies (none unless ``review.apply``)."""
+    root = ReviewRun(recipe.resolved_review_dir).root
+    if not recipe.review.apply or not root.is_dir():
+        return []
+    return sorted(root.glob(f"*/{ReviewRun.DECISIONS}"))
+
+
+def changed_inputs(manifest: DataManifest, recipe: Recipe) -> list[str]:
+    """``field: what changed`` for every input file that is not as the data pass read it (edited,
+    removed), and for review decisions pulled since."""
+    changes = []
+    for field, entry in sorted(manifest.inputs.items()):
+        path = Path(str(entry.get("path")))
+        now = sha256_file(path) if path.is_file() else None
+        if now != entry.get("sha256"):
+            what = "was removed" if now is None else "changed"
+            changes.append(f"{field}: {path} {what} since `tapir data` read it")
+    read = {str(entry.get("path")) for entry in manifest.inputs.values()}
+    changes += [
+        f"review: decisions {path} pulled since `tapir data` ran"
+        for path in review_decision_files(recipe)
+        if str(path) not in read and manifest.inputs  # an older manifest without inputs: unknown
+    ]
+    return changes
+
+
+def stale_reasons(manifest: DataManifest, recipe: Recipe) -> list[str]:
+    """Why the data run in a folder does not match ``recipe`` now: its settings, then its files."""
+    return changed_settings(manifest, recipe) + changed_inputs(manifest, recipe)
+
+
+#: What an input field is, in a person's words (``train --dry-run``: "stale: seed file changed").
+_INPUT_NOUNS = {
+    "seeds.source": "seed file",
+    "taxonomy.offline.rows": "labelled rows file",
+    "decontamination": "benchmark file",
+    "chat_template": "chat template",
+    "review": "review decisions",
+}
+
+
+def stale_summary(reasons: list[str]) -> str:
+    """A few words for a list of :func:`stale_reasons`: ``seed file changed, recipe settings changed``."""
+    nouns = []
+    for reason in reasons:
+        field = reason.split(":", 1)[0]
+        is_file = reason.endswith("read it") or reason.endswith("ran")
+        noun = next((n for key, n in _INPUT_NOUNS.items() if key in field), "input file") if is_file else None
+        nouns.append(noun or "recipe settings")
+    return ", ".join(f"{noun} changed" for noun in dict.fromkeys(nouns))
 
 
 def changed_settings(manifest: DataManifest, recipe: Recipe) -> list[str]:

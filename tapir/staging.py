@@ -4,9 +4,11 @@ so a reader never sees half of it (``atomic_folder``, ``atomic_file``).
 A killed run leaves its hidden ``.<name>.partial-<pid>`` (or ``.old-<pid>``) sibling behind;
 the next run for the same target removes those whose process is gone, so they do not pile up.
 
-A stage only ever replaces (or writes into) a folder that is absent, empty or marked as an
-earlier run of the same stage (``.tapir-output``): ``tapir data --output recipes`` must never
-swap the user's recipes away.
+A stage only ever replaces (or writes into) a folder that is absent, empty or proven to be an
+earlier run of the same stage: its ``.tapir-output`` marker names the stage and lists every
+file tapir wrote there, so ``tapir data --output recipes`` never swaps the user's recipes away,
+and a file the user keeps inside a tapir folder makes the next run refuse rather than delete it.
+Each output is also locked for the run's lifetime (``tapir.run_lock``): one run per output.
 """
 
 from __future__ import annotations
@@ -18,62 +20,170 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tapir.errors import DataError
 
 OUTPUT_MARKER = ".tapir-output"
-# Folders written before the marker existed: the file (a glob) that says which stage made them.
-_LEGACY_MARKS = {
-    "data": "manifest.json",
-    "train": "recipe.yaml",
-    "eval": "leaderboard.csv",
-    "review": "*/push.json",  # a round's folder after `tapir review push`
-}
+#: The marker's format: 2 lists the files tapir wrote (1, without a list, proves nothing).
+MARKER_VERSION = 2
+#: Beside each output: staging siblings (``.<name>.partial-<pid>``, ``.old-<pid>``) and locks.
+_OURS = re.compile(r"^\.[^/]+\.(?:partial|old)-\d+$|^\.[^/]+\.lock$")
 
 
 def output_owner(folder: Path) -> str | None:
     """Which tapir stage wrote ``folder`` (``data``, ``train``, ``eval``, ...), or None."""
-    marker = folder / OUTPUT_MARKER
-    if marker.is_file():
-        try:
-            return str(json.loads(marker.read_text(encoding="utf-8"))["stage"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return None
-    for stage, pattern in _LEGACY_MARKS.items():
-        for path in folder.glob(pattern):
-            if path.is_file() and (stage != "data" or _is_data_manifest(path)):
-                return stage
-    return None
+    marker = _read_marker(folder)
+    return str(marker["stage"]) if marker else None
 
 
-def _is_data_manifest(path: Path) -> bool:
+def _read_marker(folder: Path) -> dict[str, Any] | None:
+    path = folder / OUTPUT_MARKER
+    if not path.is_file() or path.is_symlink():
+        return None
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("stage") == "data"
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return False
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(marker, dict) or not isinstance(marker.get("stage"), str):
+        return None
+    return marker
+
+
+def files_under(folder: Path) -> dict[str, float]:
+    """Every file (or link) under ``folder`` with its status-change time (set by the kernel when
+    a file is created, written or moved, never copied from elsewhere), by relative path; the
+    marker, staging siblings and lock files are tapir's by name and left out."""
+    found: dict[str, float] = {}
+    for path in folder.rglob("*"):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        relative = path.relative_to(folder)
+        if relative.as_posix() == OUTPUT_MARKER or any(_OURS.match(part) for part in relative.parts):
+            continue
+        try:
+            found[relative.as_posix()] = path.lstat().st_ctime
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def foreign_files(folder: Path, marker: dict[str, Any]) -> list[str]:
+    """Files in ``folder`` that its marker does not prove tapir wrote: neither listed when the
+    last run closed it, nor changed while a run that never closed it (killed) was writing."""
+    listed = set(marker.get("files") or [])
+    since = marker.get("open_since")
+    return sorted(
+        name
+        for name, changed in files_under(folder).items()
+        if name not in listed and not (isinstance(since, (int, float)) and changed >= since)
+    )
 
 
 def claim_output(folder: Path, stage: str, field: str) -> None:
-    """Refuse, with one line naming ``field``, to write ``stage``'s output over what is not ours."""
+    """Lock ``folder`` for this run and refuse, with one line naming ``field``, to write
+    ``stage``'s output where it could destroy what is not tapir's: a file, a folder another
+    stage (or nobody) marked, or a marked folder holding files tapir did not write."""
+    from tapir.run_lock import hold, lock_file_for
+
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise DataError(f"{field}: {folder} is a file, not a folder tapir wrote; not replacing it")
+    _check_creatable(folder, field)
+    hold(lock_file_for(folder), field, str(folder))
     if not folder.exists() or not any(folder.iterdir()):
         return
-    owner = output_owner(folder)
-    if owner == stage:
-        return
-    if owner is None:
+    marker = _read_marker(folder)
+    if marker is None:
         raise DataError(
             f"{field}: {folder} exists and is not a tapir {stage} folder; not writing into it "
             "(choose another folder, or remove it yourself)"
         )
-    raise DataError(f"{field}: {folder} holds a tapir {owner} run; a {stage} run would replace it")
+    if marker["stage"] != stage:
+        raise DataError(
+            f"{field}: {folder} holds a tapir {marker['stage']} run; a {stage} run would replace it"
+        )
+    if marker.get("version") != MARKER_VERSION:
+        raise DataError(
+            f"{field}: {folder} was written by an older tapir that did not list its files, so "
+            "tapir cannot tell them from yours; move what you keep there, remove it, and run again"
+        )
+    foreign = foreign_files(folder, marker)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise DataError(
+            f"{field}: {folder} holds files tapir did not write ({shown}); a {stage} run could "
+            "replace them: move them out of it and run again"
+        )
+
+
+def _check_creatable(folder: Path, field: str) -> None:
+    """One line, not a traceback, for a folder that can never be written (under /proc, a
+    read-only mount, a path through a file)."""
+    from tapir.run_lock import created_for_a_lock
+
+    parent = folder.parent
+    missing = []
+    ancestor = parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        missing.append(ancestor)
+        ancestor = ancestor.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{field}: cannot create {folder} ({exc.strerror or exc})") from None
+    created_for_a_lock(missing)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"{field}: cannot write into {parent} (permission denied)")
+    probe = parent / f".tapir-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise DataError(f"{field}: cannot write into {parent} ({exc.strerror or exc})") from None
 
 
 def mark_output(folder: Path, stage: str) -> None:
-    """Say that ``folder`` is a tapir ``stage`` output (the next run may replace it)."""
+    """Close ``folder`` as a finished tapir ``stage`` output: its marker lists every file in it
+    now, each of which the next run may replace."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / OUTPUT_MARKER).write_text(json.dumps({"stage": stage}) + "\n", encoding="utf-8")
+    _write_marker(folder, {"stage": stage, "version": MARKER_VERSION, "files": sorted(files_under(folder))})
+
+
+def open_output(folder: Path, stage: str) -> None:
+    """Say that a ``stage`` run is writing into ``folder`` now: the files it already listed stay
+    listed, and a file changed from now on is the run's even if the run is killed before
+    :func:`mark_output` lists it. (So a file put into a folder after a run was killed there,
+    before the next run, is taken as tapir's: nothing tells the two apart.)"""
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = _read_marker(folder) or {}
+    ours = marker.get("stage") == stage and marker.get("version") == MARKER_VERSION
+    listed = list(marker.get("files") or []) if ours else []
+    since = marker.get("open_since") if ours else None
+    if not isinstance(since, (int, float)):  # already open (a caller's, or a killed run's): kept
+        path = _write_marker(folder, {"stage": stage, "version": MARKER_VERSION, "files": listed})
+        since = path.stat().st_ctime  # the file system's clock, which the files' times come from
+    _write_marker(folder, {"stage": stage, "version": MARKER_VERSION, "files": listed, "open_since": since})
+
+
+@contextmanager
+def writing_into(folder: Path, stage: str) -> Iterator[None]:
+    """A stage that writes into its folder in place (train, eval, review): open while it writes,
+    closed with the list of what is there when it ends, however it ends."""
+    open_output(folder, stage)
+    try:
+        yield
+    finally:
+        mark_output(folder, stage)
+
+
+def _write_marker(folder: Path, marker: dict[str, Any]) -> Path:
+    path = folder / OUTPUT_MARKER
+    partial = folder / f".{OUTPUT_MARKER}.partial-{os.getpid()}"
+    partial.write_text(json.dumps(marker) + "\n", encoding="utf-8")
+    partial.replace(path)
+    return path
 
 
 def _alive(pid: int) -> bool:

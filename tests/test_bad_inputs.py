@@ -1016,6 +1016,260 @@ CASES: list[Case] = [
 ]
 
 
+ISSUE_22_CASES: list[Case] = [
+    # --- ownership by proof: what merely looks like an earlier run is not one ---------------------
+    (
+        "train-output-holds-a-recipe-yaml",
+        "is not a tapir train folder",
+        lambda w: (
+            _train(
+                w,
+                {
+                    "training.output_dir": str(
+                        _user_files(
+                            w, "looks-trained", {"recipe.yaml": "name: mine\n", "warmup/notes.md": "notes"}
+                        )
+                    )
+                },
+                name="legacy-train",
+            )
+            | {"intact": [str(w.out), str(w.root / "looks-trained")]}
+        ),
+    ),
+    (
+        "eval-output-holds-a-leaderboard",
+        "is not a tapir eval folder",
+        lambda w: (
+            _eval(
+                w,
+                {
+                    "evaluation.output_dir": str(
+                        _user_files(w, "looks-evaluated", {"leaderboard.csv": "model\n"})
+                    ),
+                    "evaluation.models": ["student"],
+                },
+                name="legacy-eval",
+            )
+            | {"intact": [str(w.out), str(w.root / "looks-evaluated")]}
+        ),
+    ),
+    (
+        "data-output-a-user-file-inside-a-data-run",
+        "holds files tapir did not write (notes.md)",
+        lambda w: _data(
+            w, None, "--output", _copy_with_notes(w), intact=[str(w.out), str(w.root / "data-with-notes")]
+        ),
+    ),
+    (
+        "train-seed-file-edited",
+        "seeds.source:",
+        lambda w: _cmd(
+            "train",
+            "--recipe",
+            w.recipe,
+            "--output",
+            _edited_seeds_copy(w),
+            intact=[str(w.out), str(w.root / "data-edited-seeds")],
+        ),
+    ),
+    (
+        "train-refused-leaves-no-folder",
+        "the data is stale",
+        lambda w: (
+            _train(
+                w,
+                {
+                    "curriculum.hard_share": [0.3, 0.9],
+                    "training.output_dir": str(w.root / "new" / "nested" / "ckpts"),
+                },
+                name="nostub",
+            )
+            | {"intact": [str(w.out), str(w.root / "new")]}
+        ),
+    ),
+    # --- recipe values that used to end in a traceback or a hang ------------------------------
+    ("seed-above-32-bits", "seed", lambda w: _set(w, "seed=4294967296")),
+    ("seed-negative", "seed", lambda w: _set(w, "seed=-1")),
+    ("teacher-seed-above-32-bits", "teacher.seed", lambda w: _set(w, "teacher.seed=99999999999")),
+    (
+        "recipe-alias-bomb",
+        "alias bomb",
+        lambda w: _recipe_text(w, "bomb.yaml", _alias_bomb()),
+    ),
+    (
+        "recipe-duplicate-key",
+        "'teacher' is given twice",
+        lambda w: _recipe_text(w, "dupkey.yaml", "name: dup\nteacher:\n  model: a\nteacher:\n  model: b\n"),
+    ),
+    ("set-alias-bomb", "--set description", lambda w: _set(w, "description=" + _alias_bomb(flow=True))),
+    ("cache-dir-a-file", "cache_dir", lambda w: _set(w, f"cache_dir={w.file('cache.txt', 'x')}")),
+    (
+        "output-under-proc",
+        "output_dir: cannot",
+        lambda w: _data(w, None, "--output", "/proc/tapir-cannot-write-here/out"),
+    ),
+    # --- credentials written into a recipe --------------------------------------------------
+    (
+        "url-with-user-info",
+        "teacher.base_url: holds a credential",
+        lambda w: _data_with(w, "userinfo", w.endpoint("teacher", "http://me:s3cret-pw@127.0.0.1:9/v1")),
+    ),
+    (
+        "options-api-key",
+        "judge.options.api_key: holds a credential",
+        lambda w: _data_with(w, "optkey", {"judge.options": {"api_key": "sk-planted-in-recipe"}}),
+    ),
+    (
+        "sft-options-hub-token",
+        "training.sft_options.hub_token: holds a credential",
+        lambda w: _train(w, {"training.sft_options": {"hub_token": "hf_planted"}}, name="hubtoken"),
+    ),
+    # --- seed files -----------------------------------------------------------------------------
+    (
+        "seeds-lone-surrogate",
+        "unpaired surrogate",
+        lambda w: _seeds(
+            w, "surrogate.jsonl", '{"instruction": "a"}\n{"instruction": "half \\ud800 a pair"}\n'
+        ),
+    ),
+    (
+        "seeds-zero-width-only",
+        "empty",
+        lambda w: _seeds(
+            w, "zw.jsonl", _jsonl([{"instruction": "a"}, {"instruction": "\u200b\u200c\u2060\ufeff"}])
+        ),
+    ),
+    (
+        "seeds-ids-all-equal",
+        "same id",
+        lambda w: _seeds(
+            w,
+            "sameid.jsonl",
+            _jsonl([{"instruction": f"q {i}", "uid": "x"} for i in range(3)]),
+            id_column="uid",
+        ),
+    ),
+    (
+        "seeds-ids-null",
+        "seeds.id_column",
+        lambda w: _seeds(
+            w,
+            "nullid.jsonl",
+            _jsonl([{"instruction": f"q {i}", "uid": None} for i in range(3)]),
+            id_column="uid",
+        ),
+    ),
+    (
+        "round-size-larger-than-the-pool",
+        "curriculum.round_size: round 2 would get no example",
+        lambda w: _set(w, "curriculum.round_size=50"),
+    ),
+    # --- endpoints ------------------------------------------------------------------------------
+    (
+        "judge-without-logprobs",
+        "judging.scoring: the judge at",
+        lambda w: _data_with(
+            w, "nologprobs", w.endpoint("judge", w.urls["nologprobs"]), env={"CORPUS_KEY": "k"}
+        ),
+    ),
+    # --- eval -------------------------------------------------------------------------------------
+    (
+        "eval-round-never-trained",
+        "round_7 is not a trained round",
+        lambda w: _cmd("eval", "--recipe", w.recipe, "--models", "round_7"),
+    ),
+    (
+        "eval-hub-id-offline",
+        "neither a local folder nor a trained round",
+        lambda w: _cmd("eval", "--recipe", w.recipe, "--models", "no-such-org/no-such-model"),
+    ),
+    (
+        "eval-truncated-safetensors",
+        "model.safetensors: truncated",
+        lambda w: _cmd("eval", "--recipe", w.recipe, "--models", _truncated_checkpoint(w)),
+    ),
+    # --- stored scores ---------------------------------------------------------------------------
+    (
+        "alpaca-output-null",
+        "output_2 is null",
+        lambda w: _score_alpaca(
+            w, "a17.json", _alpaca([1, 2, 1, 2]).replace('"model model model model "', "null", 1)
+        ),
+    ),
+    (
+        "mt-turn-3",
+        "turn 3 is not 1 or 2",
+        lambda w: _score_mt(w, "m12.jsonl", _judgments([{"score": 5, "turn": 3}])),
+    ),
+    ("mt-score-true", "not a number", lambda w: _score_mt(w, "m13.jsonl", _judgments([{"score": True}]))),
+    (
+        "mt-judged-five-times",
+        "judged 5 times",
+        lambda w: _score_mt(w, "m14.jsonl", _judgments([{"score": s} for s in (1, 9, 9, 9, 9)])),
+    ),
+]
+CASES += ISSUE_22_CASES
+
+
+def _user_files(w: World, name: str, files: dict[str, str]) -> Path:
+    folder = w.root / name
+    for relative, text in files.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_text(text)
+    return folder
+
+
+def _copy_with_notes(w: World) -> Path:
+    import shutil
+
+    copy = w.root / "data-with-notes"
+    if not copy.exists():
+        shutil.copytree(w.out, copy)
+        (copy / "notes.md").write_text("the user's notes, kept in the run folder")
+    return copy
+
+
+def _edited_seeds_copy(w: World) -> Path:
+    """A copy of the good data run whose seed file (its own copy) was edited after the run."""
+    import shutil
+
+    copy = w.root / "data-edited-seeds"
+    if not copy.exists():
+        shutil.copytree(w.out, copy)
+        seeds = w.file(
+            "seeds-edited.jsonl", Path(w.base["seeds"]["source"]).read_text() + '{"instruction": "new"}\n'
+        )
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest["inputs"]["seeds.source"]["path"] = str(seeds)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        seeds.write_text(seeds.read_text().replace("topic 0", "topic zero"))  # edited after the run
+    return copy
+
+
+def _truncated_checkpoint(w: World) -> Path:
+    """A model folder whose weights were cut short (a copy that ran out of disk)."""
+    import struct
+
+    folder = w.root / "truncated-ckpt"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1024], "data_offsets": [0, 4096]}}).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 100)
+    return folder
+
+
+def _alias_bomb(flow: bool = False) -> str:
+    """The "billion laughs" of YAML: nine levels of nine aliases each."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in "bcdefghi":
+        previous = chr(ord(level) - 1)
+        lines.append(f"{level}: &{level} [{','.join(['*' + previous] * 9)}]")
+    body = "\n".join(lines)
+    if flow:
+        return "{" + ", ".join(lines) + "}"
+    return "name: bomb\n" + body + "\n"
+
+
 def _marked(w: World, name: str, stage: str) -> Path:
     from tapir.staging import mark_output
 
@@ -1083,6 +1337,8 @@ def results(tmp_path_factory, shared_data_module):
     chat_html = _serve(200, b"<html>sign in</html>", "text/html", _ListsModelsOnly)
     port = BENCH.free_port()
     simulator = BENCH.start_simulator(port, 0, {"api_key": SIM_KEY, "models": "sim"}, root / "simulator.log")
+    bare_port = BENCH.free_port()  # a judge server that ignores `logprobs`
+    bare = BENCH.start_simulator(bare_port, 0, {"no_logprobs": True}, root / "simulator-bare.log")
     urls = {
         "404": f"http://127.0.0.1:{not_found.server_port}/v1",
         "html": f"http://127.0.0.1:{html.server_port}/v1",
@@ -1090,6 +1346,7 @@ def results(tmp_path_factory, shared_data_module):
         "closed": f"http://127.0.0.1:{BENCH.free_port()}/v1",
         "chat404": f"http://127.0.0.1:{chat_404.server_port}/v1",
         "chathtml": f"http://127.0.0.1:{chat_html.server_port}/v1",
+        "nologprobs": f"http://127.0.0.1:{bare_port}/v1",
     }
     try:
         world = World(root, urls)
@@ -1119,6 +1376,7 @@ def results(tmp_path_factory, shared_data_module):
         return json.loads((root / "results.json").read_text())
     finally:
         simulator.terminate()
+        bare.terminate()
         for server in (not_found, html, chat_404, chat_html):
             server.shutdown()
 

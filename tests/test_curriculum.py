@@ -57,10 +57,20 @@ def test_round_sizes_may_grow():
 
 
 def test_short_pools_are_reported_not_padded():
-    plan = plan_curriculum([1, 2], [3, 4, 5, 6], [0.5, 1.0], random.Random(0), round_size=4)
-    assert len(plan.rounds[0].hard) == 2  # round 1 took both hard rows; none is used twice
-    assert plan.rounds[1].hard == [] and plan.rounds[1].easy == []
+    plan = plan_curriculum([1, 2, 3], [4, 5, 6, 7], [0.5, 1.0], random.Random(0), round_size=4)
+    assert len(plan.rounds[0].hard) == 2  # round 1 took two hard rows; none is used twice
+    assert len(plan.rounds[1].hard) == 1 and plan.rounds[1].easy == []  # the one left, not padded
     assert any("round 2" in note for note in plan.notes)
+
+
+def test_a_round_size_that_leaves_a_round_empty_is_refused():
+    """An empty round 2 used to be written, trained on nothing, and the run exited 0."""
+    with pytest.raises(
+        DataError, match=r"^curriculum.round_size: round 2 would get no example: .* at most 1 per"
+    ):
+        plan_curriculum([1, 2], [3, 4, 5, 6], [0.5, 1.0], random.Random(0), round_size=4)
+    with pytest.raises(DataError, match=r"^curriculum.round_sizes: round 2"):
+        plan_curriculum([1, 2], [3, 4, 5, 6], [0.5, 1.0], random.Random(0), round_sizes=[4, 4])
 
 
 def test_carry_over_replays_part_of_the_previous_round():

@@ -41,6 +41,7 @@ FLAKY = {
     "rate_empty": 0.04,
     "rate_drop": 0.03,
     "hang_s": 3600,
+    "fault_preflight": True,  # the pre-flight checks meet the same faults as the run
 }
 
 
@@ -272,3 +273,169 @@ def test_a_key_the_recipe_names_never_reaches_the_console_the_outputs_or_the_cac
     assert "request carried Bearer ***" in (work / "out" / "logs" / "distilabel.log").read_text()  # echoed
     leaks = [p for p in work.rglob("*") if p.is_file() and planted.encode() in p.read_bytes()]
     assert planted not in console and not leaks, leaks
+
+
+def test_a_second_run_on_the_same_output_or_cache_is_refused_and_the_first_is_unharmed(
+    tmp_path, never_faulted
+):
+    """Two terminals, one recipe: the second run names the first one's pid and leaves; the first
+    ends with the bytes of a lone run."""
+    work = tmp_path / "run"
+    endpoint = Endpoint(work, latency_ms=60)
+    try:
+        recipe = _recipe(work, endpoint)
+        first = _start(recipe, work / "first.log")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and endpoint.stats()["requests"] < 5:
+            time.sleep(0.2)
+        assert first.poll() is None, (work / "first.log").read_text()[-2000:]
+        same_output = subprocess.run(
+            [sys.executable, "-m", "tapir.cli", "data", "--recipe", str(recipe)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        other_output = subprocess.run(  # its own folder, but the same recipe's distilabel cache
+            [
+                sys.executable,
+                "-m",
+                "tapir.cli",
+                "data",
+                "--recipe",
+                str(recipe),
+                "--output",
+                str(work / "other"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        assert first.wait(timeout=600) == 0, (work / "first.log").read_text()[-3000:]
+        stats = endpoint.stats()
+    finally:
+        endpoint.close()
+    for second, field in ((same_output, "output_dir"), (other_output, "cache_dir")):
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1, second.stderr[-2000:]
+        assert lines[0].startswith(f"tapir: error: {field}: ") and f"(pid {first.pid})" in lines[0], lines[0]
+    assert not (work / "other").exists()
+    assert _data_files(work) == never_faulted["files"]
+    assert stats["answered_again"] == 0  # the refused runs asked nothing
+    assert not list(work.glob(".*.lock")) and not list((work / "cache" / "distilabel").glob("*.lock"))
+
+
+def test_the_pre_flight_survives_a_flaky_endpoint(tmp_path):
+    """30 runs' pre-flights (model list and a one-token chat with log-probabilities, for the three
+    roles) against an endpoint failing 30 % of requests in every way: every one lets its run start."""
+    from tapir.llm_factory import _CHAT_CHECKED, preflight
+    from tapir.recipe import ModelSpec
+
+    endpoint = Endpoint(tmp_path, latency_ms=5, faults={**FLAKY, "hang_s": 30})
+    started, refused = 0, []
+    try:
+        spec = ModelSpec(
+            backend="openai",
+            model="sim",
+            base_url=f"http://127.0.0.1:{endpoint.port}/v1",
+            api_key_env="TAPIR_SIM_KEY",
+        )
+        os.environ.setdefault("TAPIR_SIM_KEY", "not-a-secret")
+        for _ in range(30):
+            try:
+                for role in ("teacher", "student", "judge"):
+                    _CHAT_CHECKED.clear()  # a fresh process each run
+                    preflight(spec, role, timeout_s=2.0, top_logprobs=20 if role == "judge" else None)
+                started += 1
+            except Exception as error:  # what a run would have stopped with
+                refused.append(str(error))
+        faults = endpoint.stats()["faults"]
+    finally:
+        endpoint.close()
+    print(f"pre-flight: {started} of 30 started; faults met: {faults}")
+    assert sum(faults.values()) >= 30  # the checks did meet faults
+    assert started == 30, refused
+
+
+@pytest.mark.parametrize(
+    ("faults", "expected"),
+    [
+        ({"rate_5xx": 1.0}, f"teacher: all {SEEDS} calls failed for good after retries (HTTP 503 ×{SEEDS})"),
+        (
+            {"reject_after": 5},
+            f"student: all {SEEDS} calls failed for good after retries (HTTP 401 ×{SEEDS})",
+        ),
+    ],
+    ids=["every-call-5xx", "key-revoked-mid-run"],
+)
+def test_when_every_call_of_a_role_fails_the_run_says_which_and_why(tmp_path, faults, expected):
+    work = tmp_path / "run"
+    endpoint = Endpoint(work, faults=faults)
+    try:
+        recipe = _recipe(work, endpoint, max_retries=1)
+        code = _run(recipe, work / "tapir.log")
+    finally:
+        endpoint.close()
+    log = (work / "tapir.log").read_text()
+    error = [line for line in log.splitlines() if line.startswith("tapir: error:")]
+    assert code == 3 and len(error) == 1, log[-3000:]
+    assert expected in error[0], error[0]
+    assert "Traceback" not in log
+    out = work / "out"
+    assert (out / "data" / "pool.parquet").is_file()  # what the run learned is kept
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["failed_calls"] > 0
+    # failed answers are not graded: the judge is asked only for answers that exist
+    import pandas as pd
+
+    pool = pd.read_parquet(out / "data" / "pool.parquet")
+    answered = int(pool["teacher_response"].notna().sum() + pool["student_response"].notna().sum())
+    grading_calls = sum(
+        record["calls"]
+        for path in (out / "logs").glob("usage.judge.*.jsonl")
+        for record in map(json.loads, path.read_text().splitlines())
+        if record["step"].startswith("judge_")
+    )
+    assert grading_calls == answered, (grading_calls, answered)  # one grade per answer, none for a failure
+    graded_nothing = pool["teacher_response"].isna() & pool["teacher_score"].notna()
+    assert not graded_nothing.any()
+
+
+def test_a_judge_without_log_probabilities_stops_the_run_before_any_call(tmp_path):
+    work = tmp_path / "run"
+    endpoint = Endpoint(work, faults={"no_logprobs": True})
+    try:
+        code = _run(_recipe(work, endpoint), work / "tapir.log")
+        stats = endpoint.stats()
+    finally:
+        endpoint.close()
+    log = (work / "tapir.log").read_text()
+    assert code == 2 and "judging.scoring: sampled" in log, log[-2000:]
+    assert stats["requests"] == 0  # nothing of the graph was paid for
+    assert not (work / "out").exists()
+
+
+def test_kill_9_leaves_no_temporary_folder_behind_once_the_next_run_starts(tmp_path):
+    import tempfile
+
+    work = tmp_path / "run"
+    scratch = Path(tempfile.mkdtemp(prefix="tk9-", dir="/tmp"))  # short: sockets live under it
+    endpoint = Endpoint(work, latency_ms=300)
+    try:
+        recipe = _recipe(work, endpoint)
+        process = _start(recipe, work / "tapir.log", env={"TMPDIR": str(scratch)})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and endpoint.stats()["requests"] < 5:
+            time.sleep(0.3)
+        left = sorted(p.name for p in scratch.iterdir())
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        assert left == [f"tapir-run-{process.pid}"], left  # everything of the run's under one folder
+        assert any(p.name.startswith("pymp-") for p in (scratch / left[0]).iterdir())
+        again = _start(recipe, work / "tapir.log", env={"TMPDIR": str(scratch)})
+        assert again.wait(timeout=600) == 0, (work / "tapir.log").read_text()[-3000:]
+    finally:
+        endpoint.close()
+    assert list(scratch.iterdir()) == []  # the killed run's folder went with the next run
+    scratch.rmdir()

@@ -3,7 +3,14 @@ from pathlib import Path
 import pytest
 
 from tapir.errors import RecipeError
-from tapir.recipe import EASYDISTILL_TAXONOMY, Recipe, field_reference, load_recipe, recipe_from_dict
+from tapir.recipe import (
+    EASYDISTILL_TAXONOMY,
+    Recipe,
+    field_reference,
+    load_recipe,
+    read_yaml,
+    recipe_from_dict,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,3 +109,55 @@ def test_field_reference_documents_every_knob():
     assert {"difficulty.delta", "curriculum.hard_share", "taxonomy.target_mix", "judge.backend"} <= names
     described = {name: text for name, _, text in field_reference()}
     assert described["difficulty.delta"]
+
+
+def test_yaml_anchors_are_fine_but_an_alias_bomb_is_refused_at_once(tmp_path):
+    import time
+
+    shared = "name: x\nteacher: &m\n  model: a.gguf\nstudent: *m\n"
+    assert load_recipe(write(tmp_path, shared)).student.model == "a.gguf"  # aliases people use work
+    levels = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    levels += [f"{c}: &{c} [{','.join(['*' + chr(ord(c) - 1)] * 9)}]" for c in "bcdefghi"]
+    started = time.perf_counter()
+    with pytest.raises(RecipeError, match="alias bomb"):
+        load_recipe(write(tmp_path, "name: x\n" + "\n".join(levels) + "\n"))
+    assert time.perf_counter() - started < 10  # counted, never expanded (9^9 values)
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    with pytest.raises(RecipeError, match=r"line 4, column 1\): key 'judge' is given twice"):
+        load_recipe(write(tmp_path, "name: x\njudge:\n  model: a\njudge:\n  model: b\n"))
+    merged = "name: x\nbase: &b {model: a, seed: 3}\n"  # a merge key overriding a merged value is fine
+    assert read_yaml(merged + "t:\n  <<: *b\n  model: c\n")["t"] == {"model": "c", "seed": 3}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["teacher.base_url=http://me:pw@host:8000/v1"], "teacher.base_url"),
+        (["judge.options={api_key: sk-123}"], "judge.options.api_key"),
+        (["student.options={password: hunter2}"], "student.options.password"),
+        (["training.sft_options={hub_token: hf_abc}"], "training.sft_options.hub_token"),
+        (["review.argilla.api_url=https://u:p@argilla.example/"], "review.argilla.api_url"),
+    ],
+)
+def test_a_credential_written_into_the_recipe_is_refused_not_copied(tmp_path, overrides, field):
+    path = write(tmp_path, "name: x\n")
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path, overrides)
+    message = str(error.value)
+    assert f"{field}: holds a credential" in message and "environment variable" in message
+    assert not any(secret in message for secret in ("pw@", "sk-123", "hunter2", "hf_abc", "u:p@"))
+
+
+def test_names_that_merely_contain_token_are_not_credentials(tmp_path):
+    path = write(tmp_path, "name: x\n")
+    recipe = load_recipe(path, ["training.sft_options={eos_token: '</s>'}", "judging.top_logprobs=5"])
+    assert recipe.training.sft_options == {"eos_token": "</s>"}
+
+
+@pytest.mark.parametrize("value", ["4294967296", "-1"])
+def test_seeds_stay_in_numpy_s_range(tmp_path, value):
+    with pytest.raises(RecipeError, match="seed"):
+        load_recipe(write(tmp_path, "name: x\n"), [f"seed={value}"])
+    assert load_recipe(write(tmp_path, "name: x\n"), ["seed=4294967295"]).seed == 2**32 - 1

@@ -97,3 +97,39 @@ def test_malformed_json_lines_are_located(tmp_path):
     array = tmp_path / "s.json"
     array.write_text('[{"instruction": "Name a colour."}, {"instruction": "Name a fruit."}]')
     assert len(load_seeds(SeedSource(source=str(array)), seed=0)) == 2
+
+
+def _file(tmp_path, rows, name="s.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_an_instruction_of_invisible_characters_is_empty(tmp_path):
+    path = _file(tmp_path, [{"instruction": "ok"}, {"instruction": "\u200b\u2060\ufeff \u3164"}])
+    with pytest.raises(DataError, match=r"row 1 of .* has an empty 'instruction'"):
+        load_seeds(SeedSource(source=str(path)), seed=0)
+    path = _file(tmp_path, [{"instruction": "\u200bHello"}, {"instruction": "日本語"}], "fine.jsonl")
+    assert len(load_seeds(SeedSource(source=str(path)), seed=0)) == 2  # visible text among them: kept
+
+
+def test_a_lone_surrogate_is_one_line_not_a_traceback(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"instruction": "fine"}\n{"instruction": "half \\ud800 a pair"}\n')
+    with pytest.raises(DataError, match=r"row 1 of .* holds an unpaired surrogate"):
+        load_seeds(SeedSource(source=str(path)), seed=0)
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [
+        (["a", "a", "b"], "rows 0 and 1 of .* have the same id 'a'"),
+        ([None, None], "has empty 'uid'"),
+        ([1, "1"], "same id '1'"),
+        ([["x"], "y"], "has a list 'uid'"),
+    ],
+)
+def test_seed_ids_are_present_and_unique(tmp_path, ids, expected):
+    path = _file(tmp_path, [{"instruction": f"q {n}", "uid": i} for n, i in enumerate(ids)])
+    with pytest.raises(DataError, match=f"^seeds.id_column: .*{expected}"):
+        load_seeds(SeedSource(source=str(path), id_column="uid"), seed=0)

@@ -163,14 +163,14 @@ def _as_list(value):
     return value if isinstance(value, list) else [value]
 
 
-class Interrupt(TrainerCallback):
-    """Ctrl-C after a given optimizer step (its checkpoint already written)."""
+class InterruptAfterLogging(TrainerCallback):
+    """Ctrl-C once a step past the last checkpoint is in train_log.jsonl (resume trains it again)."""
 
     def __init__(self, at_step: int) -> None:
         self.at_step = at_step
 
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at_step:
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.global_step == self.at_step and logs and "loss" in logs:
             raise KeyboardInterrupt
 
 
@@ -178,8 +178,10 @@ def test_interrupted_round_resumes_from_its_last_checkpoint(tmp_path, tiny_model
     recipe = recipe_for(tmp_path, tiny_model, rounds=1, max_steps=6, save_steps=2)
     data_run(tmp_path / "data-run", {"round_1": 4}, recipe)
     with pytest.raises(KeyboardInterrupt):
-        run_training(recipe, QUIET, callbacks=[Interrupt(at_step=3)])
+        run_training(recipe, QUIET, callbacks=[InterruptAfterLogging(at_step=3)])
     folder = recipe.resolved_train_dir / "round_1"
+    logged = [json.loads(line)["step"] for line in (folder / "train_log.jsonl").read_text().splitlines()]
+    assert logged[-1] == 3  # step 3 was logged, its checkpoint never written
     assert (folder / "checkpoints" / "checkpoint-2").is_dir()
     assert not (folder / "manifest.json").exists() and not (folder / "model").exists()
 
@@ -189,7 +191,8 @@ def test_interrupted_round_resumes_from_its_last_checkpoint(tmp_path, tiny_model
     assert manifest["metrics"]["global_step"] == 6
     log = map(json.loads, (folder / "train_log.jsonl").read_text().splitlines())
     steps = [r["step"] for r in log if "loss" in r]
-    # Steps 1-2 before the interruption, 3-6 after it; a restart from scratch would log 1, 2, 1, 2, ...
+    # Steps 1-2 kept from before the interruption, 3-6 after it (step 3 once, though logged twice);
+    # a restart from scratch would log 1, 2, 1, 2, ...
     assert steps == [1, 2, 3, 4, 5, 6]
 
 

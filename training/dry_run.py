@@ -16,7 +16,7 @@ from rich.table import Table
 
 from tapir.errors import DataError, TrainingError
 from tapir.recipe import Recipe
-from tapir.stage_contract import WARMUP, DataRun, changed_settings, finished_data_run, round_split
+from tapir.stage_contract import WARMUP, DataRun, finished_data_run, round_split, stale_reasons, stale_summary
 from tapir.student import start_model_name
 from tapir.training.closed_loop import resolved_rescore_backend
 from tapir.training.regrading import data_round, graded_by, regrade_points
@@ -37,9 +37,12 @@ def data_status(recipe: Recipe) -> dict[str, Any]:
         manifest = finished_data_run(recipe.resolved_output_dir, "training")
     except DataError as error:
         return {"status": f"not usable: {error}"}
-    changed = changed_settings(manifest, recipe)
+    changed = stale_reasons(manifest, recipe)
     if changed:
-        return {"status": "stale (make data again, or --allow-stale-data)", "changed": changed}
+        return {
+            "status": f"stale: {stale_summary(changed)} (make data again, or --allow-stale-data)",
+            "changed": changed,
+        }
     return {"status": "current"}
 
 

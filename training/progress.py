@@ -28,8 +28,24 @@ class TrainingLog(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._last_time = time.perf_counter()
         self._last_tokens = int(state.num_input_tokens_seen or 0)
-        if state.global_step and self.console is not None:
-            self.console.print(f"[yellow]{self.round_name}[/]: resumed at step {state.global_step}")
+        if state.global_step and state.is_world_process_zero:
+            self._forget_steps_after(state.global_step)
+            if self.console is not None:
+                self.console.print(f"[yellow]{self.round_name}[/]: resumed at step {state.global_step}")
+
+    def _forget_steps_after(self, step: int) -> None:
+        """A run killed after its last checkpoint logged steps it trains again on resume: those
+        records go, so the log holds each step once."""
+        if not self.path.is_file():
+            return
+        kept = [
+            line
+            for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and _step_of(line) <= step
+        ]
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        partial.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        partial.replace(self.path)
 
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs:
@@ -44,6 +60,13 @@ class TrainingLog(TrainerCallback):
         record["num_input_tokens_seen"] = tokens
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError, TypeError):
+        return float("inf")  # a line cut short by the kill: dropped
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:

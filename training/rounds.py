@@ -8,8 +8,9 @@ skipped; one whose folder was started with the current key resumes from its last
 anything else is trained afresh, and with it every later round (their parent key changes).
 
 Before any of that, the data run is read through the stage contract: it must be complete and
-made with the data-side settings the recipe has now (``tapir.stage_contract.changed_settings``);
-stale data is refused with the settings that changed, unless ``allow_stale_data``.
+made with the data-side settings the recipe has now and from the same input files (the seed file
+and every other file it read: ``tapir.stage_contract.stale_reasons``); stale data is refused with
+what changed, unless ``allow_stale_data``.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from tapir.stage_contract import (
     DataRun,
     RoundManifest,
     TrainRun,
-    changed_settings,
     finished_data_run,
     header,
     read_round_manifest,
     round_split,
+    stale_reasons,
     write_manifest,
 )
-from tapir.staging import claim_output, mark_output
+from tapir.staging import claim_output, writing_into
 from tapir.training.closed_loop import RESCORED, rescore
 from tapir.training.regrading import data_round, graded_by, regrade_points
 from tapir.training.round_data import check_round_file, parquet_rows
@@ -88,11 +89,16 @@ def check_data(
     """The data run is complete and current, and every round file the run will need exists and
     has rows, before any training."""
     manifest = finished_data_run(data_dir, "training")
-    changed = changed_settings(manifest, recipe)
+    changed = stale_reasons(manifest, recipe)
     if changed and not allow_stale_data:
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        what = (
+            ""
+            if changed[0].endswith(("read it", "ran"))
+            else f": changed since `tapir data` wrote {data_dir}"
+        )
         raise DataError(
-            f"{changed[0]}{more}: changed since `tapir data` wrote {data_dir}; run `make data` again "
+            f"{changed[0]}{more}{what}; the data is stale: run `make data` again "
             "(or `tapir train --allow-stale-data` to train on it as it is)"
         )
     points = regrade_points(recipe, names, closed_loop)
@@ -111,21 +117,38 @@ def run_training(
     allow_stale_data: bool = False,
 ) -> Path:
     """Train every round of ``recipe``'s curriculum; returns the folder of the checkpoints."""
-    from tapir.student import base_model, start_model_name
+    from tapir.student import base_model
     from tapir.training.model_setup import preflight, template_file
 
     closed_loop = recipe.training.closed_loop if closed_loop is None else closed_loop
     data_dir = recipe.resolved_output_dir
     train_dir = recipe.resolved_train_dir
+    claim_output(train_dir, "train", "training.output_dir")  # locked first: one run per folder
     names = round_names(recipe, data_dir)
     check_data(recipe, data_dir, names, closed_loop, allow_stale_data)
-    claim_output(train_dir, "train", "training.output_dir")
     template = template_file(recipe)
     template_sha = hashlib.sha256(template.read_bytes()).hexdigest() if template else "tokenizer"
     start = base_model(recipe)
     preflight(start, recipe)
+    with writing_into(train_dir, "train"):  # nothing is written before every check has passed
+        return _train_rounds(recipe, console, recipe_path, closed_loop, callbacks, names, start, template_sha)
+
+
+def _train_rounds(
+    recipe: Recipe,
+    console: Console,
+    recipe_path: str | None,
+    closed_loop: bool,
+    callbacks: list[Any] | None,
+    names: list[str],
+    start: Any,
+    template_sha: str,
+) -> Path:
+    from tapir.student import start_model_name
+
+    data_dir = recipe.resolved_output_dir
+    train_dir = recipe.resolved_train_dir
     parent_key = f"base:{start_model_name(recipe)}"
-    mark_output(train_dir, "train")
     TrainRun(train_dir).recipe_file.write_text(
         yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
     )

@@ -15,7 +15,7 @@ import pandas as pd
 
 from tapir.manifest import sha256_file
 from tapir.recipe import Recipe
-from tapir.stage_contract import ReviewRun
+from tapir.stage_contract import ReviewRun, review_decision_files
 
 
 @dataclass
@@ -40,10 +40,7 @@ def _pulled_at(decisions: Path) -> str:
 def load_corrections(recipe: Recipe) -> Corrections:
     corrections = Corrections()
     review = recipe.review
-    root = recipe.resolved_review_dir
-    if not review.apply or not root.is_dir():
-        return corrections
-    files = sorted(root.glob(f"*/{ReviewRun.DECISIONS}"), key=lambda p: (_pulled_at(p), p.parent.name))
+    files = sorted(review_decision_files(recipe), key=lambda p: (_pulled_at(p), p.parent.name))
     labels = set(recipe.taxonomy.labels)
     rejected: dict[str, bool] = {}
     for path in files:

@@ -39,7 +39,7 @@ from tapir.review.records import (
 )
 from tapir.review.sample import stratified_sample
 from tapir.stage_contract import DataRun, ReviewRun, data_run, split_for
-from tapir.staging import atomic_file, atomic_folder, claim_output, mark_output
+from tapir.staging import atomic_file, atomic_folder, claim_output, writing_into
 
 SAMPLE, PUSHED, ANSWERS, DECISIONS, AGREEMENT = (
     ReviewRun.SAMPLE,
@@ -101,23 +101,23 @@ def push_review(
     except Exception as error:
         raise EndpointError(f"review: logging records to {name!r} failed ({error_line(error)})") from None
 
-    mark_output(recipe.resolved_review_dir, "review")
-    with atomic_file(folder / SAMPLE) as partial:
-        pd.DataFrame(sample).to_parquet(partial)
-    write_json(
-        folder / PUSHED,
-        {
-            "dataset": name,
-            "workspace": connection.workspace,
-            "api_url": connection.api_url,
-            "records": len(records),
-            "split": split,
-            "pushed": now_utc(),
-            "recipe_hash": recipe.fingerprint(),
-            # which data run the sample came from (its manifest's recipe hash)
-            "data_recipe_hash": manifest.recipe_hash,
-        },
-    )
+    with writing_into(recipe.resolved_review_dir, "review"):
+        with atomic_file(folder / SAMPLE) as partial:
+            pd.DataFrame(sample).to_parquet(partial)
+        write_json(
+            folder / PUSHED,
+            {
+                "dataset": name,
+                "workspace": connection.workspace,
+                "api_url": connection.api_url,
+                "records": len(records),
+                "split": split,
+                "pushed": now_utc(),
+                "recipe_hash": recipe.fingerprint(),
+                # which data run the sample came from (its manifest's recipe hash)
+                "data_recipe_hash": manifest.recipe_hash,
+            },
+        )
     console.print(
         f"[green]logged[/] {len(records)} records to {connection.api_url} "
         f"workspace {connection.workspace!r} dataset {name!r}"
@@ -189,9 +189,8 @@ def write_pulled(
     report.update({"split": split, "source": source, "pulled": now_utc()})
 
     claim_output(recipe.resolved_review_dir, "review", "review.output_dir")
-    mark_output(recipe.resolved_review_dir, "review")
     folder = ReviewRun(recipe.resolved_review_dir).split_dir(split)
-    with atomic_folder(folder) as staging:
+    with writing_into(recipe.resolved_review_dir, "review"), atomic_folder(folder) as staging:
         for kept in (SAMPLE, PUSHED):  # what the push left; the pull's own files are replaced
             if (folder / kept).is_file():
                 shutil.copy2(folder / kept, staging / kept)
