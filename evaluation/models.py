@@ -131,6 +131,10 @@ def resolve_models(
     rounds = trained_rounds(recipe)
     chosen: list[EvalModel] = []
     for entry in wanted:
+        if not str(entry).strip():
+            raise EvaluationError(
+                "evaluation.models: an empty model name (give a round, 'student', a folder)"
+            )
         if entry == ROUNDS:
             chosen += rounds
         elif entry == STUDENT:

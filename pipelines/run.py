@@ -118,6 +118,7 @@ def run_data(
     ``reask_unparsed`` cached answers that did not parse are asked again."""
     started = time.perf_counter()
     out_dir = recipe.resolved_output_dir
+    _apart(out_dir, Path(recipe.cache_dir))
     claim_output(out_dir, "data", "output_dir")
     hold_pipeline_cache(recipe)
     seeds = check_inputs(recipe)
@@ -245,6 +246,17 @@ def failed_calls_line(usage: dict[str, dict[str, Any]]) -> str:
         count = f"all {failed} calls" if failed >= calls else f"{failed} of {calls} calls"
         parts.append(f"{role}: {count} failed for good after retries" + (f" ({shown})" if shown else ""))
     return "; ".join(parts)
+
+
+def _apart(out_dir: Path, cache: Path) -> None:
+    """The output folder is replaced whole at the end of a run: the cache must not live in it
+    (nor hold it)."""
+    out, cache = out_dir.expanduser().resolve(), cache.expanduser().resolve()
+    if out == cache or out.is_relative_to(cache) or cache.is_relative_to(out):
+        raise DataError(
+            f"cache_dir: {cache} and output_dir {out} overlap; a data run replaces its output folder "
+            "whole, so keep the cache outside it"
+        )
 
 
 def check_inputs(recipe: Recipe) -> list[dict[str, Any]]:

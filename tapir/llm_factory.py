@@ -166,6 +166,11 @@ def build_llm(
 def _api_key(spec: ModelSpec, role: str) -> str:
     key = os.environ.get(spec.api_key_env)
     if key:
+        if any(ch.isspace() or not ch.isprintable() for ch in key):
+            raise EndpointError(
+                f"{role}.api_key_env: the value of {spec.api_key_env} holds a space, line break or "
+                "control character; a key is one token (check how the variable was set)"
+            )
         return key
     if (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/") == OPENAI_DEFAULT_URL:
         raise EndpointError(
@@ -213,7 +218,7 @@ class EndpointCheck:
     """The pre-flight of an OpenAI-compatible endpoint: its model list, then a one-token chat
     completion (with log-probabilities when the role needs them).
 
-    It retries like any call (the role's ``max_retries``, at least 3, with back-off and
+    It retries like any call (the role's ``max_retries``, 4 to 8 attempts, with back-off and
     Retry-After): a flaky endpoint is not a wrong one. Only an answer that proves the setup
     wrong ends the run before it starts (exit 2): a rejected key, a 404, a model not served, and
     -- when every attempt said the same -- a refused connection, a body that is not OpenAI's, a
@@ -223,6 +228,7 @@ class EndpointCheck:
     """
 
     MIN_ATTEMPTS = 4
+    MAX_ATTEMPTS = 8  # a refused port is not worth a hundred retries before the run even starts
     BACKOFF_S = 0.25
     BACKOFF_CAP_S = 4.0
 
@@ -230,7 +236,7 @@ class EndpointCheck:
         self.spec, self.role, self.timeout_s = spec, role, timeout_s
         self.base_url = (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/")
         self.key = _api_key(spec, role)
-        self.attempts = max(spec.max_retries + 1, self.MIN_ATTEMPTS)
+        self.attempts = min(max(spec.max_retries + 1, self.MIN_ATTEMPTS), self.MAX_ATTEMPTS)
 
     def run(self, top_logprobs: int | None = None) -> None:
         served = self._retry(self._models)

@@ -32,6 +32,8 @@ CREDENTIAL_KEY = re.compile(
     r"|^(?:token|hub_token|hf_token|access_token|auth_token|bearer_token|api_token)$",
     re.IGNORECASE,
 )
+#: Nesting a recipe may have (its schema needs five levels; engine options a few more).
+MAX_YAML_DEPTH = 32
 #: Values a YAML recipe may expand to through anchors and aliases (a "billion laughs" stops here).
 MAX_YAML_VALUES = 100_000
 # Backends whose answers can carry token log-probabilities (judging.scoring: expected).
@@ -146,14 +148,20 @@ class ModelSpec(StrictModel):
         "the same template).",
     )
     context_length: int = Field(2048, gt=0, description="Context window to allocate (n_ctx / max_model_len).")
-    threads: int | None = Field(None, gt=0, description="CPU threads for llamacpp (default: all cores).")
+    threads: int | None = Field(
+        None, gt=0, le=1024, description="CPU threads for llamacpp (default: all cores)."
+    )
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Sampling seed (default: the recipe seed).")
     timeout_s: float = Field(
-        120.0, ge=1, description="Per-request timeout in seconds (at least 1: clients take whole seconds)."
+        120.0,
+        ge=1,
+        le=86_400,
+        description="Per-request timeout in seconds (at least 1: clients take whole seconds; at most a day).",
     )
     max_retries: int = Field(
         4,
         ge=0,
+        le=100,
         description="Retries per request on connection errors, time-outs, 429 and 5xx (exponential "
         "back-off with jitter, Retry-After honoured); every retry and failure is counted per role.",
     )
@@ -840,7 +848,11 @@ class HubSettings(StrictModel):
 class Recipe(StrictModel):
     """A whole TAPIR run."""
 
-    name: str = Field(..., description="Run name; names the output folder and the distilabel cache.")
+    name: str = Field(
+        ...,
+        max_length=100,
+        description="Run name; names the output folder and the distilabel cache.",
+    )
     description: str = ""
     seed: int = Field(
         42,
@@ -1034,13 +1046,35 @@ class _RecipeLoader(yaml.SafeLoader):
 
 
 def read_yaml(text: str) -> Any:
-    """YAML as a recipe reads it: no duplicate keys, no alias expanding past ``MAX_YAML_VALUES``."""
-    data = yaml.load(text, Loader=_RecipeLoader)
+    """YAML as a recipe reads it: no duplicate keys, no nesting past ``MAX_YAML_DEPTH``, no
+    alias expanding past ``MAX_YAML_VALUES``."""
+    try:
+        data = yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader (duplicate keys refused)
+    except RecursionError:
+        raise RecipeError(f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+    if _depth(data) > MAX_YAML_DEPTH:
+        raise RecipeError(f"nested more than {MAX_YAML_DEPTH} levels deep")
     if _expanded_size(data, {}) > MAX_YAML_VALUES:
         raise RecipeError(
             f"its anchors and aliases expand to more than {MAX_YAML_VALUES:,} values (an alias bomb?)"
         )
     return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and mappings nest in ``value`` (walked without recursion)."""
+    deepest, stack, seen = 0, [(value, 1)], set()
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (dict, list)) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        deepest = max(deepest, depth)
+        if depth > MAX_YAML_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _expanded_size(value: Any, seen: dict[int, int]) -> int:

@@ -1208,6 +1208,34 @@ ISSUE_22_CASES: list[Case] = [
         lambda w: _score_mt(w, "m14.jsonl", _judgments([{"score": s} for s in (1, 9, 9, 9, 9)])),
     ),
 ]
+# Probed beyond the issue's list: inputs of the same kinds that ended the same ways.
+ISSUE_22_CASES += [
+    (
+        "recipe-nested-too-deep",
+        "nested more than 32 levels",
+        lambda w: _recipe_text(w, "deep.yaml", "name: deep\ndescription: " + "[" * 5000 + "]" * 5000 + "\n"),
+    ),
+    ("name-too-long", "name", lambda w: _set(w, "name=" + "n" * 300)),
+    ("teacher-retries-huge", "teacher.max_retries", lambda w: _set(w, "teacher.max_retries=1000000")),
+    ("teacher-timeout-huge", "teacher.timeout_s", lambda w: _set(w, "teacher.timeout_s=1e300")),
+    (
+        "endpoint-key-with-a-line-break",
+        "teacher.api_key_env: the value of CORPUS_KEY holds",
+        lambda w: _data_with(w, "keynl", w.endpoint("teacher", w.urls["sim"]), env={"CORPUS_KEY": "a\nb"}),
+    ),
+    (
+        "cache-inside-the-output",
+        "cache_dir:",
+        lambda w: _data_with(
+            w, "cacheinside", {"output_dir": str(w.root / "nest"), "cache_dir": str(w.root / "nest" / "c")}
+        ),
+    ),
+    (
+        "eval-empty-model-name",
+        "an empty model name",
+        lambda w: _cmd("eval", "--recipe", w.recipe, "--models", ""),
+    ),
+]
 CASES += ISSUE_22_CASES
 
 
