@@ -21,6 +21,7 @@ ANNOTATIONS = ALPACA / "annotations"
 #: gpt4_gamed is itself a "gamed" output set: its published LC leans on alpaca_eval's
 #: regularisation towards the two gamed baselines, whose annotations are not available offline.
 GAMED = {"gpt4_gamed"}
+pytestmark = pytest.mark.xdist_group("alpaca-scored")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def published() -> pd.DataFrame:
     return pd.read_csv(ALPACA / "leaderboard_weighted_alpaca_eval_gpt4_turbo.csv", index_col=0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # fits 15 models' LC models: once, on the group's worker
 def scored(tmp_path_factory) -> dict[str, dict]:
     cache = tmp_path_factory.mktemp("cache")
     return {

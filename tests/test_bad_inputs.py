@@ -1354,7 +1354,9 @@ def _serve(status: int, body: bytes, kind: str, base: type = _Fixed) -> Threadin
     return server
 
 
-@pytest.fixture(scope="module")
+# session, not module: xdist may hand the worker another module's test between two cases, and
+# a module fixture would then run the whole corpus again
+@pytest.fixture(scope="session")
 def results(tmp_path_factory, shared_data_module):
     from .test_fault_injection import BENCH
 
@@ -1409,7 +1411,7 @@ def results(tmp_path_factory, shared_data_module):
             server.shutdown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared_data_module():
     if not (SHARED_DATA / "mt_bench" / "question.jsonl").is_file():
         pytest.fail(f"shared data missing: {SHARED_DATA}")

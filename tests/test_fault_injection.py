@@ -89,6 +89,12 @@ def _start(recipe: Path, log: Path, *extra: str, env: dict | None = None) -> sub
     )
 
 
+def _tapir(*argv: object, timeout: float) -> subprocess.CompletedProcess:
+    """One `tapir` command, its output captured."""
+    command = [sys.executable, "-m", "tapir.cli", *map(str, argv)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+
+
 def _run(recipe: Path, log: Path, *extra: str, env: dict | None = None) -> int:
     return _start(recipe, log, *extra, env=env).wait(timeout=600)
 
@@ -114,7 +120,7 @@ def _wait_gone(processes: list[psutil.Process], within_s: float) -> list[psutil.
     return [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, whatever runs between its tests
 def never_faulted(tmp_path_factory):
     """The reference: the same seeds through a healthy endpoint, never interrupted."""
     work = tmp_path_factory.mktemp("never-faulted")
@@ -149,13 +155,7 @@ def test_a_flaky_endpoint_then_a_healthy_one_gives_the_bytes_of_a_run_never_faul
     )
     manifest = json.loads((work / "out" / "manifest.json").read_text())
     assert manifest["failed_calls"] > 0
-    train = subprocess.run(
-        [sys.executable, "-m", "tapir.cli", "train", "--recipe", str(recipe)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+    train = _tapir("train", "--recipe", recipe, timeout=300)
     assert train.returncode == 2 and "is incomplete" in train.stderr, train.stderr  # never trains on it
 
     healthy = Endpoint(work)
@@ -290,29 +290,9 @@ def test_a_second_run_on_the_same_output_or_cache_is_refused_and_the_first_is_un
         while time.monotonic() < deadline and endpoint.stats()["requests"] < 5:
             time.sleep(0.2)
         assert first.poll() is None, (work / "first.log").read_text()[-2000:]
-        same_output = subprocess.run(
-            [sys.executable, "-m", "tapir.cli", "data", "--recipe", str(recipe)],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=120,
-        )
-        other_output = subprocess.run(  # its own folder, but the same recipe's distilabel cache
-            [
-                sys.executable,
-                "-m",
-                "tapir.cli",
-                "data",
-                "--recipe",
-                str(recipe),
-                "--output",
-                str(work / "other"),
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=120,
-        )
+        same_output = _tapir("data", "--recipe", recipe, timeout=120)
+        # its own folder, but the same recipe's distilabel cache
+        other_output = _tapir("data", "--recipe", recipe, "--output", work / "other", timeout=120)
         assert first.wait(timeout=600) == 0, (work / "first.log").read_text()[-3000:]
         stats = endpoint.stats()
     finally:
