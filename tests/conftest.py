@@ -149,6 +149,7 @@ TIERS = ("unit", "integration", "e2e", "slow", "argilla")
 SERIAL_GROUPS = {"slow": "embedded-model", "argilla": "argilla-server"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns xdist_group marks into groups
 def pytest_collection_modifyitems(session, config, items):
     for item in items:
         tiers = [t for t in TIERS if item.get_closest_marker(t)]
