@@ -43,13 +43,10 @@ def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None
     published = published_rows(settings.published, settings.paper_rows)
     console.print(f"[bold]tapir eval --dry-run[/] {recipe.name} (recipe hash {recipe.fingerprint()})")
     console.print(f"judge: {judge.backend} {model_id(judge)}; answers by {settings.backend}")
-    if settings.backend == "vllm":  # answers by `vllm serve`, one model at a time
-        import importlib.util
+    if settings.backend == "vllm":  # answers by a vLLM server, one model at a time
+        from tapir.engines import vllm_launcher, vllm_missing
 
-        found = importlib.util.find_spec("vllm") is not None
-        console.print(
-            f"  vllm {'is installed' if found else 'is not installed here (GPU machines: pip install vllm)'}"
-        )
+        console.print(f"  {vllm_missing() or 'vllm: ' + ' '.join(vllm_launcher()[:3])}")
     ae, mt = settings.alpaca_eval, settings.mt_bench
     calls = 0
     if ae.enabled:

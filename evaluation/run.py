@@ -89,7 +89,7 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
     )
 
     # usage_dir is set per model and benchmark below (fresh_usage_dir), so none here
-    engines = EngineSet(Path(recipe.cache_dir), seed=recipe.seed)
+    engines = EngineSet(Path(recipe.cache_dir), log_dir=recipe.resolved_eval_dir / "logs", seed=recipe.seed)
     context = LLMContext(cache_dir=Path(recipe.cache_dir), seed=recipe.seed, engines=engines)
     with writing_into(recipe.resolved_eval_dir, "eval"), engines:
         return _evaluate(

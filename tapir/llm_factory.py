@@ -18,7 +18,14 @@ from distilabel.models.llms.base import LLM
 from tapir.chat_templates import resolve_chat_template
 from tapir.embedded import EMBEDDED, EMBEDDED_MODEL_ID
 from tapir.engine_client import TapirEngineClient
-from tapir.engines import OPENAI_DEFAULT_URL, SERVED_BACKENDS, EngineSet, resolved_template, served_name
+from tapir.engines import (
+    OPENAI_DEFAULT_URL,
+    SERVED_BACKENDS,
+    EngineSet,
+    resolved_template,
+    served_name,
+    vllm_missing,
+)
 from tapir.errors import EndpointError
 from tapir.llms import TapirTransformersLLM
 from tapir.recipe import ModelSpec
@@ -192,10 +199,12 @@ def preflight(spec: ModelSpec, role: str, timeout_s: float = 5.0, top_logprobs: 
                 f"{role}.backend: llamacpp needs llama-cpp-python (pip install llama-cpp-python)"
             )
     elif spec.backend == "vllm":
-        if importlib.util.find_spec("vllm") is None:
-            raise EndpointError(
-                f"{role}.backend: vllm is not installed here (GPU machines: pip install vllm)"
-            )
+        missing = vllm_missing()
+        if missing:
+            raise EndpointError(f"{role}.backend: {missing}")
+        looks_local = spec.model.startswith((".", "/", "~"))
+        if looks_local and not Path(spec.model).expanduser().is_dir():
+            raise EndpointError(f"{role}.model: model folder not found: {spec.model}")
     elif spec.backend == "transformers":
         looks_local = spec.model.startswith((".", "/", "~")) or Path(spec.model).suffix
         if looks_local and not Path(spec.model).expanduser().exists():

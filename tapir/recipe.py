@@ -125,7 +125,8 @@ class ModelSpec(StrictModel):
         "llamacpp",
         description="How the model is served; tapir runs one engine per distinct model, shared by "
         "every step that uses it. llamacpp (a GGUF in llama-cpp-python's OpenAI-compatible server, "
-        "started by tapir), vllm (`vllm serve`, started by tapir on GPU machines), openai (an "
+        "started by tapir), vllm (vLLM's OpenAI server from `make vllm-env`, or `vllm serve` on PATH, "
+        "started by tapir; 'embedded' is converted to a transformers folder once), openai (an "
         "OpenAI-compatible endpoint you run or buy: OpenAI, vLLM, llama.cpp, TGI; nothing is "
         "started), transformers (loaded inside the step), scripted (tapir's loopback simulator "
         "with canned answers: for tests and checking a recipe's plumbing).",

@@ -28,7 +28,7 @@ import random
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 MALFORMED = "MALFORMED"  # instructions containing it get unparseable judge/classifier answers
@@ -39,6 +39,8 @@ PREFLIGHT_ROLE = "preflight"  # tapir's one-token check before a run: never faul
 READY_LINE = "tapir-simulator listening on"
 
 FAULTS = ("429", "5xx", "timeout", "truncated", "garbage", "empty", "drop")
+#: Request fields that carry a constraint (llama.cpp, vLLM old and new): counted per request.
+CONSTRAINT_FIELDS = ("grammar", "structured_outputs", "guided_choice", "guided_regex")
 
 
 def _digest(text: str) -> int:
@@ -127,6 +129,7 @@ class SimulatorSettings:
     fault_preflight: bool = False  # fault tapir's pre-flight checks (the model list too) like any request
     no_logprobs: bool = False  # a server that ignores `logprobs` (answers carry none)
     reject_after: float = 0  # after this many chat requests, every one gets 401 (a key revoked mid-run)
+    vllm_version: str = ""  # answer GET /version as a vLLM server of this version ("": no such route)
 
     def fault_for(self, body_key: str, attempt: int) -> str | None:
         """Deterministic by seed, request body and attempt number."""
@@ -148,6 +151,7 @@ class Counters:
     in_flight: int = 0
     max_in_flight: int = 0
     hanging: int = 0
+    constraint_fields: dict[str, int] = field(default_factory=dict)  # how constraints arrived
     faults: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
@@ -211,6 +215,9 @@ class Simulator:
             await _send(
                 writer, 200, {"object": "list", "data": [{"id": n, "object": "model"} for n in names]}
             )
+            return True
+        if method == "GET" and path == "/version" and self.settings.vllm_version:
+            await _send(writer, 200, {"version": self.settings.vllm_version})
             return True
         if method == "GET" and path == "/stats":
             await _send(writer, 200, asdict(self.counters))
@@ -290,6 +297,9 @@ class Simulator:
         except (ValueError, KeyError, TypeError):
             await _send(writer, 400, self._error(headers, "body is not a chat completion request"))
             return True
+        for name in CONSTRAINT_FIELDS:
+            if name in payload:
+                self.counters.constraint_fields[name] = self.counters.constraint_fields.get(name, 0) + 1
         if settings.models and model not in settings.models:
             await _send(writer, 404, self._error(headers, f"The model `{model}` does not exist."))
             return True
@@ -442,7 +452,8 @@ def _parser() -> argparse.ArgumentParser:
         elif spec.type in ("bool", bool):
             parser.add_argument(flag, action="store_true")
         else:
-            kind = int if spec.name == "seed" else (str if spec.name == "api_key" else float)
+            text = spec.name in ("api_key", "vllm_version")
+            kind = int if spec.name == "seed" else (str if text else float)
             parser.add_argument(flag, type=kind, default=spec.default)
     return parser
 

@@ -142,11 +142,11 @@ def hub(monkeypatch):
 
 #: Tiers, cheapest first; a test without one is a ``unit`` test. ``make test-quick`` runs
 #: unit + integration, ``make test`` (and CI) every tier.
-TIERS = ("unit", "integration", "e2e", "slow", "argilla")
+TIERS = ("unit", "integration", "e2e", "slow", "argilla", "vllm")
 #: Tests that must not run beside each other on two xdist workers: the real embedded model's
 #: (they share the project cache and its llama.cpp engines, and each wants every core), and
-#: the one Argilla server of the session.
-SERIAL_GROUPS = {"slow": "embedded-model", "argilla": "argilla-server"}
+#: the one Argilla server of the session, and vLLM's engines (each wants every core).
+SERIAL_GROUPS = {"slow": "embedded-model", "argilla": "argilla-server", "vllm": "vllm-engine"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns xdist_group marks into groups

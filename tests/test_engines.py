@@ -88,11 +88,41 @@ def test_guided_decoding_travels_in_each_request_as_the_engine_expects():
     assert body["extra_body"] == {"grammar": 'root ::= "a"'} and body["seed"] == 5
     choices = choice_constraint(["m", "M"])
     vllm = TapirEngineClient(model="m", base_url="x", guided="vllm", choices=list(choices.choices))
-    assert vllm._body(1, 0, 16, 0.0, 1.0)["extra_body"] == {"guided_choice": ["m", "M"]}
+    assert vllm._body(1, 0, 16, 0.0, 1.0)["extra_body"] == {"structured_outputs": {"choice": ["m", "M"]}}
     regex = TapirEngineClient(model="m", base_url="x", guided="vllm", regex=score_constraint().regex)
+    assert regex._body(1, 0, 16, 0.0, 1.0)["extra_body"]["structured_outputs"]["regex"].startswith("Rating: ")
+    # a server older than 0.10.2 only knows the guided_* fields
+    vllm._vllm_fields = regex._vllm_fields = "guided"
+    assert vllm._body(1, 0, 16, 0.0, 1.0)["extra_body"] == {"guided_choice": ["m", "M"]}
     assert regex._body(1, 0, 16, 0.0, 1.0)["extra_body"]["guided_regex"].startswith("Rating: ")
     plain = TapirEngineClient(model="m", base_url="x", guided=None, grammar='root ::= "a"')
     assert "extra_body" not in plain._body(1, 0, 16, 0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("version", "field"),
+    [
+        ("0.32.0", "structured_outputs"),
+        ("0.10.2", "structured_outputs"),
+        ("0.9.2", "guided_choice"),
+        ("", "structured_outputs"),
+    ],
+)
+def test_a_vllm_server_gets_constraints_in_the_fields_its_version_honours(tmp_path, version, field):
+    """A current vLLM ignores guided_* (and answers unconstrained); one older than 0.10.2 knows only
+    them. The client reads /version once; a server that does not say is taken as current."""
+    from tapir.engine_client import TapirEngineClient
+
+    options = {"vllm_version": version} if version else {}
+    with EngineSet(tmp_path) as engines:
+        engine = engines.ensure(ModelSpec(backend="scripted", model="m", options=options), "judge")
+        engines.start()
+        client = TapirEngineClient(model="m", base_url=engine.base_url, guided="vllm", choices=["m", "M"])
+        client.load()
+        outputs = client.generate_outputs(inputs=_prompts(3), num_generations=1)
+        assert all(o["generations"][0] for o in outputs)
+        stats = httpx.get(engine.base_url.removesuffix("/v1") + "/stats").json()
+    assert stats["constraint_fields"] == {field: 3}
 
 
 def test_flaky_engine_every_request_answered_or_counted_and_every_fault_retried(tmp_path):
@@ -243,7 +273,7 @@ def test_engines_stop_on_normal_exit_and_on_error(tmp_path):
     assert _wait_dead(pid)
 
 
-def test_an_engine_that_cannot_start_is_one_line_naming_it_and_nothing_is_left(tmp_path):
+def test_an_engine_that_cannot_start_is_one_line_naming_it_and_nothing_is_left(tmp_path, monkeypatch):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"not a gguf at all")
     engines = EngineSet(tmp_path)
@@ -262,9 +292,11 @@ def test_an_engine_that_cannot_start_is_one_line_naming_it_and_nothing_is_left(t
         with pytest.raises(EndpointError, match="scripted:m: the scripted engine exited"):
             busy.start()
 
+    monkeypatch.setenv("TAPIR_VLLM_VENV", str(tmp_path / "no-such-venv"))
+    monkeypatch.setenv("PATH", str(tmp_path))
     no_vllm = EngineSet(tmp_path)
     no_vllm.ensure(ModelSpec(backend="vllm", model="meta-llama/Llama-2-7b-hf"), "student")
-    with pytest.raises(EndpointError, match="vllm is not installed here"):
+    with pytest.raises(EndpointError, match=r"vllm is not installed here: `make vllm-env` builds"):
         no_vllm.start()
 
 
@@ -298,7 +330,7 @@ def test_paper_recipe_plan_one_student_engine_for_steps_and_rescore_external_tea
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**os.environ, "OPENAI_API_KEY": ""},
+        env={**os.environ, "OPENAI_API_KEY": "", "TAPIR_VLLM_VENV": "/nonexistent"},
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
