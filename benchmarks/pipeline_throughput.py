@@ -5,6 +5,12 @@ other, and (2) by the pipeline's own steps (two ``ResponseGenerator`` steps, tea
 student, as in the real graph) as clients of the run's one llama.cpp engine. Greedy decoding
 and the same token budget on both sides; we report output tokens per second and the ratio.
 
+Part C — the same comparison on vLLM's CPU build (``make vllm-env``), serving the embedded model:
+one engine, started once, driven (1) alone by a plain OpenAI client at the engine's concurrency
+cap and (2) by the two pipeline steps as its clients (the cap shared across them, as in a run).
+Greedy decoding, the same prompts and token budget; prefix caching off, so neither side answers
+from what the other left in the engine.
+
 Part B — ``tapir data`` on the embedded default, from an empty cache, quiet and then with one
 CPU-busy neighbour process (a Python busy loop the benchmark starts and stops): wall time of
 each and their ratio, LLM calls, and the peak memory of every process of the run (one model
@@ -13,11 +19,13 @@ copy per distinct model: the engine).
     .venv/bin/python benchmarks/pipeline_throughput.py                    # both parts
     .venv/bin/python benchmarks/pipeline_throughput.py --part a --prompts 24
     .venv/bin/python benchmarks/pipeline_throughput.py --part b --seeds 16
+    .venv/bin/python benchmarks/pipeline_throughput.py --part c --prompts 24
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -26,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by a test
@@ -76,8 +85,11 @@ def engine_alone(rows: list[dict[str, str]], max_new_tokens: int, cache_dir: Pat
     return {"output_tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 2)}
 
 
-def pipeline_steps(rows: list[dict[str, str]], max_new_tokens: int, work: Path) -> dict[str, float]:
-    """The same prompts through two of the graph's steps, clients of one llama.cpp engine."""
+def pipeline_steps(
+    rows: list[dict[str, str]], max_new_tokens: int, work: Path, spec: Any = None, engines: Any = None
+) -> dict[str, float]:
+    """The same prompts through two of the graph's steps, clients of one engine (llama.cpp unless
+    ``spec`` says otherwise; ``engines``: an engine set already running it)."""
     from distilabel.pipeline import Pipeline
     from distilabel.steps import LoadDataFromDicts
 
@@ -89,9 +101,10 @@ def pipeline_steps(rows: list[dict[str, str]], max_new_tokens: int, work: Path) 
     from tapir.pipelines.tasks import ResponseGenerator
     from tapir.recipe import GenerationSettings, ModelSpec
 
-    spec = ModelSpec(generation=GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0))
+    generation = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0)
+    spec = (spec or ModelSpec()).model_copy(update={"generation": generation})
     usage = work / "usage"
-    with EngineSet(work / "cache", log_dir=work) as engines:
+    with contextlib.nullcontext(engines) if engines else EngineSet(work / "cache", log_dir=work) as engines:
         context = LLMContext(cache_dir=work / "cache", usage_dir=usage, engines=engines)
         with Pipeline(name="throughput", cache_dir=str(work / "distilabel")) as pipeline:
             load = LoadDataFromDicts(name="load", data=rows, batch_size=8)
@@ -132,6 +145,83 @@ def part_a(args: argparse.Namespace) -> dict:
     return {
         "prompts": len(rows) * 2,
         "max_new_tokens": args.max_new_tokens,
+        "engine_alone": alone,
+        "pipeline_steps": steps,
+        "ratio": round(steps["tokens_per_s"] / alone["tokens_per_s"], 3),
+        "ratio_steps_working": round(steps["steps_tokens_per_s"] / alone["tokens_per_s"], 3),
+    }
+
+
+def vllm_alone(rows: list[dict[str, str]], max_new_tokens: int, engine: Any) -> dict[str, float]:
+    """The vLLM engine driven by a plain async OpenAI client, ``max_concurrency`` requests in
+    flight: what the engine gives with no pipeline around it."""
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    from tapir.pipelines.prompts import render, template_text
+
+    template = template_text("respond")
+    prompts = [
+        render(template, instruction=row["instruction"], input=row.get("input") or "")
+        for _role in ("teacher", "student")
+        for row in rows
+    ]
+
+    async def drive() -> int:
+        client = AsyncOpenAI(base_url=engine.base_url, api_key="not-needed", max_retries=0)
+        gate = asyncio.Semaphore(engine.max_concurrency)
+
+        async def one(content: str) -> int:
+            async with gate:
+                out = await client.chat.completions.create(
+                    model=engine.served_name,
+                    messages=[{"role": "user", "content": content}],
+                    max_tokens=max_new_tokens,
+                    temperature=0.0,
+                )
+            return out.usage.completion_tokens if out.usage else 0
+
+        return sum(await asyncio.gather(*(one(p) for p in prompts)))
+
+    started = time.perf_counter()
+    tokens = asyncio.run(drive())
+    seconds = time.perf_counter() - started
+    return {"output_tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 2)}
+
+
+def part_c(args: argparse.Namespace) -> dict:
+    from tapir.engines import EngineSet, vllm_missing
+    from tapir.recipe import ModelSpec
+
+    if vllm_missing():
+        raise SystemExit(f"part c: {vllm_missing()}")
+    # vLLM's CPU backend reserves 92 % of RAM unless told a KV cache size (GiB): one is plenty here
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    rows = _prompts(args.prompts)
+    spec = ModelSpec(
+        backend="vllm",
+        model="embedded",
+        context_length=2048,
+        max_concurrency=args.concurrency,
+        options={"no_enable_prefix_caching": True},
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        with EngineSet(REPO / ".cache" / "tapir", log_dir=work) as engines:
+            engine = engines.ensure(spec, "teacher")
+            started = time.perf_counter()
+            engines.start()
+            ready_s = time.perf_counter() - started
+            vllm_alone(rows[:2], 8, engine)  # the engine's first requests are slow (warm-up)
+            alone = vllm_alone(rows, args.max_new_tokens, engine)
+            steps = pipeline_steps(rows, args.max_new_tokens, work, spec=spec, engines=engines)
+    return {
+        "engine": "vllm-cpu (make vllm-env), embedded Gemma 3 270M converted, bf16",
+        "engine_ready_seconds": round(ready_s, 1),
+        "prompts": len(rows) * 2,
+        "max_new_tokens": args.max_new_tokens,
+        "max_concurrency": args.concurrency,
         "engine_alone": alone,
         "pipeline_steps": steps,
         "ratio": round(steps["tokens_per_s"] / alone["tokens_per_s"], 3),
@@ -195,7 +285,8 @@ def part_b(args: argparse.Namespace) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--part", choices=["a", "b", "c", "both"], default="both")
+    parser.add_argument("--concurrency", type=int, default=16, help="part C: requests in flight")
     parser.add_argument("--prompts", type=int, default=24, help="part A: instructions (x2 roles)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seeds", type=int, default=32, help="part B: seeds of the default recipe")
@@ -210,6 +301,8 @@ def main() -> int:
         result["engine_vs_pipeline"] = part_a(args)
     if args.part in ("b", "both"):
         result["make_data_quiet_vs_busy"] = part_b(args)
+    if args.part == "c":
+        result["vllm_engine_vs_pipeline"] = part_c(args)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from tapir.errors import DataError, TrainingError
+from tapir.pipelines.tasks import NOT_GRADED
 from tapir.recipe import Recipe, recipe_from_dict
 from tapir.stage_contract import DataManifest, data_settings, header, write_manifest
 from tapir.training.dry_run import data_status
@@ -335,9 +336,14 @@ def test_closed_loop_regrades_only_the_student(tmp_path, tiny_model):
         new = [i for i in rows if i not in seen]
         # An answer graded before for the same instruction (an empty one, say, which the teacher
         # gave too) is a grade prompt asked before: the response cache answers it.
-        repeated = sum((i, rows[i]["student_response"] or "") in graded for i in rows)
+        # A failed answer is not graded at all (its row says so): no judge call for it.
+        failed = {i for i in rows if _not_graded(rows[i], "student")}
+        repeated = sum((i, rows[i]["student_response"] or "") in graded for i in rows if i not in failed)
+        failed_new_teacher = sum(_not_graded(rows[i], "teacher") for i in new)
         assert usage["student"]["calls"] == len(rows)
-        assert usage["judge"]["calls"] == len(rows) - repeated + 2 * len(new)
+        assert (
+            usage["judge"]["calls"] == len(rows) - len(failed) - repeated + 2 * len(new) - failed_new_teacher
+        )
         kept = [i for i in rows if i in seen]
         assert kept and all(rows[i]["teacher_score"] == seen[i]["teacher_score"] for i in kept)
         assert any(rows[i]["student_response"] != seen[i]["student_response"] for i in kept)
@@ -392,9 +398,16 @@ def test_warmed_up_student_grades_every_round_of_a_fixed_curriculum(tmp_path, ti
         assert not (train_dir / name / "rescored").exists()
 
 
+def _not_graded(row: dict, who: str) -> bool:
+    return str(row.get(f"{who}_score_error") or "").startswith(NOT_GRADED)
+
+
 def _graded(rows: dict[str, dict]) -> set[tuple[str, str]]:
     return {
-        (i, row[who] or "") for i, row in rows.items() for who in ("student_response", "teacher_response")
+        (i, row[f"{who}_response"] or "")
+        for i, row in rows.items()
+        for who in ("student", "teacher")
+        if not _not_graded(row, who)
     }
 
 
