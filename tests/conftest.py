@@ -41,6 +41,18 @@ def tiny_recipe_dict(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     return base
 
 
+def shared_mt_bench(per_category: int = 1, max_new_tokens: int = 8) -> dict[str, Any]:
+    """``evaluation.mt_bench`` on the real MT-Bench files in the shared data, a few questions."""
+    mt = SHARED_DATA / "mt_bench"
+    return {
+        "questions": str(mt / "question.jsonl"),
+        "judge_prompts": str(mt / "judge_prompts.jsonl"),
+        "reference_answers": str(mt / "reference_answer" / "gpt-4.jsonl"),
+        "per_category": per_category,
+        "max_new_tokens": max_new_tokens,
+    }
+
+
 @pytest.fixture(scope="session")
 def embedded_student(tmp_path_factory) -> tuple[Path, Path]:
     """(cache folder, folder): the embedded GGUF converted once per session to a transformers

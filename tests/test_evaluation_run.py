@@ -21,13 +21,12 @@ from tapir.llms import read_usage
 from tapir.recipe import recipe_from_dict
 from tapir.simulator import MALFORMED
 
-from .conftest import SHARED_DATA, tiny_recipe_dict
+from .conftest import shared_mt_bench, tiny_recipe_dict
 from .tiny_student import build_tiny_student
 
 pytestmark = pytest.mark.integration
 
 QUIET = Console(quiet=True)
-MT = SHARED_DATA / "mt_bench"
 INSTRUCTIONS = [
     "Give three tips for staying healthy.",
     "Write a haiku about autumn leaves.",
@@ -67,13 +66,7 @@ def eval_recipe(tmp_path: Path, model: Path, alpaca_eval_annotator: str = "judge
             "max_new_tokens": 8,
             "annotator": alpaca_eval_annotator,
         },
-        "mt_bench": {
-            "questions": str(MT / "question.jsonl"),
-            "judge_prompts": str(MT / "judge_prompts.jsonl"),
-            "reference_answers": str(MT / "reference_answer" / "gpt-4.jsonl"),
-            "per_category": 1,
-            "max_new_tokens": 8,
-        },
+        "mt_bench": shared_mt_bench(),
         **evaluation,
     }
     return recipe_from_dict(tiny_recipe_dict(tmp_path, evaluation=settings))

@@ -21,12 +21,11 @@ import pytest
 import yaml
 
 from tapir.engines import vllm_missing
-from tests.conftest import SELF_INSTRUCT, SHARED_DATA, make_recipe, seed_file, tiny_recipe_dict
+from tests.conftest import SELF_INSTRUCT, make_recipe, seed_file, shared_mt_bench, tiny_recipe_dict
 from tests.tiny_student import build_tiny_student
 
 pytestmark = pytest.mark.vllm
 REPO = Path(__file__).resolve().parents[1]
-MT = SHARED_DATA / "mt_bench"
 LABELS = ["Math", "Writing", "Code Generation", "Open QA", "Others"]
 #: What vLLM logs when a request carries a field it does not honour (removed guided_* fields,
 #: fields of no schema): the constraint or setting is dropped, the answer is still HTTP 200.
@@ -145,13 +144,7 @@ def test_checkpoints_served_by_vllm_in_the_closed_loop_and_in_eval(tmp_path, vll
                 "difficulty": difficulty(tmp_path),
                 "max_new_tokens": 8,
             },
-            "mt_bench": {
-                "questions": str(MT / "question.jsonl"),
-                "judge_prompts": str(MT / "judge_prompts.jsonl"),
-                "reference_answers": str(MT / "reference_answer" / "gpt-4.jsonl"),
-                "per_category": 1,
-                "max_new_tokens": 8,
-            },
+            "mt_bench": shared_mt_bench(),
         },
     )
     path = tmp_path / "recipe.yaml"
