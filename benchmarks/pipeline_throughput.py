@@ -194,8 +194,8 @@ def part_c(args: argparse.Namespace) -> dict:
     from tapir.engines import EngineSet, vllm_missing
     from tapir.recipe import ModelSpec
 
-    if vllm_missing():
-        raise SystemExit(f"part c: {vllm_missing()}")
+    if missing := vllm_missing():
+        raise SystemExit(f"part c: {missing}")
     # vLLM's CPU backend reserves 92 % of RAM unless told a KV cache size (GiB): one is plenty here
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     rows = _prompts(args.prompts)

@@ -46,10 +46,10 @@ from tapir.manifest import scrub
 from tapir.simulator import ROLE_HEADER
 
 SLOT_POLL_S = 0.002
+SLOT_POLL_MAX_S = 0.02
 #: vLLM took ``structured_outputs`` from 0.10.2 on and dropped ``guided_*`` in 0.12 (ignored, not
 #: refused: a constraint sent the old way is silently lost).
 STRUCTURED_OUTPUTS_SINCE = "0.10.2"
-SLOT_POLL_MAX_S = 0.02
 # How servers say a prompt does not fit (vLLM, llama.cpp, OpenAI, TGI wordings).
 _TOO_LONG = re.compile(
     r"context length|context window|too long|too many tokens|exceeds? (the )?(maximum|max|context)|"

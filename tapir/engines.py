@@ -319,8 +319,8 @@ class EngineSet:
         self._publish()
 
     def _start_one(self, key: str, engine: Engine, console: Any) -> None:
-        if engine.backend == "vllm" and vllm_missing():
-            raise EndpointError(f"{engine.id}: {vllm_missing()}")
+        if engine.backend == "vllm" and (missing := vllm_missing()):
+            raise EndpointError(f"{engine.id}: {missing}")
         self._work.mkdir(parents=True, exist_ok=True)
         log_dir = self.log_dir or self._work
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -199,8 +199,7 @@ def preflight(spec: ModelSpec, role: str, timeout_s: float = 5.0, top_logprobs: 
                 f"{role}.backend: llamacpp needs llama-cpp-python (pip install llama-cpp-python)"
             )
     elif spec.backend == "vllm":
-        missing = vllm_missing()
-        if missing:
+        if missing := vllm_missing():
             raise EndpointError(f"{role}.backend: {missing}")
         looks_local = spec.model.startswith((".", "/", "~"))
         if looks_local and not Path(spec.model).expanduser().is_dir():

@@ -452,8 +452,7 @@ def _parser() -> argparse.ArgumentParser:
         elif spec.type in ("bool", bool):
             parser.add_argument(flag, action="store_true")
         else:
-            text = spec.name in ("api_key", "vllm_version")
-            kind = int if spec.name == "seed" else (str if text else float)
+            kind = {"int": int, "str": str}.get(str(spec.type), float)
             parser.add_argument(flag, type=kind, default=spec.default)
     return parser
 

@@ -15,16 +15,17 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tapir(*args, cwd=REPO, env_extra=None):
+def tapir(*args, cwd=REPO, env_extra=None, timeout: float = 300):
+    """One `tapir` command in a subprocess, its output captured (arguments may be paths)."""
     import os
 
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env_extra or {})}
     return subprocess.run(
-        [sys.executable, "-m", "tapir.cli", *args],
+        [sys.executable, "-m", "tapir.cli", *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         env=env,
     )
 

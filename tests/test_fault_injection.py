@@ -25,6 +25,8 @@ import psutil
 import pytest
 import yaml
 
+from tests.test_cli import tapir
+
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fault-injection")]  # one never-faulted run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,12 +91,6 @@ def _start(recipe: Path, log: Path, *extra: str, env: dict | None = None) -> sub
     )
 
 
-def _tapir(*argv: object, timeout: float) -> subprocess.CompletedProcess:
-    """One `tapir` command, its output captured."""
-    command = [sys.executable, "-m", "tapir.cli", *map(str, argv)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=timeout)
-
-
 def _run(recipe: Path, log: Path, *extra: str, env: dict | None = None) -> int:
     return _start(recipe, log, *extra, env=env).wait(timeout=600)
 
@@ -155,7 +151,7 @@ def test_a_flaky_endpoint_then_a_healthy_one_gives_the_bytes_of_a_run_never_faul
     )
     manifest = json.loads((work / "out" / "manifest.json").read_text())
     assert manifest["failed_calls"] > 0
-    train = _tapir("train", "--recipe", recipe, timeout=300)
+    train = tapir("train", "--recipe", recipe, timeout=300)
     assert train.returncode == 2 and "is incomplete" in train.stderr, train.stderr  # never trains on it
 
     healthy = Endpoint(work)
@@ -290,9 +286,9 @@ def test_a_second_run_on_the_same_output_or_cache_is_refused_and_the_first_is_un
         while time.monotonic() < deadline and endpoint.stats()["requests"] < 5:
             time.sleep(0.2)
         assert first.poll() is None, (work / "first.log").read_text()[-2000:]
-        same_output = _tapir("data", "--recipe", recipe, timeout=120)
+        same_output = tapir("data", "--recipe", recipe, timeout=120)
         # its own folder, but the same recipe's distilabel cache
-        other_output = _tapir("data", "--recipe", recipe, "--output", work / "other", timeout=120)
+        other_output = tapir("data", "--recipe", recipe, "--output", work / "other", timeout=120)
         assert first.wait(timeout=600) == 0, (work / "first.log").read_text()[-3000:]
         stats = endpoint.stats()
     finally:

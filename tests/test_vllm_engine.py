@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -22,10 +20,10 @@ import yaml
 
 from tapir.engines import vllm_missing
 from tests.conftest import SELF_INSTRUCT, make_recipe, seed_file, shared_mt_bench, tiny_recipe_dict
+from tests.test_cli import tapir
 from tests.tiny_student import build_tiny_student
 
 pytestmark = pytest.mark.vllm
-REPO = Path(__file__).resolve().parents[1]
 LABELS = ["Math", "Writing", "Code Generation", "Open QA", "Others"]
 #: What vLLM logs when a request carries a field it does not honour (removed guided_* fields,
 #: fields of no schema): the constraint or setting is dropped, the answer is still HTTP 200.
@@ -39,17 +37,6 @@ def vllm_env():
     reason = vllm_missing()
     if reason:
         (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
-
-
-def tapir(*argv: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tapir.cli", *argv],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **ENGINE_ENV},
-        timeout=timeout,
-    )
 
 
 def engine_logs(folder: Path) -> dict[str, str]:
@@ -80,7 +67,7 @@ def test_a_data_pass_with_every_role_on_one_vllm_engine(tmp_path, vllm_env):
     )
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    done = tapir("data", "--recipe", str(path))
+    done = tapir("data", "--recipe", path, env_extra=ENGINE_ENV, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     out = Path(recipe["output_dir"])
@@ -149,7 +136,7 @@ def test_checkpoints_served_by_vllm_in_the_closed_loop_and_in_eval(tmp_path, vll
     )
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
-    done = tapir("distill", "--recipe", str(path))
+    done = tapir("distill", "--recipe", path, env_extra=ENGINE_ENV, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     train_dir = recipe.resolved_train_dir
     rescored = train_dir / "warmup" / "rescored"
@@ -160,7 +147,7 @@ def test_checkpoints_served_by_vllm_in_the_closed_loop_and_in_eval(tmp_path, vll
     assert usage["student"]["calls"] == len(pool_rows(rescored)) > 0
     assert "failed_calls" not in usage["student"] or not usage["student"]["failed_calls"]
 
-    done = tapir("eval", "--recipe", str(path), "--models", "round_1")
+    done = tapir("eval", "--recipe", path, "--models", "round_1", env_extra=ENGINE_ENV, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((recipe.resolved_eval_dir / "summary.json").read_text())
     generation = summary["results"]["round_1"]["generation"]
