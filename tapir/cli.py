@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train on a data run made with other data-side settings than the recipe has now",
     )
+    train.add_argument(
+        "--machine-rank",
+        type=int,
+        default=0,
+        help="on machine N > 0 of a multi-machine accelerate config: start this machine's ranks for "
+        "each round machine 0's `tapir train` launches (shared filesystem)",
+    )
     train.add_argument("--dry-run", action="store_true", help="print the training plan; load nothing")
     _add_json(train)
 
@@ -271,7 +278,7 @@ def run(argv: list[str] | None = None) -> int:
         if args.dry_run:
             from tapir.training.dry_run import train_dry_run
 
-            train_plan = train_dry_run(recipe, console, closed_loop)
+            train_plan = train_dry_run(recipe, console, closed_loop, _train_command_line(args))
             if args.command == "train":
                 return _emit(train_plan, as_json)
             from tapir.pipelines.dry_run import dry_run
@@ -282,6 +289,10 @@ def run(argv: list[str] | None = None) -> int:
 
         if args.command == "distill":
             _distill(recipe, console, args.recipe)
+        elif getattr(args, "machine_rank", 0):
+            from tapir.training.follower import follow_machine_zero
+
+            follow_machine_zero(recipe, console, args.machine_rank)
         else:
             run_training(
                 recipe,
@@ -292,6 +303,16 @@ def run(argv: list[str] | None = None) -> int:
             )
         return 0
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _train_command_line(args: argparse.Namespace) -> list[str]:
+    """``tapir train`` with the recipe and overrides given: what every machine runs."""
+    line = ["tapir", "train", "--recipe", args.recipe]
+    for override in args.overrides:
+        line += ["--set", override]
+    if getattr(args, "output", None):
+        line += ["--output", args.output]
+    return line
 
 
 def _distill(recipe, console, recipe_path: str | None) -> None:

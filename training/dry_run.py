@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tapir.errors import DataError, TrainingError
+from tapir.errors import DataError
 from tapir.recipe import Recipe
 from tapir.stage_contract import WARMUP, DataRun, finished_data_run, round_split, stale_reasons, stale_summary
 from tapir.student import start_model_name
@@ -46,30 +46,19 @@ def data_status(recipe: Recipe) -> dict[str, Any]:
     return {"status": "current"}
 
 
-def accelerate_processes(config: Path) -> int:
-    """Total processes of an accelerate config, read (and so validated) by accelerate itself."""
-    from accelerate.commands.config.config_args import load_config_from_file
-
-    try:
-        cluster = load_config_from_file(str(config))
-    except Exception as exc:  # accelerate raises ValueError/TypeError/yaml errors
-        raise TrainingError(
-            f"training.accelerate_config: {config} is not an accelerate config ({exc})"
-        ) from None
-    return max(1, int(cluster.num_processes or 1))
-
-
-def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = None) -> dict[str, Any]:
-    from tapir.training.launch import accelerate_command
+def train_dry_run(
+    recipe: Recipe, console: Console, closed_loop: bool | None = None, command_line: list[str] | None = None
+) -> dict[str, Any]:
+    """The plan, loading nothing. ``command_line`` (the ``tapir train`` arguments given) is what
+    each machine of a multi-machine config runs, with its ``--machine-rank``."""
+    from tapir.training.launch import node_commands, read_cluster
 
     settings = recipe.training
     closed_loop = settings.closed_loop if closed_loop is None else closed_loop
-    devices = 1
+    devices, machines = 1, 1
     if settings.launcher == "accelerate":
-        config = Path(str(settings.accelerate_config))
-        if not config.is_file():
-            raise TrainingError(f"training.accelerate_config: file not found: {config}")
-        devices = accelerate_processes(config)
+        cluster = read_cluster(Path(str(settings.accelerate_config)))
+        devices, machines = cluster.num_processes, cluster.num_machines
     global_batch = settings.per_device_batch_size * settings.gradient_accumulation_steps * devices
     start = start_model_name(recipe)
     data = DataRun(recipe.resolved_output_dir)
@@ -136,11 +125,22 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
             f"({resolved_rescore_backend(recipe)}), the judge grades those answers, and the next round is "
             "built from what is still hard"
         )
-    command = None
+    command, machine_lines, per_node = None, [], []
     if settings.launcher == "accelerate":
         job = recipe.resolved_train_dir / "<round>" / "round_job.json"
-        command = shlex.join(accelerate_command(recipe, job))
+        per_node = node_commands(recipe, job)
+        command = per_node[0]
         console.print("each round runs as: " + command)
+    if machines > 1:
+        train = shlex.join(command_line or ["tapir", "train", "--recipe", "<recipe>"])
+        machine_lines = [train] + [f"{train} --machine-rank {rank}" for rank in range(1, machines)]
+        console.print(
+            f"{machines} machines, one command each (training folder {recipe.resolved_train_dir} on a "
+            "filesystem every machine sees at the same path):"
+        )
+        for rank, (line, launch) in enumerate(zip(machine_lines, per_node)):
+            console.print(f"  machine {rank}: {line}", soft_wrap=True)
+            console.print(f"    each round starts there: {launch}", soft_wrap=True)
     console.print("[green]training plan is valid[/] (nothing was loaded or trained)")
     return {
         "stage": "train",
@@ -154,6 +154,12 @@ def train_dry_run(recipe: Recipe, console: Console, closed_loop: bool | None = N
         "mfd_student": recipe.training.mfd_student,
         "rescore": rescore_plan(recipe, [names[i - 1] for i in points]),
         "launch_command": command,
+        "machines": [
+            {"machine_rank": rank, "command": line, "round_launch": launch}
+            for rank, (line, launch) in enumerate(zip(machine_lines, per_node))
+        ]
+        if machines > 1
+        else [],
     }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -130,7 +131,10 @@ def run_training(
     template_sha = hashlib.sha256(template.read_bytes()).hexdigest() if template else "tokenizer"
     start = base_model(recipe)
     preflight(start, recipe)
-    with writing_into(train_dir, "train"):  # nothing is written before every check has passed
+    from tapir.training.launch import machines_informed
+
+    # nothing is written before every check has passed
+    with writing_into(train_dir, "train"), machines_informed(recipe):
         return _train_rounds(recipe, console, recipe_path, closed_loop, callbacks, names, start, template_sha)
 
 
@@ -209,11 +213,11 @@ def _run_round(
     if recipe.training.launcher == "accelerate":
         from tapir.training.launch import train_round_with_accelerate
 
-        metrics = train_round_with_accelerate(recipe, spec, identity)
+        metrics = train_round_with_accelerate(recipe, spec, identity, console)
     else:
         from tapir.training.sft import train_round
 
-        metrics = train_round(recipe, spec, console, callbacks, identity)
+        metrics = train_round(recipe, spec, console, callbacks, identity, owner=os.getpid())
     manifest = RoundManifest(
         **header("train", recipe, recipe_path),
         round=spec.name,

@@ -79,6 +79,8 @@ def sft_config(settings: TrainingSettings, output_dir: Path, seed: int, eos_toke
         "model_init_kwargs": {"dtype": settings.dtype},
         "dataset_num_proc": None,
         "dataloader_pin_memory": _has_accelerator(),
+        # every weight (or adapter) gets a gradient: DDP's extra search for unused ones is wasted
+        "ddp_find_unused_parameters": False,
     }
     fields.update(settings.sft_options)
     return SFTConfig(**fields)
@@ -143,6 +145,7 @@ def train_round(
     console: Console | None = None,
     callbacks: list[Any] | None = None,
     identity: dict[str, Any] | None = None,
+    owner: int | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) one round and save its model to ``spec.model_dir``; returns metrics."""
     trainer = build_trainer(recipe, spec, console, callbacks)
@@ -162,13 +165,15 @@ def train_round(
             "rows": len(trainer.train_dataset) if not recipe.training.packing else None,
         }
     )
-    save_model(trainer, spec, identity)
+    save_model(trainer, spec, identity, owner)
     if not recipe.training.keep_checkpoints and trainer.is_world_process_zero():
         shutil.rmtree(spec.checkpoint_dir, ignore_errors=True)
     return metrics
 
 
-def save_model(trainer: Any, spec: RoundSpec, identity: dict[str, Any] | None = None) -> None:
+def save_model(
+    trainer: Any, spec: RoundSpec, identity: dict[str, Any] | None = None, owner: int | None = None
+) -> None:
     """Save a plain model + tokenizer atomically: the next round loads it as is.
 
     ``trainer.save_model`` runs on every process (it gathers ZeRO-3/FSDP shards); LoRA adapters
@@ -176,11 +181,14 @@ def save_model(trainer: Any, spec: RoundSpec, identity: dict[str, Any] | None = 
     name and run key) goes into the folder so a response cache can tell two trainings saved at
     the same path apart.
     """
-    # Every process saves its shards into the same staging folder: it is named after the
-    # launcher (the processes' common parent), and is stale once that launcher is gone.
-    staging = staging_path(spec.model_dir, owner=os.getppid())
+    # Every process, on every machine, saves into the same staging folder: it is named after
+    # ``owner`` (the orchestrator that launched the round, default this process's launcher), and
+    # is stale once that process is gone. The main rank empties it before anyone writes there.
+    owner = owner or os.getppid()
+    staging = staging_path(spec.model_dir, owner=owner)
     if trainer.is_world_process_zero():
-        staging = staging_dir(spec.model_dir, owner=os.getppid())  # the same path, emptied
+        staging = staging_dir(spec.model_dir, owner=owner)  # the same path, emptied
+    trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staging))
     if not trainer.is_world_process_zero():
         return
