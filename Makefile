@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	  $(BIN)/pip install --quiet --no-cache-dir --force-reinstall --no-deps "$(LLAMA_CPP)"
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e ".[dev]"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e ".[dev,ray]"
 	touch $@
 
 data: install
@@ -113,7 +113,7 @@ test: install argilla-env vllm-env
 
 # unit + integration: what to run while working (under 5 minutes on 2 cores).
 test-quick: install
-	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not e2e and not slow and not argilla and not vllm"
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not e2e and not slow and not argilla and not vllm and not ray"
 
 test-unit: install
 	$(BIN)/pytest -m unit

@@ -12,6 +12,7 @@ from rich.table import Table
 from tapir.engines import SERVED_BACKENDS, EngineSet
 from tapir.errors import EvaluationError
 from tapir.evaluation.alpaca_eval_bench import check_annotator
+from tapir.evaluation.chat_templates import check_templates
 from tapir.evaluation.models import STUDENT, resolve_models
 from tapir.evaluation.published import published_rows
 from tapir.evaluation.serving import answer_backend, planned_engine
@@ -61,15 +62,16 @@ def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None
         for name in ("questions", "judge_prompts", "reference_answers"):
             _check_source(getattr(mt, name), f"evaluation.mt_bench.{name}", console)
         calls += 8 * per_category * 2
+    templates = check_templates(recipe, models)
     view = Table(title="models")
-    for column in ("name", "kind", "path", "answered by", "cache key"):
+    for column in ("name", "kind", "path", "answered by", "chat template", "cache key"):
         view.add_column(column)
-    engines = EngineSet(Path(recipe.cache_dir), seed=recipe.seed)
+    engines = EngineSet.for_recipe(recipe)
     answer_engines: list[dict[str, Any]] = []
     backends = {}
     for model in models:
         backends[model.name] = backend = answer_backend(recipe, model)
-        view.add_row(model.name, model.kind, model.path, backend, model.key[:16])
+        view.add_row(model.name, model.kind, model.path, backend, templates[model.name], model.key[:16])
         if backend == "llamacpp" and model.kind == STUDENT and recipe.student.backend == "llamacpp":
             engines.ensure(recipe.student, "eval_model", f"eval_answers:{model.name}")
         elif (planned := planned_engine(recipe, model, backend)) is not None:
@@ -91,7 +93,14 @@ def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None
         "stage": "eval",
         "recipe": recipe.name,
         "models": [
-            {"name": m.name, "kind": m.kind, "path": m.path, "answered_by": backends[m.name]} for m in models
+            {
+                "name": m.name,
+                "kind": m.kind,
+                "path": m.path,
+                "answered_by": backends[m.name],
+                "chat_template": templates[m.name],
+            }
+            for m in models
         ],
         "answers_by": settings.backend,
         "engines": plan,

@@ -40,7 +40,9 @@ class TransformersGenerator:
         dtype: str = "auto",
         options: dict[str, Any] | None = None,
         on_batch: Callable[[int], None] | None = None,
+        chat_template: str | None = None,
     ) -> None:
+        """``chat_template`` replaces the tokenizer's (the untrained student's recipe template)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
@@ -49,6 +51,8 @@ class TransformersGenerator:
             raise EvaluationError(
                 f"evaluation.models: cannot load a tokenizer from {model} ({exc})"
             ) from None
+        if chat_template:
+            self.tokenizer.chat_template = chat_template
         if not self.tokenizer.chat_template:
             raise EvaluationError(
                 f"evaluation.models: {model} has no chat template saved with its tokenizer "

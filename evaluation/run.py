@@ -20,6 +20,7 @@ from rich.table import Table
 from tapir.engines import EngineSet
 from tapir.errors import EvaluationError
 from tapir.evaluation import alpaca_eval_bench, html_report, leaderboard, mt_bench_bench, plots
+from tapir.evaluation.chat_templates import check_templates, student_template
 from tapir.evaluation.generation import CachedGenerator, EngineGenerator, TransformersGenerator
 from tapir.evaluation.judging import build_judges, usage_summary
 from tapir.evaluation.models import EvalModel, resolve_models
@@ -43,8 +44,14 @@ def _engine(recipe: Recipe, model: EvalModel, backend: str, context: LLMContext,
     if backend in ("llamacpp", "vllm"):
         spec = served_spec(recipe, model, backend)
         return EngineGenerator(spec, context, model.name, on_batch=on_batch)
+    template = student_template(recipe, model)
     return TransformersGenerator(
-        model.path, settings.batch_size, settings.dtype, settings.backend_options, on_batch=on_batch
+        model.path,
+        settings.batch_size,
+        settings.dtype,
+        settings.backend_options,
+        on_batch=on_batch,
+        chat_template=template.read_text(encoding="utf-8") if template else None,
     )
 
 
@@ -75,6 +82,7 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
     if difficulty and not Path(difficulty).expanduser().exists():
         raise EvaluationError(f"evaluation.alpaca_eval.difficulty: not found: {difficulty}")
     models = resolve_models(recipe, only)
+    check_templates(recipe, models, fetch=True)  # every model has a chat template to be asked in
     claim_output(recipe.resolved_eval_dir, "eval", "evaluation.output_dir")
     judge_spec = settings.judge or recipe.judge
     judge_name = model_id(judge_spec)
@@ -89,7 +97,7 @@ def run_eval(recipe: Recipe, console: Console, only: list[str] | None = None) ->
     )
 
     # usage_dir is set per model and benchmark below (fresh_usage_dir), so none here
-    engines = EngineSet(Path(recipe.cache_dir), log_dir=recipe.resolved_eval_dir / "logs", seed=recipe.seed)
+    engines = EngineSet.for_recipe(recipe, recipe.resolved_eval_dir / "logs")
     context = LLMContext(cache_dir=Path(recipe.cache_dir), seed=recipe.seed, engines=engines)
     with writing_into(recipe.resolved_eval_dir, "eval"), engines:
         return _evaluate(

@@ -41,7 +41,8 @@ def planned_engine(recipe: Recipe, model: EvalModel, backend: str) -> dict | Non
     from tapir.engines import later_engine_plan
 
     serves = [f"eval_answers:{model.name}"]
-    return later_engine_plan(f"{backend}:{model.name}", backend, path, serves, recipe.student.max_concurrency)
+    name, devices = f"{backend}:{model.name}", recipe.evaluation.devices
+    return later_engine_plan(name, backend, path, serves, recipe.student.max_concurrency, devices)
 
 
 def served_spec(recipe: Recipe, model: EvalModel, backend: str) -> ModelSpec:
@@ -49,8 +50,16 @@ def served_spec(recipe: Recipe, model: EvalModel, backend: str) -> ModelSpec:
     settings = recipe.evaluation
     if backend == "vllm":
         options = {"dtype": settings.dtype, **settings.backend_options}
+        from tapir.evaluation.chat_templates import student_template
+
+        template = student_template(recipe, model)
         return ModelSpec(
-            backend="vllm", model=model.path, context_length=recipe.student.context_length, options=options
+            backend="vllm",
+            model=model.path,
+            chat_template=str(template) if template else None,
+            context_length=recipe.student.context_length,
+            options=options,
+            devices=settings.devices,
         )
     from tapir.gguf_export import gguf_for_checkpoint
     from tapir.student import gguf_reference
@@ -73,6 +82,7 @@ def served_spec(recipe: Recipe, model: EvalModel, backend: str) -> ModelSpec:
         context_length=recipe.student.context_length,
         threads=recipe.student.threads,
         options=dict(settings.backend_options),
+        devices=settings.devices,
     )
 
 

@@ -133,6 +133,9 @@ CHAIN_STEPS = ("respond_teacher", "respond_student", "judge_teacher", "judge_stu
 
 def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
     """Print the plan; returns the estimate (for tests). Raises TapirError on bad input."""
+    from tapir.pipelines.ray_runner import check_ray
+
+    check_ray(recipe, reach=False)  # installed, at least: the head is asked when the run starts
     n_seeds, note = count_seeds_offline(recipe.seeds)
     kind, location = describe_source(recipe.seeds)
     # Build the real graph (no model is loaded, nothing is called) so its wiring is validated.
@@ -158,7 +161,12 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
     console.print(f"  seeds: {kind} {location}: {n_seeds if n_seeds is not None else '?'} rows ({note})")
     console.print(
         f"  runner: distilabel {recipe.pipeline.runner}"
-        + (f" at {recipe.pipeline.ray_address}" if recipe.pipeline.ray_address else "")
+        + (
+            f" at {recipe.pipeline.ray_address or 'a single-node Ray instance on loopback'}"
+            if recipe.pipeline.runner == "ray"
+            else ""
+        )
+        + f"; engines at {recipe.pipeline.engine_host}"
     )
     console.print(f"  graph: {len(pipeline.dag.G.nodes)} steps: " + ", ".join(pipeline.dag.G.nodes))
     console.print(
@@ -196,6 +204,7 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
             console.print(
                 f"[yellow]note: {role}.api_key_env {spec.api_key_env} is not set here; a real run needs it[/]"
             )
+    context.engine_set().check_placement()
     engines = context.engine_set().plan()
     console.print(engines_table(engines))
     steps = {name: pipeline.dag.get_step(name)["step"] for name in pipeline.dag}
@@ -226,7 +235,7 @@ def engines_table(engines: list[dict[str, Any]]) -> Table:
     table = Table(
         title="Engines (one per distinct model; every step is a client)", title_justify="left", expand=True
     )
-    for column in ("engine", "backend", "model", "started", "in flight", "serves"):
+    for column in ("engine", "backend", "model", "started", "devices", "in flight", "serves"):
         table.add_column(column, overflow="fold", ratio=3 if column == "serves" else 1)
     for engine in engines:
         table.add_row(
@@ -234,6 +243,7 @@ def engines_table(engines: list[dict[str, Any]]) -> Table:
             engine["backend"],
             str(engine["model"]),
             "by tapir" if engine["started_by_tapir"] else f"no: {engine['base_url']}",
+            engine.get("devices", ""),
             str(engine["max_concurrency"]),
             ", ".join(engine["serves"]),
         )

@@ -1,4 +1,4 @@
-"""distilabel's local ``Pipeline`` without a cost that grows with every batch.
+"""distilabel's pipelines (local and Ray) without a cost that grows with every batch.
 
 After each batch, distilabel's main process saves its cache (``BasePipeline._cache``): it finds
 the cache folder through ``_cache_location``, which recomputes every step's signature (a full
@@ -19,10 +19,12 @@ parsed cleanly and a later one did not (a flaky endpoint made it likely).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pyarrow as pa
 from distilabel.pipeline import Pipeline
+from distilabel.pipeline.ray import RayPipeline
 from distilabel.pipeline.write_buffer import _WriteBuffer
 
 
@@ -42,17 +44,20 @@ class _TypeWideningWriteBuffer(_WriteBuffer):
         super()._write(step_name)
 
 
-class TapirPipeline(Pipeline):
+class _TapirRunFixes:
+    """tapir's fixes to distilabel's driver loop; they hold for either runner (both run the
+    batch manager, cache and write buffer in the driver process)."""
+
     _tapir_location: dict[str, Any] | None = None
 
     def _setup_write_buffer(self, use_cache: bool = True) -> None:
-        super()._setup_write_buffer(use_cache)
-        self._write_buffer.__class__ = _TypeWideningWriteBuffer
+        super()._setup_write_buffer(use_cache)  # type: ignore[misc]
+        self._write_buffer.__class__ = _TypeWideningWriteBuffer  # type: ignore[attr-defined]
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         self._tapir_location = None
         try:
-            return super().run(*args, **kwargs)
+            return super().run(*args, **kwargs)  # type: ignore[misc]
         finally:
             self._tapir_location = None
 
@@ -60,18 +65,64 @@ class TapirPipeline(Pipeline):
     def _cache_location(self) -> Any:
         if self._tapir_location is not None:
             return self._tapir_location
-        return super()._cache_location
+        return super()._cache_location  # type: ignore[misc]
 
     def _cache(self) -> None:
-        if self._dry_run:
+        if self._dry_run:  # type: ignore[attr-defined]
             return
         if self._tapir_location is None:  # the run's first save: everything, location frozen
-            super()._cache()
-            self._tapir_location = super()._cache_location
+            super()._cache()  # type: ignore[misc]
+            self._tapir_location = super()._cache_location  # type: ignore[misc]
             return
-        if self._batch_manager is not None:
-            self._batch_manager.cache(
+        if self._batch_manager is not None:  # type: ignore[attr-defined]
+            self._batch_manager.cache(  # type: ignore[attr-defined]
                 path=self._tapir_location["batch_manager"],
                 steps_data_path=self._tapir_location["steps_data"],
             )
-        self._save_stages_status()
+        self._save_stages_status()  # type: ignore[attr-defined]
+
+
+class TapirRayPipeline(_TapirRunFixes, RayPipeline):
+    """distilabel's Ray runner with tapir's fixes (``Pipeline.ray()`` would build a stock one)."""
+
+    def _init_ray(self) -> None:
+        _ray_messages_to_log()
+        try:
+            super()._init_ray()
+        except ConnectionError as exc:  # Ray's own message names the address it tried
+            from tapir.errors import EndpointError
+
+            raise EndpointError(f"pipeline.ray_address: {exc}") from None
+
+
+def _ray_messages_to_log() -> None:
+    """Ray prints its cluster's messages ("(raylet) WARNING: 26 PYTHON worker processes ...") on
+    the driver's terminal whatever ``log_to_driver`` says (its listener thread has no switch), so
+    its printer is pointed at distilabel's logger: they land in the run's distilabel.log."""
+    import ray._private.worker as ray_worker
+
+    logger = logging.getLogger("distilabel.pipeline.ray")
+
+    def to_log(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        for line in data.get("lines", []):
+            logger.info("(%s) %s", data.get("pid", "ray"), line)
+
+    ray_worker.print_to_stdstream = to_log
+
+
+class TapirPipeline(_TapirRunFixes, Pipeline):
+    def ray(
+        self, ray_head_node_url: str | None = None, ray_init_kwargs: dict[str, Any] | None = None
+    ) -> TapirRayPipeline:
+        """The same graph on distilabel's Ray runner, keeping tapir's fixes."""
+        pipeline = TapirRayPipeline(
+            name=self.name,
+            description=self.description,
+            cache_dir=self._cache_dir,
+            enable_metadata=self._enable_metadata,
+            requirements=self.requirements,
+            ray_head_node_url=ray_head_node_url,
+            ray_init_kwargs=ray_init_kwargs,
+        )
+        pipeline.dag = self.dag
+        return pipeline

@@ -25,6 +25,7 @@ from tapir.pipelines.dry_run import planned_rows
 from tapir.pipelines.expansion_plan import plan_summary
 from tapir.pipelines.graph import CURRICULUM, EXPANSION_AUDIT, POOL, SELECTED, build_pipeline, pipeline_name
 from tapir.pipelines.progress import LiveProgress, distilabel_logs_to
+from tapir.pipelines.ray_runner import check_ray, ray_pipeline
 from tapir.pipelines.report import (
     classifier_report,
     judging_settings,
@@ -139,7 +140,7 @@ def run_data(
         (staging / "logs").mkdir(parents=True)
         owned = engines is None
         if engines is None:
-            engines = EngineSet(Path(recipe.cache_dir), log_dir=staging / "logs", seed=recipe.seed)
+            engines = EngineSet.for_recipe(recipe, staging / "logs")
         context = LLMContext(
             cache_dir=Path(recipe.cache_dir),
             usage_dir=staging / "logs",
@@ -149,7 +150,7 @@ def run_data(
         )
         pipeline = build_pipeline(recipe, seeds, context, corrections, benchmarks_file)
         if recipe.pipeline.runner == "ray":
-            pipeline = pipeline.ray(ray_head_node_url=recipe.pipeline.ray_address)
+            pipeline = ray_pipeline(pipeline, recipe)
         use_cache = _completed_before(pipeline, context) and not reask_unparsed
         prices = {
             role: spec.price_per_million_tokens
@@ -262,6 +263,7 @@ def _apart(out_dir: Path, cache: Path) -> None:
 def check_inputs(recipe: Recipe) -> list[dict[str, Any]]:
     """What can be checked before anything is written: every role's model or endpoint (retried
     like any call), then the seeds; returns the seed rows."""
+    check_ray(recipe)
     expected = recipe.judging.top_logprobs if recipe.judge_scoring == "expected" else None
     for role in ("teacher", "student", "judge"):
         preflight(recipe.role(role), role, top_logprobs=expected if role == "judge" else None)

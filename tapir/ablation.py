@@ -287,7 +287,7 @@ def run_ablation(recipe: Recipe, console: Console, arms: list[str], recipe_path:
     root.mkdir(parents=True, exist_ok=True)
     log_dir = root / "logs"
     log_dir.mkdir(exist_ok=True)
-    with EngineSet(Path(recipe.cache_dir), log_dir=log_dir, seed=recipe.seed) as engines:
+    with EngineSet.for_recipe(recipe, log_dir) as engines:
         for arm in arms:
             if arm not in FROM_TAPIR:
                 console.rule(f"ablation arm {arm}: data")

@@ -333,7 +333,7 @@ def _distill(recipe, console, recipe_path: str | None) -> None:
     open_output(recipe.resolved_train_dir, "train")  # its logs/ are written from now on
     log_dir = recipe.resolved_train_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    with EngineSet(Path(recipe.cache_dir), log_dir=log_dir, seed=recipe.seed) as engines:
+    with EngineSet.for_recipe(recipe, log_dir) as engines:
         run_data(recipe, console, recipe_path=recipe_path, engines=engines)
         for engine in list(engines.engines.values()):
             if engine.serves and all(step.startswith("respond_student") for step in engine.serves):

