@@ -133,9 +133,6 @@ CHAIN_STEPS = ("respond_teacher", "respond_student", "judge_teacher", "judge_stu
 
 def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
     """Print the plan; returns the estimate (for tests). Raises TapirError on bad input."""
-    from tapir.pipelines.ray_runner import check_ray
-
-    check_ray(recipe, reach=False)  # installed, at least: the head is asked when the run starts
     n_seeds, note = count_seeds_offline(recipe.seeds)
     kind, location = describe_source(recipe.seeds)
     # Build the real graph (no model is loaded, nothing is called) so its wiring is validated.
@@ -204,6 +201,8 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
             console.print(
                 f"[yellow]note: {role}.api_key_env {spec.api_key_env} is not set here; a real run needs it[/]"
             )
+    for missing in _missing_engines(recipe):  # the plan is valid anywhere; the run needs them here
+        console.print(f"[yellow]note: {missing}; a real run here refuses to start[/]")
     context.engine_set().check_placement()
     engines = context.engine_set().plan()
     console.print(engines_table(engines))
@@ -228,6 +227,17 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
             "note": "upper bound: every seed hard, every row kept",
         },
     }
+
+
+def _missing_engines(recipe: Recipe) -> list[str]:
+    """What this machine lacks for the run: Ray for runner: ray, vLLM for a vllm role."""
+    from tapir.engines import vllm_missing
+    from tapir.pipelines.ray_runner import ray_missing
+
+    missing = [ray_missing()] if recipe.pipeline.runner == "ray" else []
+    if any(recipe.role(role).backend == "vllm" for role in ("teacher", "student", "judge")):  # type: ignore[arg-type]
+        missing.append(vllm_missing())
+    return [m for m in missing if m]
 
 
 def engines_table(engines: list[dict[str, Any]]) -> Table:

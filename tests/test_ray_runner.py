@@ -180,3 +180,16 @@ def test_a_local_ray_instance_stays_on_loopback(tmp_path, monkeypatch):
     options = ray_runner.init_options(recipe)
     assert options["_node_ip_address"] == "127.0.0.1" and options["log_to_driver"] is False
     assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+
+
+@pytest.mark.integration
+def test_the_dry_run_notes_what_this_machine_lacks_for_the_run(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from tapir.pipelines.dry_run import dry_run
+
+    recipe = recipe_from_dict(yaml.safe_load(recipe_file(tmp_path, runner="ray").read_text()))
+    monkeypatch.setattr(ray_runner, "ray_missing", lambda: "pipeline.runner: ray needs Ray")
+    console = Console(record=True, width=200)
+    dry_run(recipe, console)
+    assert "note: pipeline.runner: ray needs Ray; a real run here refuses to start" in console.export_text()
