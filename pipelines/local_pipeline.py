@@ -20,12 +20,41 @@ parsed cleanly and a later one did not (a flaky endpoint made it likely).
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
+import distilabel.utils.serialization as _serialization
 import pyarrow as pa
+import yaml
 from distilabel.pipeline import Pipeline
 from distilabel.pipeline.ray import RayPipeline
 from distilabel.pipeline.write_buffer import _WriteBuffer
+
+from tapir.staging import remove_stale, staging_path
+
+
+def _whole_or_absent(write: Any) -> Any:
+    """distilabel writes its cache files (pipeline.yaml, the batch manager, the stage status) in
+    place: a run killed mid-write left a truncated pipeline.yaml that every later run of the
+    recipe failed to read (KeyError: 'type_info'). Written beside and renamed, a file is whole
+    or absent; a killed run's partial file goes when the next write of the same file comes."""
+
+    def atomic(filename: Path, data: Any) -> None:
+        filename = Path(filename)
+        filename.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(filename)
+        partial = staging_path(filename)
+        write(partial, data)
+        os.replace(partial, filename)
+
+    atomic.tapir_atomic = True  # type: ignore[attr-defined]
+    return atomic
+
+
+for _name in ("write_json", "write_yaml"):
+    if not getattr(getattr(_serialization, _name), "tapir_atomic", False):
+        setattr(_serialization, _name, _whole_or_absent(getattr(_serialization, _name)))
 
 
 class _TypeWideningWriteBuffer(_WriteBuffer):
@@ -60,6 +89,16 @@ class _TapirRunFixes:
             return super().run(*args, **kwargs)  # type: ignore[misc]
         finally:
             self._tapir_location = None
+
+    def _refresh_pipeline_from_cache(self) -> None:
+        """A pipeline.yaml that cannot be read (cut short by a kill before its writes were
+        atomic) is dropped: the graph built now is the same one, so the run goes on without it."""
+        try:
+            super()._refresh_pipeline_from_cache()  # type: ignore[misc]
+        except (KeyError, ValueError, TypeError, yaml.YAMLError):
+            broken = self._cache_location["pipeline"]
+            logging.getLogger("distilabel.pipeline").warning(f"unreadable {broken} removed")
+            broken.unlink(missing_ok=True)
 
     @property
     def _cache_location(self) -> Any:

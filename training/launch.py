@@ -245,7 +245,10 @@ def _follow(process: subprocess.Popen, spec: RoundSpec, cluster: Cluster, consol
     )
     with console.status(f"{spec.name}: starting {where} (log: {spec.folder / LAUNCH_LOG})") as status:
         while process.poll() is None:
-            steps = [r for r in read_log(spec.folder / LOG_FILE) if "loss" in r]
+            try:
+                steps = [r for r in read_log(spec.folder / LOG_FILE) if "loss" in r]
+            except ValueError:  # a line the main rank is writing right now: read it next time
+                steps = []
             if steps:
                 last = steps[-1]
                 status.update(f"{spec.name}: step {last['step']} on {where}, loss {float(last['loss']):.3f}")
