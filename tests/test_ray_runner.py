@@ -193,3 +193,22 @@ def test_the_dry_run_notes_what_this_machine_lacks_for_the_run(tmp_path, monkeyp
     console = Console(record=True, width=200)
     dry_run(recipe, console)
     assert "note: pipeline.runner: ray needs Ray; a real run here refuses to start" in console.export_text()
+
+
+@pytest.mark.integration
+def test_engines_bind_and_are_dialled_at_the_engine_host(tmp_path):
+    from tapir.engines import EngineSet
+    from tapir.recipe import ModelSpec
+
+    recipe = recipe_from_dict(yaml.safe_load(recipe_file(tmp_path, engine_host="127.0.0.2").read_text()))
+    with EngineSet.for_recipe(recipe, tmp_path / "logs") as engines:
+        engine = engines.ensure(ModelSpec(backend="scripted", model="m"), "teacher")
+        engines.start()
+        assert engine.base_url.startswith("http://127.0.0.2:")
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for c in psutil.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.pid == engines.pids()[0]
+        }
+    port = int(engine.base_url.rsplit(":", 1)[1].split("/")[0])
+    assert listening == {("127.0.0.2", port)}
