@@ -213,7 +213,8 @@ def _port(base_url: str) -> int | None:
     return urlparse(base_url).port
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on at ``host`` now (engines, launchers, test servers)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
@@ -318,7 +319,7 @@ class EngineSet:
         if backend == "openai":
             base_url = (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/")
             return Engine(**common, base_url=base_url, api_key_env=spec.api_key_env, owned=False)
-        port = _free_port(self.host)
+        port = free_port(self.host)
         base_url = f"http://{self.host}:{port}/v1"
         seed = str(self.seed if spec.seed is None else spec.seed)
         template = resolved_template(spec)

@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import psutil
 import pytest
 import yaml
 
+from tapir.engines import free_port
 from tapir.errors import DataError
 from tapir.pipelines import ray_runner
 from tapir.recipe import recipe_from_dict
@@ -37,17 +37,11 @@ COUNTED = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """`ray start --head` on loopback with 2 CPUs; its processes are stopped at the end (only
     this cluster's: they are found by its own temp folder)."""
-    port = _free_port()
+    port = free_port()
     temp = Path(f"/tmp/tapir-ray-{os.getpid()}")  # short: Ray puts unix sockets under it
     env = {**os.environ, **ray_runner.LOOPBACK_ONLY}
     command = [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
@@ -154,7 +148,7 @@ def test_ray_runner_writes_the_local_runners_files_byte_for_byte(tmp_path, ray_h
 @pytest.mark.integration
 def test_an_unreachable_ray_head_is_one_line(tmp_path):
     result = tapir(
-        "data", "--recipe", recipe_file(tmp_path, runner="ray", ray_address=f"127.0.0.1:{_free_port()}")
+        "data", "--recipe", recipe_file(tmp_path, runner="ray", ray_address=f"127.0.0.1:{free_port()}")
     )
     assert_one_line_error(
         result, "pipeline.ray_address: no Ray head answers at 127.0.0.1:", "ray start --head"

@@ -17,6 +17,7 @@ import torch
 import yaml
 from rich.console import Console
 
+from tapir.engines import free_port
 from tapir.recipe import Recipe
 from tapir.training.launch import launch_command, read_cluster
 from tapir.training.rounds import run_training
@@ -156,20 +157,12 @@ def test_a_killed_rank_fails_the_round_in_one_line_and_the_next_run_resumes(tmp_
     assert manifest["metrics"]["global_step"] == 400 and manifest["metrics"]["processes"] == 2
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.e2e
 def test_two_machines_on_loopback_train_each_round_together(tmp_path, tiny_model):
     """num_machines: 2 with one process each, both "machines" this box: machine 0 runs `tapir
     train`, machine 1 `tapir train --machine-rank 1`; their ranks meet for every round."""
     config = yaml.safe_load(TWO_CPUS.read_text())
-    config.update(num_machines=2, main_process_port=_free_port())
+    config.update(num_machines=2, main_process_port=free_port())
     machines = tmp_path / "two_machines.yaml"
     machines.write_text(yaml.safe_dump(config))
     recipe = recipe_for(

@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
+from tapir.engines import free_port
 from tapir.errors import IncompleteRunError, TrainingError
 from tapir.manifest import write_json
 from tapir.recipe import Recipe
@@ -195,12 +195,6 @@ def machines_informed(recipe: Recipe) -> Iterator[None]:
     write_json(train_dir / RUN_STATE, {**run, "state": "finished"})
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def train_round_with_accelerate(
     recipe: Recipe, spec: RoundSpec, identity: dict[str, Any], console: Console | None = None
 ) -> dict[str, Any]:
@@ -208,7 +202,7 @@ def train_round_with_accelerate(
     (spec.folder / METRICS).unlink(missing_ok=True)
     job = write_job(recipe, spec, identity)
     # One machine, no port in the config: a free loopback port, so two runs never meet.
-    port = _free_port() if cluster.num_machines == 1 and not cluster.main_process_port else None
+    port = free_port() if cluster.num_machines == 1 and not cluster.main_process_port else None
     try:
         code = run_launcher(cluster, job, spec, 0, port, console)
     finally:
