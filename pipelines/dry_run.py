@@ -12,11 +12,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tapir.errors import DataError
 from tapir.llm_factory import LLMContext, model_id
 from tapir.pipelines.graph import build_pipeline
 from tapir.pipelines.prompts import render, template_text
 from tapir.pipelines.report import judging_line
 from tapir.pipelines.seeds import count_seeds_offline, describe_source, load_seeds
+from tapir.pricing import usd
 from tapir.recipe import Recipe
 
 # A rough, tokenizer-free estimate; good enough to size a budget.
@@ -28,18 +30,37 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // CHARS_PER_TOKEN)
 
 
+# The expected figures' assumptions (the upper bound makes none): answers use half their token
+# cap, and this share of seeds turns out hard (what is expanded, graded again and refined).
+EXPECTED_OUTPUT_SHARE = 0.5
+EXPECTED_HARD_SHARE = 0.3
+ASSUMPTIONS = (
+    f"expected: answers at {EXPECTED_OUTPUT_SHARE:.0%} of their token cap, {EXPECTED_HARD_SHARE:.0%} of "
+    "seeds hard; upper bound: every seed hard, every answer at its cap, every row kept"
+)
+
+
 @dataclass
 class RoleEstimate:
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     steps: list[str] = field(default_factory=list)
+    expected_calls: float = 0.0
+    expected_input_tokens: float = 0.0
+    expected_output_tokens: float = 0.0
 
-    def add(self, step: str, calls: int, prompt_tokens: int, max_new_tokens: int) -> None:
+    def add(
+        self, step: str, calls: int, prompt_tokens: int, max_new_tokens: int, expected_share: float = 1.0
+    ) -> None:
+        """``calls`` at most; ``expected_share`` of them expected."""
         self.calls += calls
         self.input_tokens += calls * prompt_tokens
         self.output_tokens += calls * max_new_tokens
         self.steps.append(f"{step} ({calls})")
+        self.expected_calls += calls * expected_share
+        self.expected_input_tokens += calls * expected_share * prompt_tokens
+        self.expected_output_tokens += calls * expected_share * max_new_tokens * EXPECTED_OUTPUT_SHARE
 
 
 def estimate(recipe: Recipe, n_seeds: int) -> dict[str, RoleEstimate]:
@@ -63,19 +84,19 @@ def estimate(recipe: Recipe, n_seeds: int) -> dict[str, RoleEstimate]:
     )
     classifier = roles[recipe.taxonomy.classifier_role]
 
-    def grade_and_classify(prefix: str, n: int) -> None:
-        roles["teacher"].add(f"respond_teacher{prefix}", n, respond, teacher_out)
-        roles["student"].add(f"respond_student{prefix}", n, respond, student_out)
+    def grade_and_classify(prefix: str, n: int, share: float) -> None:
+        roles["teacher"].add(f"respond_teacher{prefix}", n, respond, teacher_out, share)
+        roles["student"].add(f"respond_student{prefix}", n, respond, student_out, share)
         roles["judge"].add(
-            f"judge_teacher{prefix}", n, judge_base + teacher_out, recipe.judging.max_new_tokens
+            f"judge_teacher{prefix}", n, judge_base + teacher_out, recipe.judging.max_new_tokens, share
         )
         roles["judge"].add(
-            f"judge_student{prefix}", n, judge_base + student_out, recipe.judging.max_new_tokens
+            f"judge_student{prefix}", n, judge_base + student_out, recipe.judging.max_new_tokens, share
         )
         if recipe.taxonomy.classifier == "llm":
-            classifier.add(f"classify_task{prefix}", n, classify, recipe.taxonomy.max_new_tokens)
+            classifier.add(f"classify_task{prefix}", n, classify, recipe.taxonomy.max_new_tokens, share)
 
-    grade_and_classify("", n_seeds)
+    grade_and_classify("", n_seeds, 1.0)
     expanded = 0
     if recipe.expansion.enabled:
         expanded = new_instructions(recipe, n_seeds)
@@ -88,8 +109,14 @@ def estimate(recipe: Recipe, n_seeds: int) -> dict[str, RoleEstimate]:
                 variant=0,
             )
         )
-        roles["teacher"].add("expand_instructions", expanded, expand_prompt, recipe.expansion.max_new_tokens)
-        grade_and_classify("_expanded", expanded)
+        roles["teacher"].add(
+            "expand_instructions",
+            expanded,
+            expand_prompt,
+            recipe.expansion.max_new_tokens,
+            EXPECTED_HARD_SHARE,
+        )
+        grade_and_classify("_expanded", expanded, EXPECTED_HARD_SHARE)
     if recipe.refinement.enabled:
         refine_prompt = _tokens(
             render(
@@ -101,11 +128,60 @@ def estimate(recipe: Recipe, n_seeds: int) -> dict[str, RoleEstimate]:
             )
         )
         rows = n_seeds + expanded
+        expected_rows = n_seeds + expanded * EXPECTED_HARD_SHARE
         roles["teacher"].add(
-            "refine_responses", rows, refine_prompt + teacher_out, recipe.refinement.max_new_tokens
+            "refine_responses",
+            rows,
+            refine_prompt + teacher_out,
+            recipe.refinement.max_new_tokens,
+            expected_rows / rows if rows else 1.0,
         )
     del instruction_tokens
     return roles
+
+
+def costs(recipe: Recipe, roles: dict[str, RoleEstimate]) -> dict[str, Any]:
+    """Each priced role's expected and upper-bound cost of ``roles``' tokens, in $ (batch
+    discount applied), and the totals. Unpriced roles are listed as such, not counted as free."""
+    priced: dict[str, Any] = {}
+    unpriced = []
+    for role, numbers in roles.items():
+        spec = recipe.role(role)  # type: ignore[arg-type]
+        price = spec.unit_price()
+        if not numbers.calls:
+            continue
+        if price is None:
+            unpriced.append(role)
+            continue
+        priced[role] = {
+            "price_per_million_tokens": spec.price_per_million_tokens,
+            "batch": spec.batch,
+            "expected_usd": round(
+                usd(price, numbers.expected_input_tokens, numbers.expected_output_tokens), 2
+            ),
+            "upper_usd": round(usd(price, numbers.input_tokens, numbers.output_tokens), 2),
+        }
+    return {
+        "roles": priced,
+        "unpriced": unpriced,
+        "expected_usd": round(sum(r["expected_usd"] for r in priced.values()), 2),
+        "upper_usd": round(sum(r["upper_usd"] for r in priced.values()), 2),
+        "assumptions": ASSUMPTIONS,
+    }
+
+
+def check_spend_cap(recipe: Recipe, n_seeds: int) -> dict[str, Any]:
+    """The plan's cost; refuses (one line) a plan whose upper bound exceeds pipeline.max_spend_usd."""
+    cost = costs(recipe, estimate(recipe, n_seeds))
+    cap = recipe.pipeline.max_spend_usd
+    if cap is not None and cost["upper_usd"] > cap:
+        parts = ", ".join(f"{role} ${c['upper_usd']:,.2f}" for role, c in cost["roles"].items())
+        raise DataError(
+            f"pipeline.max_spend_usd: the plan may cost up to ${cost['upper_usd']:,.2f} ({parts}; "
+            f"expected ${cost['expected_usd']:,.2f}), over the ${cap:g} cap; raise the cap or plan "
+            "less (seeds.limit, expansion, refinement)"
+        )
+    return cost
 
 
 def new_instructions(recipe: Recipe, n_seeds: int) -> int:
@@ -175,24 +251,63 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
     )
     console.print(f"  output: {recipe.resolved_output_dir}")
     roles = estimate(recipe, n_seeds or 0)
+    cost = costs(recipe, roles)
     table = Table(
         title="LLM calls and tokens per role (upper bound: every seed hard, every row kept)",
         title_justify="left",
     )
-    for column in ("role", "backend", "model", "calls", "input tokens (≈)", "output tokens (max)"):
-        table.add_column(column, justify="right" if "tokens" in column or column == "calls" else "left")
+    columns = ["role", "backend", "model", "calls", "input tokens (≈)", "output tokens (max)"]
+    if cost["roles"]:
+        columns += ["$ expected", "$ upper bound"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("role", "backend", "model") else "right")
     for role, numbers in roles.items():
         spec = recipe.role(role)  # type: ignore[arg-type]
-        where = spec.backend + (f" @ {spec.base_url}" if spec.base_url else "")
+        where = (
+            spec.backend + (" batch" if spec.batch else "") + (f" @ {spec.base_url}" if spec.base_url else "")
+        )
+        row = [role, where, model_id(spec), f"{numbers.calls:,}", f"{numbers.input_tokens:,}"]
+        row.append(f"{numbers.output_tokens:,}")
+        if cost["roles"]:
+            priced = cost["roles"].get(role)
+            row += [f"{priced['expected_usd']:,.2f}", f"{priced['upper_usd']:,.2f}"] if priced else ["", ""]
+        table.add_row(*row)
+    if cost["roles"]:
         table.add_row(
-            role,
-            where,
-            model_id(spec),
-            f"{numbers.calls:,}",
-            f"{numbers.input_tokens:,}",
-            f"{numbers.output_tokens:,}",
+            "total",
+            "",
+            "",
+            "",
+            "",
+            "",
+            f"{cost['expected_usd']:,.2f}",
+            f"{cost['upper_usd']:,.2f}",
+            style="bold",
         )
     console.print(table)
+    if cost["roles"]:
+        console.print(f"  cost: list prices per million tokens, batch discount applied; {ASSUMPTIONS}")
+    served_by_api = [r for r in cost["unpriced"] if recipe.role(r).backend == "openai"]  # type: ignore[arg-type]
+    if served_by_api:
+        console.print(
+            f"[yellow]note: {', '.join(served_by_api)} set no price_per_million_tokens: not in the cost[/]"
+        )
+    batched = [r for r in ("teacher", "student", "judge") if recipe.role(r).batch]  # type: ignore[arg-type]
+    if batched:
+        console.print(
+            f"  batch API: {', '.join(batched)} (tapir's batch client, ledger in "
+            f"{Path(recipe.cache_dir) / 'batches'}"
+            + (
+                "; distilabel's own offline batch generation, which its Ray runner refuses, is not used)"
+                if recipe.pipeline.runner == "ray"
+                else ")"
+            )
+        )
+    if recipe.pipeline.max_spend_usd is not None:
+        check_spend_cap(recipe, n_seeds or 0)
+        console.print(
+            f"  spend cap: ${recipe.pipeline.max_spend_usd:g} (upper bound ${cost['upper_usd']:,.2f})"
+        )
     if n_seeds is None:
         console.print("[yellow]seed count unknown: set seeds.expected_rows to estimate calls[/]")
     for role in ("teacher", "student", "judge"):
@@ -226,6 +341,7 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
             "output_tokens": sum(e.output_tokens for e in roles.values()),
             "note": "upper bound: every seed hard, every row kept",
         },
+        "cost": cost,
     }
 
 

@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from tapir.llms import USAGE_FILE_PREFIX
+from tapir.pricing import usd
 from tapir.redaction import ScrubbingFormatter
 
 
@@ -98,9 +99,7 @@ def render(
         price = prices.get(line.role)
         spend = ""
         if price:
-            cost = line.input_tokens / 1e6 * price.get("input", 0.0)
-            cost += line.output_tokens / 1e6 * price.get("output", 0.0)
-            spend = f"${cost:.4f}"
+            spend = f"${usd(price, line.input_tokens, line.output_tokens):.4f}"
         table.add_row(
             name,
             f"{line.rows}/{total}" if total else str(line.rows),

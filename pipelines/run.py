@@ -21,7 +21,7 @@ from tapir.llms import failed_call_count, read_usage
 from tapir.manifest import now_utc, sha256_file, write_json
 from tapir.pipelines.decontamination import benchmark_texts, write_benchmark_file
 from tapir.pipelines.decontamination import counts as contamination_counts
-from tapir.pipelines.dry_run import planned_rows
+from tapir.pipelines.dry_run import check_spend_cap, planned_rows
 from tapir.pipelines.expansion_plan import plan_summary
 from tapir.pipelines.graph import CURRICULUM, EXPANSION_AUDIT, POOL, SELECTED, build_pipeline, pipeline_name
 from tapir.pipelines.progress import LiveProgress, distilabel_logs_to
@@ -35,6 +35,7 @@ from tapir.pipelines.report import (
 )
 from tapir.pipelines.seeds import describe_source, load_seeds
 from tapir.pipelines.steps import PLACEHOLDER, STEP_ERROR
+from tapir.pricing import usd
 from tapir.publishing.card import write_card
 from tapir.recipe import Recipe
 from tapir.review.corrections import applied_summary, load_corrections
@@ -123,6 +124,7 @@ def run_data(
     claim_output(out_dir, "data", "output_dir")
     hold_pipeline_cache(recipe)
     seeds = check_inputs(recipe)
+    check_spend_cap(recipe, len(seeds))
     kind, location = describe_source(recipe.seeds)
     console.print(f"[bold]tapir data[/] {recipe.name}: {len(seeds)} seeds from {kind} {location}")
     benchmarks_file = _benchmarks_file(recipe)
@@ -147,16 +149,13 @@ def run_data(
             seed=recipe.seed,
             engines=engines,
             reask_unparsed=reask_unparsed,
+            max_spend_usd=recipe.pipeline.max_spend_usd,
         )
         pipeline = build_pipeline(recipe, seeds, context, corrections, benchmarks_file)
         if recipe.pipeline.runner == "ray":
             pipeline = ray_pipeline(pipeline, recipe)
         use_cache = _completed_before(pipeline, context) and not reask_unparsed
-        prices = {
-            role: spec.price_per_million_tokens
-            for role in ("teacher", "student", "judge")
-            if (spec := recipe.role(role)).price_per_million_tokens
-        }
+        prices = unit_prices(recipe)
         progress = LiveProgress(staging / "logs", console, planned_rows(recipe, len(seeds)), prices)
         try:
             if not use_cache:  # an exact re-run answers from distilabel's cache: no engine needed
@@ -194,6 +193,7 @@ def run_data(
             recipe.taxonomy.normalised_mix(),
             recipe.curriculum.hard_share,
         )
+        summary["spend"] = spend_summary(usage, unit_prices(recipe), recipe.pipeline.max_spend_usd)
         summary["review"] = applied_summary(pool, curriculum, corrections)
         summary["judging"] = judging_settings(recipe)
         summary["classifier"] = classifier_report(recipe)
@@ -224,6 +224,14 @@ def run_data(
         f"[green]wrote[/] {out_dir} in {summary['elapsed_s']:.0f}s "
         f"({summary['llm_calls_this_run']} LLM calls this run)"
     )
+    capped = spend_capped(usage)
+    if capped:
+        raise IncompleteRunError(
+            f"pipeline.max_spend_usd: the run reached its ${recipe.pipeline.max_spend_usd:g} cap "
+            f"(spent ${summary['spend']['usd']:,.2f}); {capped} calls were not made. Every answer so far "
+            f"is cached and not paid again: rerun `tapir data` (raise --max-spend to finish); {out_dir} "
+            "holds the rows done, marked incomplete"
+        )
     if failed_calls:
         raise IncompleteRunError(
             f"llm calls: {failed_calls_line(usage)}; {out_dir} holds the rows that did not need them "
@@ -231,6 +239,32 @@ def run_data(
             "rerun `tapir data` to ask exactly those again"
         )
     return out_dir
+
+
+def unit_prices(recipe: Recipe) -> dict[str, dict[str, float]]:
+    """Each priced role's $ per million tokens as billed (batch discount applied)."""
+    return {
+        role: price
+        for role in ("teacher", "student", "judge")
+        if (price := recipe.role(role).unit_price())  # type: ignore[arg-type]
+    }
+
+
+def spend_summary(
+    usage: dict[str, dict[str, Any]], prices: dict[str, dict[str, float]], cap: float | None
+) -> dict[str, Any]:
+    """What this run's calls cost per priced role and in total (cached answers cost nothing)."""
+    roles = {
+        role: round(usd(price, usage[role]["input_tokens"], usage[role]["output_tokens"]), 4)
+        for role, price in prices.items()
+        if role in usage
+    }
+    return {"usd": round(sum(roles.values()), 4), "roles": roles, "max_spend_usd": cap}
+
+
+def spend_capped(usage: dict[str, dict[str, Any]]) -> int:
+    """Calls not made because the spend cap was reached."""
+    return int(sum((u.get("failure_reasons") or {}).get("spend cap reached", 0) for u in usage.values()))
 
 
 def failed_calls_line(usage: dict[str, dict[str, Any]]) -> str:

@@ -39,6 +39,16 @@ def _add_recipe_args(parser: argparse.ArgumentParser, default: str | None = "rec
     )
 
 
+def _add_max_spend(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-spend",
+        type=float,
+        metavar="USD",
+        help="spend cap for the data run (pipeline.max_spend_usd): refuse a plan whose upper bound "
+        "exceeds it; stop asking once the run has spent it",
+    )
+
+
 def _add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="with --dry-run: print the plan (engines, calls) as JSON only"
@@ -67,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--dry-run", action="store_true", help="validate and print the plan; load and call nothing"
     )
+    _add_max_spend(data)
     _add_json(data)
 
     train = sub.add_parser("train", help="train the student on the curriculum, round by round (resumable)")
@@ -97,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(distill)
     distill.add_argument("--output", help="output folder (overrides output_dir)")
     distill.add_argument("--dry-run", action="store_true", help="print both plans; load nothing")
+    _add_max_spend(distill)
     _add_json(distill)
 
     ablate = sub.add_parser(
@@ -195,6 +207,8 @@ def _load(args: argparse.Namespace):
         overrides.append(f"review.sample_size={args.sample_size}")
     if getattr(args, "repo_id", None):
         overrides.append(f"hub.repo_id={args.repo_id}")
+    if getattr(args, "max_spend", None) is not None:
+        overrides.append(f"pipeline.max_spend_usd={args.max_spend}")
     return load_recipe(args.recipe, overrides)
 
 

@@ -31,9 +31,11 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import json
 import os
 import random
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +43,15 @@ from distilabel.models.llms import OpenAILLM
 from distilabel.models.llms.utils import prepare_output
 from pydantic import Field, PrivateAttr, SecretStr
 
+from tapir.batch_api import LEDGER_FOLDER, BatchLedger, BatchRound
 from tapir.llms import TOP_LOGPROBS, UsageLoggingMixin
 from tapir.manifest import scrub
+from tapir.pricing import usd
 from tapir.simulator import ROLE_HEADER
 
+SPEND_FILE_PREFIX = "spend"
+SPEND_READ_EVERY_S = 0.5
+_PROCESS_SPEND: dict[str, float] = {}  # this process's spend per role (its spend file's content)
 SLOT_POLL_S = 0.002
 SLOT_POLL_MAX_S = 0.02
 #: vLLM took ``structured_outputs`` from 0.10.2 on and dropped ``guided_*`` in 0.12 (ignored, not
@@ -163,12 +170,27 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
     top_logprobs: int | None = Field(
         None, description="Ask this many alternatives per token (expected judge scores); None: none."
     )
+    # How requests travel and what they cost, not what they ask: out of the step signature and
+    # the response cache key (a batch answer is the online answer).
+    batch: bool = Field(False, exclude=True, description="Send through the Batch API (tapir.batch_api).")
+    batch_poll_s: float = Field(30.0, exclude=True, description="Seconds between polls of a batch.")
+    batch_dir: str | None = Field(None, exclude=True, description="The batch ledger's folder.")
+    price: dict[str, float] | None = Field(
+        None, exclude=True, description="$ per million input/output tokens, the batch discount applied."
+    )
+    spend_dir: str | None = Field(None, exclude=True, description="Where each process's spend is kept.")
+    max_spend_usd: float | None = Field(
+        None, exclude=True, description="Stop asking once the run spent this."
+    )
 
     _limiter: SlotLimiter | None = PrivateAttr(None)
     _call_stats: dict[str, Any] = PrivateAttr(default_factory=dict)
     # How a vLLM server takes constraints: "structured_outputs" (0.10.2 and later) or "guided"
     # (older); None until its /version is read, on the first request.
     _vllm_fields: str | None = PrivateAttr(None)
+    _round: BatchRound | None = PrivateAttr(None)
+    _batch_ids: list[str] = PrivateAttr(default_factory=list)
+    _spend_seen: tuple[float, float] = PrivateAttr((0.0, 0.0))  # (when read, run total)
 
     def load(self) -> None:
         if self.api_key is None:
@@ -182,6 +204,21 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
     @property
     def model_name(self) -> str:
         return self.model_id or self.model
+
+    async def _agenerate(self, inputs: list[Any], num_generations: int = 1, **kwargs: Any) -> list[Any]:  # type: ignore[override]
+        """Online: one request per input (distilabel's gather). Batch: the same requests, sent
+        as one API batch once every input has made its own (``tapir.batch_api``)."""
+        if not self.batch or not inputs:
+            return await super()._agenerate(inputs, num_generations, **kwargs)
+        per_input = 1 if self.supports_n or num_generations == 1 else num_generations
+        ledger = BatchLedger(
+            self.batch_dir or Path(self.slot_dir or ".") / LEDGER_FOLDER, self.role, self.base_url
+        )
+        self._round = BatchRound(self, len(inputs) * per_input, ledger)
+        try:
+            return await super()._agenerate(inputs, num_generations, **kwargs)
+        finally:
+            self._round = None
 
     async def agenerate(  # type: ignore[override]
         self,
@@ -281,10 +318,15 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
             self._vllm_fields = await self._read_vllm_fields()
         body = self._body(n, index, max_new_tokens, temperature, top_p)
         body.update({k: v for k, v in penalties.items() if v})
-        headers = {ROLE_HEADER: self.role}
+        if self._round is not None:
+            return await self._round.ask(messages, body)
+        headers = self._headers()
         empties = 0
         for attempt in range(self.max_retries + 1):
             retry_after: float | None = None
+            if capped := self._spend_cap_reached():
+                self._count_failure("spend cap reached")
+                return capped
             try:
                 async with self._slot():
                     self._count("requests")
@@ -303,6 +345,7 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
                     # An empty answer is what a flaky proxy sends and what a model may really
                     # say: asked again at once (no back-off), and taken as the model's answer
                     # only when every attempt was empty.
+                    self._record_spend(answer[1], answer[2])
                     if all(t.strip() for t in texts):
                         return answer
                     empties += 1
@@ -370,8 +413,8 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
         delay = random.uniform(0, min(self.retry_cap_s, self.retry_base_s * 2**attempt))  # full jitter
         return max(delay, retry_after or 0.0)
 
-    def _count(self, name: str) -> None:
-        self._call_stats[name] = self._call_stats.get(name, 0) + 1
+    def _count(self, name: str, amount: int = 1) -> None:
+        self._call_stats[name] = self._call_stats.get(name, 0) + amount
 
     def _count_failure(self, reason: str) -> None:
         self._count("failed_calls")
@@ -380,7 +423,109 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
 
     def drain_call_stats(self) -> dict[str, Any]:
         stats, self._call_stats = self._call_stats, {}
+        if self._batch_ids:
+            stats["batch_ids"], self._batch_ids = self._batch_ids, []
         return stats
+
+    def _headers(self) -> dict[str, str]:
+        return {ROLE_HEADER: self.role}
+
+    # -- spend ---------------------------------------------------------------------------------
+
+    def _record_spend(self, input_tokens: int, output_tokens: int) -> None:
+        """Add one answer's cost to this process's spend file (the cap reads every process's)."""
+        if not self.price or not self.spend_dir:
+            return
+        cost = usd(self.price, input_tokens, output_tokens)
+        _PROCESS_SPEND[self.role] = _PROCESS_SPEND.get(self.role, 0.0) + cost
+        folder = Path(self.spend_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{SPEND_FILE_PREFIX}.{self.role}.{os.getpid()}.json"
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(
+            json.dumps({"role": self.role, "usd": _PROCESS_SPEND[self.role]}), encoding="utf-8"
+        )
+        partial.replace(path)
+
+    def _spend_cap_reached(self) -> str | None:
+        """Why no more requests may be sent (the run's spend reached ``max_spend_usd``), or None.
+        Read at most every half second; requests already in flight still finish."""
+        if not self.max_spend_usd or not self.spend_dir:
+            return None
+        read_at, total = self._spend_seen
+        if time.monotonic() - read_at > SPEND_READ_EVERY_S:
+            total = run_spend(self.spend_dir)
+            self._spend_seen = (time.monotonic(), total)
+        if total >= self.max_spend_usd:
+            return f"spend cap reached (${total:.2f} of ${self.max_spend_usd:g})"
+        return None
+
+    # -- batch API helpers (tapir.batch_api) -----------------------------------------------------
+
+    def _parse_completion(self, body: Any) -> tuple[list[str], int, int, list[Any]] | str:
+        """A chat completion body as the online path reads it, or why it is not one."""
+        from openai.types.chat import ChatCompletion
+
+        try:
+            completion = ChatCompletion.model_validate(body)
+        except (ValueError, TypeError):
+            return "malformed response"
+        if not completion.choices:
+            return "malformed response"
+        usage = completion.usage
+        answer = (
+            [choice.message.content or "" for choice in completion.choices],
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+            [_token_logprobs(choice) for choice in completion.choices],
+        )
+        self._record_spend(answer[1], answer[2])
+        return answer
+
+    def _batch_outcome(self, entry: dict[str, Any]) -> tuple[str, Any]:
+        """One line of a batch's output or error file: ("ok", body), ("retry", why) or ("final", why)."""
+        response = entry.get("response") or {}
+        status = response.get("status_code")
+        if status == 200:
+            return "ok", response.get("body")
+        error = entry.get("error") or {}
+        if not status:
+            return "retry", f"batch: {error.get('code') or 'request failed'}"
+        if status == 429 or status >= 500:
+            return "retry", f"HTTP {status}"
+        body = response.get("body") or {}
+        detail = body.get("error", body) if isinstance(body, dict) else body
+        message = self._scrub(
+            str(detail.get("message", detail) if isinstance(detail, dict) else detail)[:300]
+        )
+        if status in (400, 413, 422) and _TOO_LONG.search(message):
+            self._count("rejected_prompts")
+            return "final", f"prompt too long (HTTP {status})"
+        self._count_failure(f"HTTP {status}")
+        return "final", f"HTTP {status}: {message}"
+
+    async def _batch_call(self, what: str, call: Any) -> Any:
+        """One call of the files/batches endpoints, retried like a request (connection errors,
+        time-outs, 429, 5xx); a 4xx other than 404 ends the round with one line."""
+        import openai
+
+        for attempt in range(self.max_retries + 1):
+            retry_after: float | None = None
+            try:
+                return await call()
+            except openai.NotFoundError:
+                raise
+            except (openai.RateLimitError, openai.InternalServerError) as exc:
+                retry_after = _retry_after(exc)
+                reason = f"HTTP {exc.status_code}"
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                reason = type(exc).__name__
+            except openai.APIStatusError as exc:
+                raise RuntimeError(f"{what}: HTTP {exc.status_code}: {self._scrub(_message(exc))}") from None
+            if attempt == self.max_retries:
+                raise RuntimeError(f"{what}: {reason} (after {attempt + 1} attempts)")
+            await asyncio.sleep(self._backoff(attempt, retry_after))
+        raise RuntimeError(f"{what}: no attempt made")
 
 
 def _token_logprobs(choice: Any) -> list[dict[str, Any]] | None:
@@ -416,3 +561,14 @@ def _retry_after(exc: Any) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def run_spend(folder: str | Path) -> float:
+    """What the run has spent so far, in $: every process's spend file in ``folder``."""
+    total = 0.0
+    for path in Path(folder).glob(f"{SPEND_FILE_PREFIX}.*.json"):
+        try:
+            total += float(json.loads(path.read_text(encoding="utf-8"))["usd"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return total

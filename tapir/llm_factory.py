@@ -15,6 +15,7 @@ from typing import Any
 
 from distilabel.models.llms.base import LLM
 
+from tapir.batch_api import LEDGER_FOLDER
 from tapir.chat_templates import resolve_chat_template
 from tapir.embedded import EMBEDDED, EMBEDDED_MODEL_ID
 from tapir.engine_client import TapirEngineClient
@@ -82,6 +83,7 @@ class LLMContext:
     dry_run: bool = False  # build everything, call nothing: a missing API key is only noted
     reask_unparsed: bool = False  # cached answers that failed to parse are asked again
     engines: EngineSet | None = None  # the run's engines; steps are their clients
+    max_spend_usd: float | None = None  # clients stop asking once the run spent this
 
     def engine_set(self) -> EngineSet:
         if self.engines is None:
@@ -152,6 +154,12 @@ def build_llm(
             seed=seed,
             supports_n=engine.supports_n,
             top_logprobs=top_logprobs,
+            batch=spec.batch,
+            batch_poll_s=spec.batch_poll_s,
+            batch_dir=str(context.cache_dir / LEDGER_FOLDER),
+            price=spec.unit_price(),
+            spend_dir=str(context.usage_dir) if context.usage_dir else None,
+            max_spend_usd=context.max_spend_usd,
             generation_kwargs=generation,
             **common,
         )
@@ -253,6 +261,8 @@ class EndpointCheck:
             raise EndpointError(
                 f"{self.role}.model: {self.base_url} does not serve {self.spec.model!r} (it serves {shown})"
             )
+        if self.spec.batch:
+            self._retry(self._batches)
         checked = (self.base_url, self.spec.model, bool(top_logprobs))
         if checked in _CHAT_CHECKED:
             return
@@ -320,6 +330,18 @@ class EndpointCheck:
             if response.status_code == 404:
                 raise EndpointError(_PROOF["models"].format(check=self, detail="HTTP 404", n=1)) from None
             raise _Transient("models", f"HTTP {response.status_code}") from None
+
+    def _batches(self) -> bool:
+        """A ``batch: true`` role needs the Batch API: its list of batches must answer."""
+        response = self._send("GET", "batches", params={"limit": 1})
+        if response.status_code in (404, 405):
+            raise EndpointError(
+                f"{self.role}.batch: {self.base_url} has no Batch API (GET /batches: HTTP "
+                f"{response.status_code}); set {self.role}.batch: false to send requests one by one"
+            )
+        if response.status_code != 200:
+            raise _Transient("batches", f"HTTP {response.status_code}")
+        return True
 
     def _chat(self, top_logprobs: int | None) -> bool:
         body: dict[str, Any] = {

@@ -40,6 +40,8 @@ USAGE_TOTALS: dict[str, Any] = {
     "retries": 0,
     "failed_calls": 0,
     "rejected_prompts": 0,
+    "batches": 0,  # Batch API jobs created (batch: true)
+    "batches_resumed": 0,  # ... and those a killed run had created, polled again instead
 }
 
 
@@ -223,6 +225,8 @@ def read_usage(usage_dir: str | Path) -> dict[str, dict[str, float]]:
             role = totals.setdefault(record["role"], dict(USAGE_TOTALS))
             for key in USAGE_TOTALS:
                 role[key] += record.get(key, 0)
+            if record.get("batch_ids"):
+                role.setdefault("batch_ids", []).extend(record["batch_ids"])
             for reason, count in (record.get("failure_reasons") or {}).items():
                 reasons = role.setdefault("failure_reasons", {})
                 reasons[reason] = reasons.get(reason, 0) + count

@@ -38,6 +38,7 @@ MAX_YAML_DEPTH = 32
 MAX_YAML_VALUES = 100_000
 # Backends whose answers can carry token log-probabilities (judging.scoring: expected).
 LOGPROB_BACKENDS = ("llamacpp", "vllm", "openai", "scripted")
+BATCH_BACKENDS = ("openai", "scripted")  # endpoints with /v1/files and /v1/batches
 # What serves a trained checkpoint (closed-loop re-score, evaluation answers); auto: llamacpp for
 # a student that came from a GGUF, else transformers.
 CheckpointServing = Literal["auto", "llamacpp", "transformers", "vllm"]
@@ -174,8 +175,23 @@ class ModelSpec(StrictModel):
     )
     price_per_million_tokens: dict[str, float] | None = Field(
         None,
-        description="{input: $, output: $} per million tokens: the live progress and the summary "
-        "show what the run spent on this model.",
+        description="{input: $, output: $} per million tokens (list price; batch_discount is applied "
+        "to batch requests): the dry-run prices its token estimate, the live progress, the summary "
+        "and the dataset card show what the run spent, and pipeline.max_spend_usd caps it.",
+    )
+    batch: bool = Field(
+        False,
+        description="Send this role's requests through the OpenAI Batch API (/v1/files + /v1/batches: "
+        "half the price, its own rate limits, answers within 24 h) instead of one chat completion "
+        "each; openai and scripted backends. Each step batch of rows becomes one API batch, polled "
+        "until done; its id is kept in cache_dir/batches the moment it exists, so a killed run "
+        "resumes polling and never submits the same requests twice.",
+    )
+    batch_poll_s: float = Field(
+        30.0, gt=0, le=3600, description="batch: seconds between two polls of a batch."
+    )
+    batch_discount: float = Field(
+        0.5, ge=0, le=1, description="batch: the share of the list price a batch request costs (OpenAI: 0.5)."
     )
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     options: dict[str, Any] = Field(
@@ -221,6 +237,29 @@ class ModelSpec(StrictModel):
     def _devices_fit_parallelism(self) -> ModelSpec:
         check_devices_fit(self.devices, self.backend, self.options, "options")
         return self
+
+    @model_validator(mode="after")
+    def _batch_needs_an_api(self) -> ModelSpec:
+        if self.batch and self.backend not in BATCH_BACKENDS:
+            raise ValueError(
+                f"batch: the Batch API is an endpoint's (backend {' or '.join(BATCH_BACKENDS)}), "
+                f"not {self.backend}'s"
+            )
+        return self
+
+    @field_validator("price_per_million_tokens")
+    @classmethod
+    def _price_keys(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None and (set(value) - {"input", "output"} or min(value.values(), default=0) < 0):
+            raise ValueError("keys are input and output, each a price >= 0 in $ per million tokens")
+        return value
+
+    def unit_price(self) -> dict[str, float] | None:
+        """$ per million tokens as this role's requests are billed (the batch discount applied)."""
+        if not self.price_per_million_tokens:
+            return None
+        factor = self.batch_discount if self.batch else 1.0
+        return {k: v * factor for k, v in self.price_per_million_tokens.items()}
 
 
 def vllm_gpus(options: dict[str, Any]) -> int:
@@ -533,6 +572,14 @@ class RunnerSettings(StrictModel):
         "address on the network the Ray workers share.",
     )
     batch_size: int = Field(8, gt=0, description="Rows per batch sent to each step.")
+    max_spend_usd: float | None = Field(
+        None,
+        gt=0,
+        description="Spend cap in $ for one data run, from the roles' price_per_million_tokens "
+        "(`tapir data --max-spend` sets it too). A run whose upper-bound estimate exceeds it does "
+        "not start; a running pass stops asking once its measured spend reaches it (requests in "
+        "flight finish), keeps every answer cached and exits 3: a rerun goes on from there.",
+    )
     replicas: int = Field(
         1,
         ge=1,
@@ -631,7 +678,21 @@ class TrainingSettings(StrictModel):
     bf16: bool = Field(False, description="bf16 mixed precision (paper-scale GPUs).")
     fp16: bool = Field(False, description="fp16 mixed precision.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
-    logging_steps: int = Field(1, gt=0)
+    logging_steps: int = Field(1, gt=0, description="Log loss and learning rate every N optimizer steps.")
+    report_to: list[str] = Field(
+        default_factory=lambda: ["none"],
+        description="Experiment trackers the trainer reports to, as TRL/transformers' report_to: "
+        "none, tensorboard (event files in <round folder>/tensorboard: `tensorboard --logdir "
+        "<training.output_dir>`), wandb, trackio, mlflow, ... (the tracker's package must be "
+        "installed; its own settings come from its environment variables). Runs are named "
+        "<recipe name>/<round>.",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
     save_steps: int = Field(
         50, gt=0, description="Checkpoint every N steps; an interrupted round resumes from the last."
     )

@@ -130,6 +130,9 @@ class SimulatorSettings:
     no_logprobs: bool = False  # a server that ignores `logprobs` (answers carry none)
     reject_after: float = 0  # after this many chat requests, every one gets 401 (a key revoked mid-run)
     vllm_version: str = ""  # answer GET /version as a vLLM server of this version ("": no such route)
+    batch_delay_s: float = 0.5  # a batch is done this long after it was created (Batch API)
+    batch_fail_rate: float = 0.0  # share of a batch's requests answered with an HTTP 500 line
+    batch_expire_every: float = 0  # every n-th batch expires with only its first half answered (0: none)
 
     def fault_for(self, body_key: str, attempt: int) -> str | None:
         """Deterministic by seed, request body and attempt number."""
@@ -152,6 +155,10 @@ class Counters:
     max_in_flight: int = 0
     hanging: int = 0
     constraint_fields: dict[str, int] = field(default_factory=dict)  # how constraints arrived
+    files_uploaded: int = 0
+    batches_created: int = 0
+    batch_requests: int = 0  # request lines in created batches
+    batch_requests_again: int = 0  # lines a batch carried although an earlier batch answered them
     faults: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
@@ -168,6 +175,8 @@ class Simulator:
         self._attempts: dict[str, int] = {}
         self._answered: set[str] = set()
         self._server: asyncio.base_events.Server | None = None
+        self._files: dict[str, bytes] = {}
+        self._batches: dict[str, dict[str, Any]] = {}
 
     @property
     def url(self) -> str:
@@ -222,6 +231,13 @@ class Simulator:
         if method == "GET" and path == "/stats":
             await _send(writer, 200, asdict(self.counters))
             return True
+        if path.startswith(("/v1/files", "/v1/batches")):
+            status, payload = self._batch_api(method, path, headers, body)
+            if isinstance(payload, bytes):
+                await _send_raw(writer, status, payload, "application/octet-stream")
+            else:
+                await _send(writer, status, payload)
+            return True
         if method != "POST" or path != "/v1/chat/completions":
             await _send(writer, 404, {"error": {"message": f"no route {method} {path}"}})
             return True
@@ -266,6 +282,130 @@ class Simulator:
                 payload = {"object": "list", "data": []}
             await _send(writer, 200, payload)
         return True
+
+    # -- the Batch API: /v1/files and /v1/batches ----------------------------------------------
+
+    def _batch_api(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        parts = path.split("/")[2:]  # files | files/<id>/content | batches | batches/<id>
+        if method == "POST" and parts == ["files"]:
+            content = _multipart_file(headers.get("content-type", ""), body)
+            if content is None:
+                return 400, self._error(headers, "expected a multipart upload with a file")
+            file_id = f"file-{len(self._files) + 1:06d}"
+            self._files[file_id] = content
+            self.counters.files_uploaded += 1
+            return 200, _file_object(file_id, len(content))
+        if method == "GET" and len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
+            if parts[1] not in self._files:
+                return 404, self._error(headers, f"No such File object: {parts[1]}")
+            return 200, self._files[parts[1]]
+        if method == "POST" and parts == ["batches"]:
+            try:
+                request = json.loads(body)
+                lines = [
+                    json.loads(line) for line in self._files[request["input_file_id"]].splitlines() if line
+                ]
+            except (ValueError, KeyError, TypeError):
+                return 400, self._error(headers, "input_file_id does not name an uploaded JSONL file")
+            return 200, self._create_batch(request, lines, headers)
+        if method == "GET" and parts == ["batches"]:
+            data = [self._batch_object(b) for b in reversed(self._batches.values())]
+            return 200, {"object": "list", "data": data, "has_more": False}
+        if method == "GET" and len(parts) == 2 and parts[0] == "batches":
+            batch = self._batches.get(parts[1])
+            if batch is None:
+                return 404, self._error(headers, f"No such Batch object: {parts[1]}")
+            return 200, self._batch_object(batch)
+        return 404, {"error": {"message": f"no route {method} {path}"}}
+
+    def _create_batch(
+        self, request: dict[str, Any], lines: list[dict[str, Any]], headers: dict[str, str]
+    ) -> dict[str, Any]:
+        counters = self.counters
+        counters.batches_created += 1
+        counters.batch_requests += len(lines)
+        metadata = request.get("metadata") or {}
+        role = metadata.get("tapir_role") or headers.get(ROLE_HEADER, "assistant")
+        for line in lines:
+            if f"batch|{role}|{line['custom_id']}" in self._answered:
+                counters.batch_requests_again += 1
+        batch_id = f"batch_{counters.batches_created:06d}"
+        every = int(self.settings.batch_expire_every)
+        self._batches[batch_id] = {
+            "id": batch_id,
+            "input_file_id": request["input_file_id"],
+            "metadata": metadata,
+            "created_at": time.time(),
+            "role": role,
+            "lines": lines,
+            "expires": bool(every) and counters.batches_created % every == 0,
+            "status": "in_progress",
+        }
+        return self._batch_object(self._batches[batch_id])
+
+    def _batch_object(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if (
+            batch["status"] == "in_progress"
+            and time.time() - batch["created_at"] >= self.settings.batch_delay_s
+        ):
+            self._finish_batch(batch)
+        total = len(batch["lines"])
+        return {
+            "id": batch["id"],
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": batch["input_file_id"],
+            "completion_window": "24h",
+            "status": batch["status"],
+            "output_file_id": batch.get("output_file_id"),
+            "error_file_id": batch.get("error_file_id"),
+            "created_at": int(batch["created_at"]),
+            "request_counts": {
+                "total": total,
+                "completed": batch.get("completed", 0),
+                "failed": batch.get("failed", 0),
+            },
+            "metadata": batch["metadata"],
+        }
+
+    def _finish_batch(self, batch: dict[str, Any]) -> None:
+        """Answer a batch's lines (some fail or expire, deterministically) into its files."""
+        output, errors = [], []
+        answered_until = len(batch["lines"]) // 2 if batch["expires"] else len(batch["lines"])
+        for number, line in enumerate(batch["lines"]):
+            cid = line["custom_id"]
+            key = f"batch|{batch['role']}|{cid}"
+            attempt = self._attempts.get(key, 0)
+            self._attempts[key] = attempt + 1
+            if number >= answered_until:
+                errors.append(
+                    {
+                        "custom_id": cid,
+                        "response": None,
+                        "error": {"code": "batch_expired", "message": "expired"},
+                    }
+                )
+                continue
+            u = random.Random(f"{self.settings.seed}|{key}|{attempt}").random()
+            if u < self.settings.batch_fail_rate:
+                body = {"error": {"message": "server overloaded", "type": "server_error"}}
+                errors.append(
+                    {"custom_id": cid, "response": {"status_code": 500, "body": body}, "error": None}
+                )
+                continue
+            answer = completion(batch["role"], line["body"], f"{cid[-12:]}-{attempt}", False, self.settings)
+            output.append({"custom_id": cid, "response": {"status_code": 200, "body": answer}, "error": None})
+            self.counters.answered += 1
+            if key in self._answered:
+                self.counters.answered_again += 1
+            self._answered.add(key)
+        for name, entries in (("output_file_id", output), ("error_file_id", errors)):
+            if entries:
+                file_id = f"file-{len(self._files) + 1:06d}"
+                self._files[file_id] = "".join(json.dumps(e) + "\n" for e in entries).encode()
+                batch[name] = file_id
+        batch["completed"], batch["failed"] = len(output), len(errors)
+        batch["status"] = "expired" if batch["expires"] else "completed"
 
     def _error(self, headers: dict[str, str], message: str) -> dict[str, Any]:
         """An OpenAI-style error body; a hostile server repeats the caller's credentials in it."""
@@ -351,31 +491,7 @@ class Simulator:
             await _send_raw(writer, 200, b"<html>upstream proxy error</html>", "text/html")
             return True
         role = headers.get(ROLE_HEADER, "assistant")
-        text = "" if fault == "empty" else scripted_answer(role, model, prompt)
-        n = int(payload.get("n") or 1)
-        answer = {
-            "id": f"chatcmpl-{key[:12]}-{attempt}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text if i == 0 else f"{text} ({i})"},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
-                for i in range(n)
-            ],
-            "usage": {
-                "prompt_tokens": len(prompt.split()),
-                "completion_tokens": len(text.split()) * n,
-                "total_tokens": len(prompt.split()) + len(text.split()) * n,
-            },
-        }
-        if payload.get("logprobs") and not settings.no_logprobs:
-            for choice in answer["choices"]:
-                choice["logprobs"] = {"content": scripted_logprobs(choice["message"]["content"])}
+        answer = completion(role, payload, f"{key[:12]}-{attempt}", empty=fault == "empty", settings=settings)
         if fault == "truncated":
             data = json.dumps(answer).encode()
             await _send_raw(writer, 200, data[: len(data) // 2], "application/json", length=len(data))
@@ -388,11 +504,71 @@ class Simulator:
         return True
 
 
+def completion(
+    role: str, payload: dict[str, Any], answer_id: str, empty: bool, settings: SimulatorSettings
+) -> dict[str, Any]:
+    """The chat completion the simulator answers ``payload`` with (online or in a batch)."""
+    model = str(payload["model"])
+    prompt = "\n".join(str(m.get("content") or "") for m in payload["messages"])
+    text = "" if empty else scripted_answer(role, model, prompt)
+    n = int(payload.get("n") or 1)
+    answer: dict[str, Any] = {
+        "id": f"chatcmpl-{answer_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text if i == 0 else f"{text} ({i})"},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+            for i in range(n)
+        ],
+        "usage": {
+            "prompt_tokens": len(prompt.split()),
+            "completion_tokens": len(text.split()) * n,
+            "total_tokens": len(prompt.split()) + len(text.split()) * n,
+        },
+    }
+    if payload.get("logprobs") and not settings.no_logprobs:
+        for choice in answer["choices"]:
+            choice["logprobs"] = {"content": scripted_logprobs(choice["message"]["content"])}
+    return answer
+
+
 def _asks_logprobs(body: bytes) -> bool:
     try:
         return bool(json.loads(body).get("logprobs"))
     except (ValueError, AttributeError):
         return False
+
+
+def _file_object(file_id: str, size: int) -> dict[str, Any]:
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": size,
+        "created_at": int(time.time()),
+        "filename": f"{file_id}.jsonl",
+        "purpose": "batch",
+        "status": "processed",
+    }
+
+
+def _multipart_file(content_type: str, body: bytes) -> bytes | None:
+    """The ``file`` part of a multipart/form-data upload (what the OpenAI SDK sends)."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    if not message.is_multipart():
+        return None
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            return part.get_payload(decode=True)
+    return None
 
 
 async def _read_request(reader: asyncio.StreamReader) -> dict[str, Any] | None:

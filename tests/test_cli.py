@@ -59,6 +59,35 @@ def test_paper_recipe_dry_runs_offline():
     assert f"{seeds + expanded + seeds + expanded + expanded:,}" in out  # teacher: answer+refine+expand
     assert "nothing was loaded or called" in out
     assert "OPENAI_API_KEY is not set" in out
+    assert "$ expected" in out and "$ upper bound" in out and "│ total" in out
+
+
+def test_paper_recipe_is_priced_per_role_and_a_cap_below_its_bound_refuses_it():
+    plan = json.loads(
+        tapir("data", "--recipe", "recipes/paper-llama2-7b.yaml", "--dry-run", "--json").stdout
+    )["cost"]
+    assert set(plan["roles"]) == {"teacher", "judge"}  # the student is the GPU's, not billed per token
+    judge = plan["roles"]["judge"]
+    assert 0 < judge["expected_usd"] < judge["upper_usd"]
+    # 468,018 judge calls at the upper bound: input tokens and output tokens at gpt-4o's list price
+    assert judge["price_per_million_tokens"] == {"input": 2.5, "output": 10.0}
+    assert plan["upper_usd"] == pytest.approx(sum(r["upper_usd"] for r in plan["roles"].values()), abs=0.02)
+    batched = json.loads(
+        tapir(
+            "data",
+            "--recipe",
+            "recipes/paper-llama2-7b.yaml",
+            "--dry-run",
+            "--json",
+            "--set",
+            "judge.batch=true",
+        ).stdout
+    )["cost"]
+    assert batched["roles"]["judge"]["upper_usd"] == pytest.approx(judge["upper_usd"] / 2, abs=0.02)
+
+    refused = tapir("data", "--recipe", "recipes/paper-llama2-7b.yaml", "--dry-run", "--max-spend", "1")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith("tapir: error: pipeline.max_spend_usd: the plan may cost up to $")
 
 
 def test_default_recipe_validates_and_lists_fields():

@@ -193,6 +193,82 @@ def test_kill_9_at_random_moments_then_a_rerun_gives_the_uninterrupted_bytes(tmp
     assert not list(work.glob(".out.*")), "a killed run's staging folder was left behind"
 
 
+def test_batch_mode_killed_while_polling_resumes_its_batches_and_gives_the_online_bytes(
+    tmp_path, never_faulted
+):
+    """Teacher and judge through the Batch API: a kill -9 while a batch is polled, then a rerun,
+    submits no request twice (the simulator counts), and the rows are the online run's."""
+    work = tmp_path / "run"
+    endpoint = Endpoint(work, faults={"batch_delay_s": 1.0})
+    try:
+        recipe = _recipe(work, endpoint)
+        body = yaml.safe_load(recipe.read_text())
+        for role in ("teacher", "judge"):
+            body[role] = {**body[role], "batch": True, "batch_poll_s": 0.1}
+        recipe.write_text(yaml.safe_dump(body, sort_keys=False))
+        process = _start(recipe, work / "tapir.log")
+        deadline = time.monotonic() + 120
+        while endpoint.stats()["batches_created"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process.poll() is None and endpoint.stats()["batches_created"] >= 1
+        time.sleep(0.3)  # polling: the batch needs a second
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        created_before_rerun = endpoint.stats()["batches_created"]
+        assert _run(recipe, work / "tapir.log") == 0, (work / "tapir.log").read_text()[-3000:]
+        stats = endpoint.stats()
+    finally:
+        endpoint.close()
+    print(f"batch mode: {created_before_rerun} batches before the kill, {stats['batches_created']} in all")
+    assert stats["batch_requests_again"] == 0 and stats["answered_again"] == 0, stats
+    assert _data_files(work) == never_faulted["files"]
+    summary = json.loads((work / "out" / "summary.json").read_text())
+    assert summary["usage"]["teacher"]["batches_resumed"] >= 1
+    assert summary["usage"]["judge"]["batches"] >= 1 and summary["usage"]["student"]["batches"] == 0
+
+
+def test_a_spend_cap_refuses_a_plan_over_it_and_stops_a_run_that_reaches_it(tmp_path):
+    """Instructions far longer than the plan's typical one make the run's input tokens (the only
+    priced ones here) exceed its upper bound: the cap stops it (exit 3, one line), every answer
+    so far is cached, and the rerun without a cap asks none of them again."""
+    work = tmp_path / "run"
+    endpoint = Endpoint(work)
+    try:
+        recipe = _recipe(work, endpoint, seeds=FEW)
+        with (work / "seeds.jsonl").open("w") as handle:
+            for i in range(FEW):
+                handle.write(
+                    json.dumps({"instruction": f"Summarize case {i}: " + "word " * 2500, "input": ""}) + "\n"
+                )
+        body = yaml.safe_load(recipe.read_text())
+        for role in ("teacher", "student", "judge"):
+            body[role] = {**body[role], "price_per_million_tokens": {"input": 1000.0, "output": 0.0}}
+        recipe.write_text(yaml.safe_dump(body, sort_keys=False))
+        plan = tapir("data", "--recipe", recipe, "--dry-run", "--json", "--max-spend", "1e9")
+        upper = json.loads(plan.stdout)["cost"]["upper_usd"]
+        refused = tapir("data", "--recipe", recipe, "--max-spend", f"{upper / 2:.2f}")
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert refused.stderr.startswith("tapir: error: pipeline.max_spend_usd: the plan may cost up to")
+        assert endpoint.stats()["requests"] == 0
+
+        capped = tapir("data", "--recipe", recipe, "--max-spend", f"{upper * 1.05:.2f}", timeout=300)
+        answered = endpoint.stats()["answered"]
+        assert capped.returncode == 3, capped.stderr[-2000:]
+        assert capped.stderr.startswith("tapir: error: pipeline.max_spend_usd: the run reached its")
+        assert "Traceback" not in capped.stdout + capped.stderr
+        summary = json.loads((work / "out" / "summary.json").read_text())
+        assert summary["spend"]["usd"] >= upper * 1.05 and summary["spend"]["max_spend_usd"] == pytest.approx(
+            upper * 1.05, rel=1e-3
+        )
+        assert "cap $" in (work / "out" / "README.md").read_text()
+
+        assert _run(recipe, work / "tapir.log") == 0, (work / "tapir.log").read_text()[-3000:]
+        stats = endpoint.stats()
+    finally:
+        endpoint.close()
+    assert 0 < answered < stats["answered"] and stats["answered_again"] == 0, stats
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_killing_tapirs_main_process_leaves_no_worker_behind(tmp_path, sig):
     work = tmp_path / "run"

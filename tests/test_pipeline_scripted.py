@@ -4,6 +4,7 @@ import json
 
 import datasets
 import pytest
+import yaml
 from rich.console import Console
 
 from tapir.pipelines.run import run_data
@@ -62,7 +63,10 @@ def test_full_graph_writes_curriculum_and_counts_failures(tmp_path, scripted):
     assert manifest["models"]["judge"]["backend"] == "llamacpp"
     assert manifest["files"]["data/round_1.parquet"]["rows"] == len(round_1)
     card = (out / "README.md").read_text()
-    assert card.startswith("---\nconfigs:") and "## Task mix before / after re-balancing" in card
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["configs"][0]["config_name"] == "curriculum"
+    assert "## Task mix before / after re-balancing" in card
+    assert "## LLM calls and cost" in card
     for plot in summary["plots"]:
         assert (out / plot).stat().st_size > 1000
 

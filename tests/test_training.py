@@ -422,3 +422,19 @@ def test_packed_rounds_train(tmp_path, tiny_model):
     manifest = json.loads((run_training(recipe, QUIET) / "round_1" / "manifest.json").read_text())
     assert manifest["training"]["packing"] is True
     assert manifest["metrics"]["global_step"] == 2 and manifest["metrics"]["final_loss"] > 0
+
+
+def test_a_round_reports_its_loss_to_tensorboard(tmp_path, tiny_model):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe = recipe_for(tmp_path, tiny_model, rounds=1, max_steps=2, report_to="tensorboard")
+    data_run(tmp_path / "data-run", {"round_1": 4}, recipe)
+    round_dir = run_training(recipe, QUIET) / "round_1"
+    events = list((round_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert events, sorted(p.name for p in round_dir.rglob("*"))
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    losses = accumulator.Scalars("train/loss")
+    assert [e.step for e in losses] == [1, 2] and all(e.value > 0 for e in losses)
+    manifest = json.loads((round_dir / "manifest.json").read_text())
+    assert manifest["training"]["report_to"] == ["tensorboard"]

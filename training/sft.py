@@ -26,6 +26,7 @@ from tapir.training.round_data import load_round
 
 CHECKPOINTS = "checkpoints"
 LOG_FILE = "train_log.jsonl"
+TENSORBOARD_DIR = "tensorboard"  # training.report_to: tensorboard writes here, per round
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ class RoundSpec:
         return self.folder / CHECKPOINTS
 
 
-def sft_config(settings: TrainingSettings, output_dir: Path, seed: int, eos_token: str) -> Any:
+def sft_config(
+    settings: TrainingSettings, output_dir: Path, seed: int, eos_token: str, run_name: str | None = None
+) -> Any:
     """The recipe's training section as TRL's ``SFTConfig``."""
     from trl import SFTConfig
 
@@ -75,7 +78,8 @@ def sft_config(settings: TrainingSettings, output_dir: Path, seed: int, eos_toke
         "seed": seed,
         "data_seed": seed,
         "include_num_input_tokens_seen": "non_padding",
-        "report_to": "none",
+        "report_to": list(settings.report_to),
+        "run_name": run_name,
         "model_init_kwargs": {"dtype": settings.dtype},
         "dataset_num_proc": None,
         "dataloader_pin_memory": _has_accelerator(),
@@ -124,7 +128,10 @@ def build_trainer(
     settings = recipe.training
     tokenizer = load_tokenizer(spec.start_model, recipe)
     dataset = load_round(spec.data_path, spec.name)
-    config = sft_config(settings, spec.checkpoint_dir, recipe.seed, tokenizer.eos_token)
+    run_name = f"{recipe.name}/{spec.name}"
+    config = sft_config(settings, spec.checkpoint_dir, recipe.seed, tokenizer.eos_token, run_name)
+    if "tensorboard" in settings.report_to:  # the callback reads its folder from here only
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(spec.folder / TENSORBOARD_DIR)
     return SFTTrainer(
         model=spec.start_model,
         args=config,

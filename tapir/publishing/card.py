@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
+from huggingface_hub import DatasetCardData
 
 from tapir.manifest import scrub
 from tapir.pipelines.decontamination import decontamination_line
@@ -33,8 +33,9 @@ def data_files(recipe: Recipe, summary: dict[str, Any]) -> list[str]:
     return [DataRun.relative(name) for name in tables]
 
 
-def _header(recipe: Recipe, files: list[str]) -> dict[str, Any]:
-    """Configs for exactly ``files``: the curriculum splits, then one config per other table."""
+def _header(recipe: Recipe, files: list[str]) -> DatasetCardData:
+    """huggingface_hub's card metadata: configs for exactly ``files`` (the curriculum splits,
+    then one config per other table), tags, licence."""
     stems = [Path(f).stem for f in files]
     curriculum = [s for s in stems if is_curriculum_split(s)]
     configs: list[dict[str, Any]] = []
@@ -51,14 +52,12 @@ def _header(recipe: Recipe, files: list[str]) -> dict[str, Any]:
             configs.append(
                 {"config_name": stem, "data_files": [{"split": "train", "path": DataRun.relative(stem)}]}
             )
-    header: dict[str, Any] = {
-        "configs": configs,
-        "tags": ["tapir", "distillation", "instruction-tuning", "curriculum", "distilabel", "synthetic"],
-        "task_categories": ["text-generation"],
-    }
-    if recipe.seeds.license:
-        header["license"] = recipe.seeds.license
-    return header
+    return DatasetCardData(
+        configs=configs,
+        tags=["tapir", "distillation", "instruction-tuning", "curriculum", "distilabel", "synthetic"],
+        task_categories=["text-generation"],
+        license=recipe.seeds.license,
+    )
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -82,6 +81,30 @@ def _review_section(summary: dict[str, Any], agreements: dict[str, dict[str, Any
     return "\n\n".join(parts)
 
 
+def _cost_section(summary: dict[str, Any]) -> str:
+    """Calls, tokens and spend per role in the run that wrote this data (cached answers are free)."""
+    usage = summary.get("usage") or {}
+    spend = summary.get("spend") or {}
+    rows = [
+        [
+            role,
+            int(u.get("calls", 0)),
+            int(u.get("batches", 0)),
+            f"{int(u.get('input_tokens', 0)):,}",
+            f"{int(u.get('output_tokens', 0)):,}",
+            f"${spend['roles'][role]:,.2f}" if role in spend.get("roles", {}) else "not priced",
+        ]
+        for role, u in sorted(usage.items())
+    ]
+    if not rows:
+        return "Every answer came from the cache: this run made no LLM call."
+    line = f"Spent in this run: ${spend.get('usd', 0):,.2f}"
+    if spend.get("max_spend_usd"):
+        line += f" (cap ${spend['max_spend_usd']:g})"
+    table = _table(["role", "calls", "API batches", "input tokens", "output tokens", "spend"], rows)
+    return f"{table}\n\n{line}; answers served from the cache cost nothing and are not counted."
+
+
 def _plots(plots: list[str]) -> str:
     titles = {
         "task_histogram": "Task mix before and after re-balancing",
@@ -101,7 +124,7 @@ def render_card(
 ) -> str:
     """The card for ``files`` (default: every data file of the run)."""
     files = files if files is not None else data_files(recipe, summary)
-    header = yaml.safe_dump(_header(recipe, files), sort_keys=False)
+    header = _header(recipe, files).to_yaml() + "\n"
     plots = plots if plots is not None else list(summary.get("plots") or [])
     model_rows = [[role, m["backend"], m["model"]] for role, m in manifest["models"].items()]
     classifier = manifest["models"].get(recipe.taxonomy.classifier_role)
@@ -216,6 +239,10 @@ Judge grades that did not parse in this run: {summary["judge_parse_failures"]}.
 ## Decontamination
 
 {decontamination_line(summary.get("decontamination")) or "Not run for this dataset."}
+
+## LLM calls and cost
+
+{_cost_section(summary)}
 
 ## Human review
 
