@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(hub)
     hub.add_argument("--repo-id", help="dataset repo org/name (default: hub.repo_id)")
     hub.add_argument("--round", dest="round_", help="'all', 'warmup' or a round number (default: hub.round)")
+    hub.add_argument(
+        "--model",
+        metavar="ROUND|PATH",
+        help="push a trained checkpoint instead (round_1, 1, warmup or a model folder), with a model "
+        "card; --repo-id then names the model repo (default: hub.model_repo_id)",
+    )
     visibility = hub.add_mutually_exclusive_group()
     visibility.add_argument(
         "--private", dest="private", action="store_true", default=None, help="private repo"
@@ -206,7 +212,8 @@ def _load(args: argparse.Namespace):
     if getattr(args, "sample_size", None) is not None:
         overrides.append(f"review.sample_size={args.sample_size}")
     if getattr(args, "repo_id", None):
-        overrides.append(f"hub.repo_id={args.repo_id}")
+        field = "model_repo_id" if getattr(args, "model", None) else "repo_id"
+        overrides.append(f"hub.{field}={args.repo_id}")
     if getattr(args, "max_spend", None) is not None:
         overrides.append(f"pipeline.max_spend_usd={args.max_spend}")
     return load_recipe(args.recipe, overrides)
@@ -268,6 +275,11 @@ def run(argv: list[str] | None = None) -> int:
             pull_review(recipe, console)
         return 0
     if args.command == "push":
+        if args.model:
+            from tapir.publishing.model_push import push_model
+
+            push_model(recipe, console, args.model, dry_run=args.dry_run, to=args.to, private=args.private)
+            return 0
         from tapir.publishing.hub_push import push
 
         push(recipe, console, dry_run=args.dry_run, to=args.to, private=args.private)

@@ -943,9 +943,12 @@ class ReviewSettings(StrictModel):
 
 
 class HubSettings(StrictModel):
-    """``tapir push``: a curated dataset to the Hugging Face Hub."""
+    """``tapir push``: a curated dataset (or, with --model, a trained checkpoint) to the Hugging Face Hub."""
 
     repo_id: str | None = Field(None, description="Dataset repo, org/name (or --repo-id).")
+    model_repo_id: str | None = Field(
+        None, description="Model repo for `tapir push --model`, org/name (or --repo-id)."
+    )
     private: bool = Field(True, description="Create the repo private.")
     token_env: str = Field("HF_TOKEN", description="Environment variable holding the Hub token.")
     round: int | Literal["warmup", "all"] = Field(
@@ -955,7 +958,7 @@ class HubSettings(StrictModel):
         None, description="Where --dry-run writes the upload (default: outputs/<name>-hub)."
     )
 
-    @field_validator("repo_id")
+    @field_validator("repo_id", "model_repo_id")
     @classmethod
     def _repo_id_shape(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[\w.\-]+/[\w.\-]+", value):

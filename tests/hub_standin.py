@@ -67,13 +67,17 @@ def _handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                 request = json.loads(body)
                 state.created.append(request)
                 repo = f"{request['organization']}/{request['name']}"
-                return self._reply(200, {"url": f"{state.url}/datasets/{repo}"})
+                kind = "datasets/" if request.get("type") == "dataset" else ""
+                return self._reply(200, {"url": f"{state.url}/{kind}{repo}"})
             if self.path == "/api/validate-yaml":
                 return self._reply(200, {"errors": [], "warnings": []})
-            match = re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/(preupload|commit)/main(\?.*)?", self.path)
+            match = re.fullmatch(
+                r"/api/(datasets|models)/([^/]+/[^/]+)/(preupload|commit)/main(\?.*)?", self.path
+            )
             if not match:
                 return self._reply(404, {"error": f"stand-in has no POST {self.path}"})
-            repo, action = match.group(1), match.group(2)
+            kind = "datasets/" if match.group(1) == "datasets" else ""
+            repo, action = match.group(2), match.group(3)
             if action == "preupload":
                 files = json.loads(body)["files"]
                 return self._reply(
@@ -92,9 +96,7 @@ def _handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                     received[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
             state.commits.append({"repo": repo, **header})
             oid = f"{len(state.commits):040x}"
-            return self._reply(
-                200, {"commitUrl": f"{state.url}/datasets/{repo}/commit/{oid}", "commitOid": oid}
-            )
+            return self._reply(200, {"commitUrl": f"{state.url}/{kind}{repo}/commit/{oid}", "commitOid": oid})
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -140,6 +140,20 @@ def test_eval_writes_leaderboard_plots_and_report_then_reuses_caches(tmp_path, t
     assert again["mt_bench"]["judge_health"]["usage"]["calls"] == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "leaderboard.csv"), board)
 
+    # The model card of the evaluated model carries its leaderboard row, judge named.
+    from huggingface_hub import ModelCard
+
+    from tapir.publishing.model_push import push_model
+
+    folder = push_model(recipe, QUIET, str(tiny_model), dry_run=True, to=str(tmp_path / "model-hub"))
+    card = ModelCard.load(folder / "README.md")
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert set(results) == {"win_rate", "length_controlled_winrate", "mt_bench_score"}
+    assert results["win_rate"].metric_value == pytest.approx(round(ours["win_rate"], 2))
+    assert results["mt_bench_score"].metric_value == pytest.approx(round(ours["mt_bench"], 2))
+    assert {r.metric_config for r in results.values()} == {f"judge: {ours['judge']}"}
+    assert f"| {name} | {ours['judge']} | {ours['win_rate']:.2f} ± " in card.text
+
 
 def test_eval_errors_are_one_line_and_write_nothing(tmp_path, tiny_model):
     recipe = eval_recipe(tmp_path, tiny_model)

@@ -438,3 +438,57 @@ def test_a_round_reports_its_loss_to_tensorboard(tmp_path, tiny_model):
     assert [e.step for e in losses] == [1, 2] and all(e.value > 0 for e in losses)
     manifest = json.loads((round_dir / "manifest.json").read_text())
     assert manifest["training"]["report_to"] == ["tensorboard"]
+
+
+def test_push_model_dry_run_writes_a_loadable_model_with_its_card_and_the_push_sends_it(
+    tmp_path, tiny_model, hub, monkeypatch
+):
+    from huggingface_hub import ModelCard
+
+    from tapir.publishing.model_push import push_model
+
+    from .test_cli import tapir
+
+    recipe = recipe_for(tmp_path, tiny_model, rounds=1, max_steps=2)
+    recipe.hub.repo_id, recipe.hub.model_repo_id = "org/tiny-data", "org/tiny-student"
+    run_dir = data_run(tmp_path / "data-run", {"warmup": 2, "round_1": 4}, recipe)
+    curriculum = [
+        {"split": "warmup", "rows": 2, "hard": 0, "hard_share": None},
+        {"split": "round_1", "rows": 4, "hard": 2, "hard_share": 0.5},
+    ]
+    (run_dir / "summary.json").write_text(json.dumps({"curriculum": curriculum}))
+    run_training(recipe, QUIET)
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
+
+    result = tapir("push", "--recipe", recipe_file, "--model", "round_1", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    folder = recipe.resolved_hub_dir.with_name(recipe.resolved_hub_dir.name + "-round_1")
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.datasets == ["org/tiny-data"] and card.data.library_name == "transformers"
+    assert card.data.base_model is None  # a local folder is not a Hub model to link
+    assert "| round_1 | 4 | 2 | 0.50 | yes |" in card.text and "| warmup | 2 | 0 | - | yes |" in card.text
+    assert "has not been evaluated" in card.text
+    manifest = json.loads((folder / "tapir_round_manifest.json").read_text())
+    assert (
+        manifest["round"] == "round_1"
+        and f"| steps trained / final loss | {manifest['metrics']['global_step']} /" in card.text
+    )
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    AutoTokenizer.from_pretrained(folder).apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True
+    )
+    assert model.config.vocab_size > 0
+
+    missing = tapir("push", "--recipe", recipe_file, "--model", "round_7", "--dry-run")
+    assert missing.returncode == 2 and "--model: 'round_7' is neither a trained round" in missing.stderr
+
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "Standin" * 4)
+    hub.identity = {"name": "alice", "orgs": [{"name": "org", "roleInOrg": "write"}],
+                    "auth": {"accessToken": {"role": "write"}}}  # fmt: skip
+    url = push_model(recipe, QUIET, "1")
+    assert url.startswith(f"{hub.url}/org/tiny-student/commit/")
+    assert hub.created[0]["type"] == "model" and hub.created[0]["visibility"] == "private"
+    sent = hub.files["org/tiny-student"]
+    assert {"README.md", "config.json", "model.safetensors", "tapir_round_manifest.json"} <= set(sent)
+    assert sent["model.safetensors"] == (folder / "model.safetensors").read_bytes()

@@ -1,0 +1,331 @@
+"""``tapir push --model``: a trained checkpoint to the Hugging Face Hub, with a model card.
+
+The card is huggingface_hub's ``ModelCard`` over ``ModelCardData`` (what the Hub reads: base
+model, datasets, tags, evaluation results as model-index), with the run's own figures: the
+curriculum the model was trained on (rounds, rows, hard share), its training settings and final
+loss, and the leaderboard rows ``tapir eval`` wrote for exactly this checkpoint (matched by its
+run key, not its name), each with its judge. As the dataset push, ``--dry-run`` writes the
+upload folder and stops; otherwise the repo is created (private by default) and the folder is
+committed once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tapir.checkpoint_files import damaged_weights
+from tapir.errors import DataError, EndpointError, RecipeError
+from tapir.manifest import error_line, scrub
+from tapir.publishing.hub_push import _assert_no_secret, check_write_access, hub_token
+from tapir.recipe import Recipe
+from tapir.stage_contract import DataRun, TrainRun, read_round_manifest
+from tapir.staging import atomic_folder, claim_output, mark_output
+
+ROUND_MANIFEST = "tapir_round_manifest.json"
+EMBEDDED_BASE = "google/gemma-3-270m"  # the Hub model the embedded GGUF was quantised from
+_HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
+
+
+def resolve_checkpoint(recipe: Recipe, which: str) -> tuple[Path, dict[str, Any] | None]:
+    """The model folder ``which`` names (a round of the recipe's training, or a folder) and its
+    round manifest when it has one."""
+    name = f"round_{which}" if which.isdigit() else which
+    train = TrainRun(recipe.resolved_train_dir)
+    folder = train.model_dir(name)
+    if not folder.is_dir():
+        folder = Path(which).expanduser()
+        if not folder.is_dir():
+            rounds = sorted(p.parent.name for p in train.root.glob("*/model") if p.is_dir())
+            raise DataError(
+                f"--model: {which!r} is neither a trained round of {train.root} "
+                f"({', '.join(rounds) or 'none trained yet'}) nor a model folder"
+            )
+    if not (folder / "config.json").is_file():
+        raise DataError(f"--model: {folder} is not a transformers model folder (no config.json)")
+    if problem := damaged_weights(folder):
+        raise DataError(f"--model: {folder}: {problem}")
+    manifest = read_round_manifest(folder.parent)
+    return folder, manifest.model_dump(mode="json") if manifest else None
+
+
+def base_model(recipe: Recipe) -> str:
+    model = recipe.training.model or recipe.student.model
+    return EMBEDDED_BASE if model == "embedded" else model
+
+
+def checkpoint_key(folder: Path) -> str:
+    """The key ``tapir eval`` files this model's results under (a round's run key, else the
+    folder's files)."""
+    from tapir.evaluation.models import model_key
+
+    return model_key(str(folder))
+
+
+def leaderboard_rows(recipe: Recipe, key: str | None) -> list[dict[str, Any]]:
+    """``tapir eval``'s leaderboard rows of the checkpoint with run key ``key`` (none when it
+    was not evaluated, or was retrained since)."""
+    folder = recipe.resolved_eval_dir
+    summary_path, table_path = folder / "summary.json", folder / "leaderboard.csv"
+    if key is None or not summary_path.is_file() or not table_path.is_file():
+        return []
+    import pandas as pd
+
+    models = json.loads(summary_path.read_text(encoding="utf-8")).get("models") or {}
+    names = {name for name, entry in models.items() if entry.get("key") == key}
+    table = pd.read_csv(table_path)
+    rows = table[table["model"].isin(names) & (table["source"] == "tapir eval")]
+    return [
+        {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+        for row in rows.to_dict("records")
+    ]
+
+
+def _eval_results(rows: list[dict[str, Any]]) -> list[Any]:
+    from huggingface_hub import EvalResult
+
+    results = []
+    for row in rows:
+        judge = f"judge: {row.get('judge')}"
+        for metric, name, value in (
+            ("win_rate", "win rate (%)", row.get("win_rate")),
+            (
+                "length_controlled_winrate",
+                "length-controlled win rate (%)",
+                row.get("length_controlled_winrate"),
+            ),
+        ):
+            if value is not None:
+                results.append(
+                    EvalResult(
+                        task_type="text-generation",
+                        dataset_type="tatsu-lab/alpaca_eval",
+                        dataset_name="AlpacaEval 2.0",
+                        metric_type=metric,
+                        metric_name=name,
+                        metric_value=round(float(value), 2),
+                        metric_config=judge,
+                    )
+                )
+        if row.get("mt_bench") is not None:
+            results.append(
+                EvalResult(
+                    task_type="text-generation",
+                    dataset_type="HuggingFaceH4/mt_bench_prompts",
+                    dataset_name="MT-Bench",
+                    metric_type="mt_bench_score",
+                    metric_name="MT-Bench score (1-10)",
+                    metric_value=round(float(row["mt_bench"]), 2),
+                    metric_config=judge,
+                )
+            )
+    return results
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def _number(value: Any, digits: int = 2) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
+
+
+def render_model_card(
+    recipe: Recipe, folder: Path, manifest: dict[str, Any] | None, rows: list[dict[str, Any]]
+) -> str:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    round_name = (manifest or {}).get("round") or folder.name
+    dataset = recipe.hub.repo_id
+    base = base_model(recipe)
+    data = ModelCardData(
+        model_name=f"{recipe.name}-{round_name}",
+        base_model=base if _HUB_ID.match(base) else None,
+        datasets=[dataset] if dataset else None,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["tapir", "distillation", "curriculum-learning", "trl", "sft"],
+        eval_results=_eval_results(rows) or None,
+    )
+    summary_path = DataRun(recipe.resolved_output_dir).summary_file
+    curriculum = (
+        json.loads(summary_path.read_text(encoding="utf-8")).get("curriculum", [])
+        if summary_path.is_file()
+        else []
+    )
+    order = ["warmup", *(f"round_{n}" for n in range(1, recipe.curriculum.rounds + 1))]
+    trained = order[: order.index(round_name) + 1] if round_name in order else []
+    curriculum_rows = [
+        [
+            r["split"],
+            r["rows"],
+            r.get("hard", "-"),
+            "-" if r.get("hard_share") is None else f"{r['hard_share']:.2f}",
+            "yes" if r["split"] in trained else "no",
+        ]
+        for r in curriculum
+    ]
+    training = (manifest or {}).get("training") or recipe.training.model_dump(mode="json")
+    metrics = (manifest or {}).get("metrics") or {}
+    settings = [
+        ["epochs", training.get("epochs")],
+        ["max steps", training.get("max_steps") or "-"],
+        ["learning rate", training.get("learning_rate")],
+        ["scheduler", training.get("lr_scheduler")],
+        [
+            "per-device batch x accumulation",
+            f"{training.get('per_device_batch_size')} x {training.get('gradient_accumulation_steps')}",
+        ],
+        ["max length", training.get("max_length")],
+        ["LoRA", "yes (merged)" if (training.get("lora") or {}).get("enabled") else "no (full fine-tune)"],
+        [
+            "steps trained / final loss",
+            f"{metrics.get('global_step', '-')} / {_number(metrics.get('final_loss'), 4)}",
+        ],
+    ]
+    if rows:
+        board = _table(
+            ["model", "judge", "AlpacaEval 2.0 win rate", "LC win rate", "MT-Bench", "judge parse failures"],
+            [
+                [
+                    r["model"],
+                    r.get("judge", "-"),
+                    f"{_number(r.get('win_rate'))} ± {_number(r.get('standard_error'))}",
+                    _number(r.get("length_controlled_winrate")),
+                    f"{_number(r.get('mt_bench'))} ± {_number(r.get('mt_bench_standard_error'))}",
+                    int(r.get("judge_parse_failures", 0)),
+                ]
+                for r in rows
+            ],
+        )
+    else:
+        board = "This checkpoint has not been evaluated (run `tapir eval`); no scores are claimed."
+    link = (
+        f"[{dataset}](https://huggingface.co/datasets/{dataset})"
+        if dataset
+        else "the local data run " + f"`{recipe.resolved_output_dir}`"
+    )
+    data_table = (
+        _table(["split", "rows", "hard", "hard share", "in this model"], curriculum_rows)
+        if curriculum_rows
+        else "The data run's summary was not found next to the recipe."
+    )
+    body = f"""# {recipe.name}: {round_name}
+
+A student model distilled with [tapir-distill](https://github.com/) following TAPIR (Task-Aware
+Curriculum Planning for Instruction Refinement; Yue et al., EMNLP Findings 2024): fine-tuned
+from `{base}` with TRL's `SFTTrainer`, round by round, on a curriculum whose share of hard
+examples grows. This is the model after **{round_name}**; each round starts from the previous
+one's model.
+
+## Training data
+
+Curated by `tapir data` ({link}): teacher `{recipe.teacher.model}`, judge `{recipe.judge.model}`.
+
+{data_table}
+
+## Training settings
+
+{_table(["setting", "value"], settings)}
+
+## Evaluation
+
+{board}
+
+## Use
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("<this repo>")
+model = AutoModelForCausalLM.from_pretrained("<this repo>")
+messages = [{{"role": "user", "content": "Explain photosynthesis in two sentences."}}]
+inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+print(tokenizer.decode(model.generate(inputs, max_new_tokens=128)[0]))
+```
+
+The chat template the model was trained with is saved with its tokenizer.
+
+## Reproduce
+
+Recipe `{recipe.name}` (hash `{recipe.fingerprint()}`), seed {recipe.seed}; `{ROUND_MANIFEST}` holds the
+round's manifest (library versions, data checksum, parent model, settings).
+"""
+    return str(ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + body))
+
+
+def build_model_upload(recipe: Recipe, which: str, target: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """Write the model folder, its card and round manifest into ``target``; returns the source
+    folder and the leaderboard rows the card shows."""
+    folder, manifest = resolve_checkpoint(recipe, which)
+    rows = leaderboard_rows(recipe, checkpoint_key(folder))
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            shutil.copy2(path, target / path.name)
+    if manifest is not None:
+        (target / ROUND_MANIFEST).write_text(scrub(json.dumps(manifest, indent=2)), encoding="utf-8")
+    (target / "README.md").write_text(
+        scrub(render_model_card(recipe, folder, manifest, rows)), encoding="utf-8"
+    )
+    _assert_no_secret(target)
+    return folder, rows
+
+
+def push_model(
+    recipe: Recipe,
+    console: Console,
+    which: str,
+    repo_id: str | None = None,
+    dry_run: bool = False,
+    to: str | None = None,
+    private: bool | None = None,
+) -> Path | str:
+    """Push (or with ``dry_run`` write locally) a trained checkpoint; returns the folder or commit URL."""
+    repo_id = repo_id or recipe.hub.model_repo_id
+    private = recipe.hub.private if private is None else private
+    if dry_run:
+        label = f"round_{which}" if which.isdigit() else Path(which).name
+        folder = (
+            Path(to) if to else recipe.resolved_hub_dir.with_name(f"{recipe.resolved_hub_dir.name}-{label}")
+        )
+        claim_output(folder, "push", "--to" if to else "hub.output_dir")
+        with atomic_folder(folder) as staging:
+            source, rows = build_model_upload(recipe, which, staging)
+            mark_output(staging, "push")
+        console.print(
+            f"[bold]dry run[/]: wrote what would go to {repo_id or '(hub.model_repo_id not set)'} "
+            f"({'private' if private else 'public'}) into {folder}: {source} with its card "
+            f"({len(rows)} leaderboard row(s))"
+        )
+        return folder
+    if not repo_id:
+        raise RecipeError("hub.model_repo_id: not set (give --repo-id org/name or set hub.model_repo_id)")
+    token = hub_token(recipe)
+    user = check_write_access(token, repo_id, recipe.hub.token_env)
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="tapir-push-model-") as tmp:
+        folder = Path(tmp) / "upload"
+        source, _ = build_model_upload(recipe, which, folder)
+        try:
+            api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                repo_type="model",
+                folder_path=str(folder),
+                commit_message=f"tapir push --model: {recipe.name} ({source.parent.name})",
+            )
+        except Exception as error:
+            raise EndpointError(f"hub: upload to {repo_id} failed ({error_line(error)})") from None
+    console.print(f"[green]pushed[/] {source} to {repo_id} as {user} ({commit.commit_url})")
+    return commit.commit_url
