@@ -302,6 +302,18 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     )
     if line := decontamination_line(summary.get("decontamination")):
         console.print(f"[bold]Decontamination[/]: {line}")
+    spend = summary.get("spend") or {}
+    if spend.get("roles"):
+        per_role = ", ".join(f"{role} ${usd:,.2f}" for role, usd in spend["roles"].items())
+        cap = f" of the ${spend['max_spend_usd']:g} cap" if spend.get("max_spend_usd") else ""
+        console.print(
+            f"[bold]Spend[/] this run: ${spend['usd']:,.2f}{cap} ({per_role}; cached answers are free)"
+        )
+    usage = summary.get("usage") or {}
+    batches = {role: int(u["batches"]) for role, u in usage.items() if u.get("batches")}
+    if batches:
+        shown = ", ".join(f"{role} {n} batches" for role, n in batches.items())
+        console.print(f"[bold]Batch API[/]: {shown}")
 
     tasks = Table(title="Task histogram before / after re-balancing", title_justify="left")
     columns, rows = task_table(summary)
