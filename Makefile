@@ -7,7 +7,7 @@ RECIPE ?= recipes/default.yaml
 # Extra CLI arguments, e.g. make data ARGS="--set judge.model=gpt-4o"
 ARGS ?=
 
-.PHONY: install data train distill ablate eval dry-run review review-pull push argilla-env argilla-server vllm-env test test-quick test-unit lint format clean
+.PHONY: install data train distill ablate eval dry-run review review-pull push argilla-env argilla-server vllm-env test test-quick test-unit lint format docs clean
 
 install: $(VENV)/.installed
 
@@ -117,6 +117,10 @@ test-quick: install
 
 test-unit: install
 	$(BIN)/pytest -m unit
+
+# The docs site (docs/, mkdocs-material): a broken link or anchor fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: install
 	$(BIN)/ruff check .

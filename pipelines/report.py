@@ -20,7 +20,7 @@ from tapir.pipelines.steps import EASY, EXCLUDED, FAILURE_COLUMNS, HARD
 from tapir.pipelines.tasks import NOT_GRADED
 from tapir.recipe import Recipe
 from tapir.review.corrections import describe_applied
-from tapir.stage_contract import WARMUP
+from tapir.stage_contract import WARMUP, split_order
 
 
 def _count_errors(rows: list[dict[str, Any]], column: str) -> tuple[int, Counter]:
@@ -129,7 +129,7 @@ def summarise(
         sources["copies"] += max(count - 1, 0)
 
     rounds = []
-    splits = sorted({r["split"] for r in curriculum}, key=lambda s: (s != WARMUP, s))
+    splits = sorted({r["split"] for r in curriculum}, key=split_order)
     for split in splits:
         rows = [r for r in curriculum if r["split"] == split]
         fresh = [r for r in rows if not r.get("carried")]

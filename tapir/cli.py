@@ -27,8 +27,13 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def _add_recipe_args(parser: argparse.ArgumentParser, default: str | None = "recipes/default.yaml") -> None:
-    parser.add_argument("--recipe", "-r", default=default, help="recipe YAML (default: %(default)s)")
+def _add_recipe_args(parser: argparse.ArgumentParser, default: str | None = "default") -> None:
+    parser.add_argument(
+        "--recipe",
+        "-r",
+        default=default,
+        help="recipe YAML file, or a shipped one by name: default, paper-llama2-7b (default: %(default)s)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -197,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate = recipe_sub.add_parser("validate", help="validate a recipe and print it resolved")
     _add_recipe_args(validate)
     recipe_sub.add_parser("fields", help="list every recipe field with its default and meaning")
+
+    init = sub.add_parser("init", help="write an editable copy of a recipe tapir ships")
+    init.add_argument(
+        "name", nargs="?", default="default", help="default or paper-llama2-7b (default: %(default)s)"
+    )
+    init.add_argument(
+        "--to", help="file to write (default: ./<name>.yaml); an existing file is never replaced"
+    )
     return parser
 
 
@@ -233,6 +246,12 @@ def run(argv: list[str] | None = None) -> int:
     as_json = bool(getattr(args, "json", False) and getattr(args, "dry_run", False))
     console = Console(stderr=False, quiet=as_json)
     _quiet_libraries()
+    if args.command == "init":
+        from tapir.recipe import init_recipe
+
+        target = init_recipe(args.name, args.to)
+        console.print(f"[green]wrote[/] {target}: edit it, then `tapir data --recipe {target}`")
+        return 0
     if args.command == "recipe" and args.recipe_command == "fields":
         from tapir.recipe import field_reference
 

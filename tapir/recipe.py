@@ -113,6 +113,9 @@ class StrictModel(BaseModel):
 
 
 class GenerationSettings(StrictModel):
+    """How the role samples its free-text answers (the judge's grading and the classifier's label
+    take their budget and temperature from judging and taxonomy)."""
+
     max_new_tokens: int = Field(256, gt=0, description="Upper bound on generated tokens per call.")
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
@@ -380,7 +383,10 @@ class OfflineClassifierSettings(StrictModel):
 class TaxonomySettings(StrictModel):
     """Task labels and the target task mix for re-balancing (METHOD steps 5 and 7)."""
 
-    labels: list[str] = Field(default_factory=lambda: list(EASYDISTILL_TAXONOMY))
+    labels: list[str] = Field(
+        default_factory=lambda: list(EASYDISTILL_TAXONOMY),
+        description="The task labels the classifier picks from (default: EasyDistill's 32).",
+    )
     target_mix: dict[str, float] = Field(
         default_factory=easydistill_target_mix,
         description="Share of each label after re-balancing; labels left out get share 0. Must "
@@ -424,7 +430,7 @@ class TaxonomySettings(StrictModel):
 class ExpansionSettings(StrictModel):
     """Lion-style expansion: the teacher writes new instructions like the hard seeds (step 6)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Expand hard seeds with new instructions (off: seeds only).")
     allocation: Literal["mix", "uniform"] = Field(
         "mix",
         description="mix (the paper's): the budget goes to tasks by their deficit against "
@@ -440,14 +446,14 @@ class ExpansionSettings(StrictModel):
     per_hard_seed: int = Field(2, ge=1, description="New instructions written per hard seed.")
     max_hard_seeds: int | None = Field(None, gt=0, description="Expand at most this many hard seeds.")
     template: str = Field("expand_instruction", description="Expansion prompt template name.")
-    max_new_tokens: int = Field(128, gt=0)
+    max_new_tokens: int = Field(128, gt=0, description="Budget for one new instruction.")
     temperature: float = Field(0.9, ge=0.0, description="Higher than usual, for diverse instructions.")
 
 
 class RebalanceSettings(StrictModel):
     """Resample toward ``taxonomy.target_mix``, up- and down-sampling (step 7)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Resample toward the target mix (off: the selection as graded).")
     size: int | None = Field(
         None,
         gt=0,
@@ -465,7 +471,10 @@ class RebalanceSettings(StrictModel):
 class RefinementSettings(StrictModel):
     """Task-aware response refinement by the teacher (step 8)."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        True,
+        description="Rewrite the teacher's answers with task-aware prompts (off: train on them as written).",
+    )
     prompts: dict[str, str] = Field(
         default_factory=lambda: {
             "Math": "refine_reasoning",
@@ -478,14 +487,14 @@ class RefinementSettings(StrictModel):
         description="Task label -> refinement template name (pipelines/templates/<name>.jinja2).",
     )
     default_prompt: str = Field("refine_general", description="Template for labels not listed in prompts.")
-    max_new_tokens: int = Field(512, gt=0)
+    max_new_tokens: int = Field(512, gt=0, description="Budget for one refined answer.")
 
 
 class DecontaminationSettings(StrictModel):
     """Benchmark prompts kept out of the training data: rows matching one are excluded before
     re-balancing and counted per benchmark (exact, normalised, or a shared word n-gram)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Exclude rows that match a benchmark prompt before re-balancing.")
     alpaca_eval: str | None = Field(
         "embedded",
         description="AlpacaEval 2.0 instructions: 'embedded' (all 805, shipped with tapir), a JSON/JSONL "
@@ -601,7 +610,7 @@ class LoraSettings(StrictModel):
     enabled: bool = Field(False, description="Train LoRA adapters instead of all weights.")
     r: int = Field(16, gt=0, description="Adapter rank.")
     alpha: int = Field(32, gt=0, description="LoRA scaling numerator (lora_alpha).")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="LoRA dropout.")
     target_modules: list[str] | str = Field(
         "all-linear", description="Module names to adapt, or 'all-linear' (peft's shorthand)."
     )
@@ -661,8 +670,8 @@ class TrainingSettings(StrictModel):
     learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate (paper: 2e-5).")
     lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Share of steps for linear LR warm-up.")
-    weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     per_device_batch_size: int = Field(4, gt=0, description="Sequences per device per micro-step.")
     gradient_accumulation_steps: int = Field(
         1, gt=0, description="Micro-steps per optimizer step. Global batch = this x per-device x devices."
@@ -741,7 +750,7 @@ MT_BENCH_TEMPERATURES = {
 class AlpacaEvalSettings(StrictModel):
     """AlpacaEval 2.0: the student's answers against the reference outputs, judged pairwise."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Run AlpacaEval 2.0 in `tapir eval`.")
     reference: str = Field(
         "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json",
         description="Instructions + reference outputs: local JSON/JSONL, https URL or hf://datasets/ file.",
@@ -778,7 +787,7 @@ class AlpacaEvalSettings(StrictModel):
 class MTBenchSettings(StrictModel):
     """MT-Bench: 80 two-turn questions, single-answer grading 1-10 with fschat's prompts."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Run MT-Bench in `tapir eval`.")
     questions: str = Field(
         f"{FASTCHAT_DATA}/mt_bench/question.jsonl", description="question.jsonl (path or URL)."
     )
@@ -974,7 +983,7 @@ class Recipe(StrictModel):
         max_length=100,
         description="Run name; names the output folder and the distilabel cache.",
     )
-    description: str = ""
+    description: str = Field("", description="One line about the run (shown in the dataset card).")
     seed: int = Field(
         42,
         ge=0,
@@ -1027,6 +1036,18 @@ class Recipe(StrictModel):
         if unknown:  # the defaults name EasyDistill labels a custom taxonomy may not have
             kept = {k: v for k, v in self.refinement.prompts.items() if k in self.taxonomy.labels}
             object.__setattr__(self.refinement, "prompts", kept)
+        return self
+
+    @model_validator(mode="after")
+    def _check_judge_generation(self) -> Recipe:
+        # The judge grades with judging.* and labels with taxonomy.*; a budget or temperature
+        # under judge.generation would change nothing yet mark the data stale.
+        unused = sorted({"max_new_tokens", "temperature"} & self.judge.generation.model_fields_set)
+        if "generation" in self.judge.model_fields_set and unused:
+            raise ValueError(
+                f"judge.generation: {' and '.join(unused)} would have no effect: the judge grades with "
+                "judging.max_new_tokens and judging.temperature (and labels with taxonomy.max_new_tokens)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -1252,10 +1273,47 @@ def _refuse_credentials(data: dict[str, Any], origin: str) -> None:
     )
 
 
+def packaged_recipes() -> dict[str, Path]:
+    """The recipes tapir ships (the ``recipes/`` folder, installed as ``tapir.recipes``), by name."""
+    from importlib.resources import files
+
+    folder = Path(str(files("tapir.recipes")))
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_recipe_path(value: str | Path) -> Path:
+    """A recipe file, or the name of one tapir ships (``default``, ``paper-llama2-7b``): a file
+    of that name in the working folder wins, so an edited copy is never shadowed."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    text = str(value)
+    if "/" not in text and "\\" not in text:
+        found = packaged_recipes().get(text.removesuffix(".yaml"))
+        if found is not None:
+            return found
+    names = ", ".join(packaged_recipes())
+    raise RecipeError(
+        f"recipe file not found: {path} (tapir ships the recipes {names}: give one by name, or "
+        "`tapir init NAME` writes an editable copy)"
+    )
+
+
+def init_recipe(name: str, to: str | None = None) -> Path:
+    """Copy the shipped recipe ``name`` to ``to`` (default ``./<name>.yaml``) for editing."""
+    source = packaged_recipes().get(name.removesuffix(".yaml"))
+    if source is None:
+        raise RecipeError(f"init: tapir ships no recipe {name!r} (it ships {', '.join(packaged_recipes())})")
+    target = Path(to).expanduser() if to else Path(f"{source.stem}.yaml")
+    if target.exists():
+        raise RecipeError(f"init: {target} exists; tapir never replaces it (give --to another file)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(source.read_bytes())
+    return target
+
+
 def load_recipe_dict(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe file not found: {path}")
+    path = resolve_recipe_path(path)
     try:
         data = read_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:

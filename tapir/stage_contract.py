@@ -61,6 +61,13 @@ def curve_position(split: str) -> int | None:
     return int(split.removeprefix("round_")) + 1 if is_curriculum_split(split) else None
 
 
+def split_order(split: str) -> tuple[int, str]:
+    """Sort key putting splits in training order: warmup, round_1, round_2, …, round_10 (not
+    round_10 before round_2), anything else after, by name."""
+    position = curve_position(split)
+    return (position if position is not None else 1 << 30, split)
+
+
 # --- folder layouts ---------------------------------------------------------------------------
 
 

@@ -109,3 +109,22 @@ def test_impossible_schedules_fail_clearly():
         plan_curriculum([], [], [0.5], random.Random(0))
     with pytest.raises(DataError, match="curriculum.hard_share"):
         plan_curriculum([], [1, 2, 3], [0.5, 0.9], random.Random(0))
+
+
+def test_rounds_are_ordered_by_number_in_the_summary():
+    from tapir.pipelines.report import summarise
+    from tapir.stage_contract import split_order
+
+    assert sorted(["round_10", "round_2", "pool", "warmup", "round_1"], key=split_order) == [
+        "warmup",
+        "round_1",
+        "round_2",
+        "round_10",
+        "pool",
+    ]
+    curriculum = [
+        {"split": split, "round": number, "difficulty": "hard", "task": "Math", "carried": False}
+        for number, split in [(10, "round_10"), (2, "round_2"), (0, "warmup"), (1, "round_1")]
+    ]
+    summary = summarise([], [], [], curriculum, {}, {"Math": 1.0}, [0.5] * 10)
+    assert [r["split"] for r in summary["curriculum"]] == ["warmup", "round_1", "round_2", "round_10"]

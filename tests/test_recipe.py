@@ -161,3 +161,25 @@ def test_seeds_stay_in_numpy_s_range(tmp_path, value):
     with pytest.raises(RecipeError, match="seed"):
         load_recipe(write(tmp_path, "name: x\n"), [f"seed={value}"])
     assert load_recipe(write(tmp_path, "name: x\n"), ["seed=4294967295"]).seed == 2**32 - 1
+
+
+def test_every_recipe_field_is_described_and_the_reference_page_is_current():
+    import importlib.util
+
+    from tapir.recipe import field_reference
+
+    undescribed = [name for name, _, description in field_reference() if not description.strip()]
+    assert undescribed == []
+    spec = importlib.util.spec_from_file_location("recipe_reference", REPO / "tools" / "recipe_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.PAGE.read_text(encoding="utf-8") == module.render(), (
+        "docs/reference/recipe.md is stale: run python tools/recipe_reference.py"
+    )
+
+
+def test_a_judge_budget_or_temperature_that_would_change_nothing_is_refused():
+    with pytest.raises(RecipeError, match=r"judge\.generation: max_new_tokens would have no effect"):
+        recipe_from_dict({"name": "x", "judge": {"generation": {"max_new_tokens": 64}}})
+    kept = recipe_from_dict({"name": "x", "judge": {"generation": {"top_p": 0.9}}})  # sent with every grade
+    assert kept.judge.generation.top_p == 0.9

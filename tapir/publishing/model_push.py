@@ -26,7 +26,7 @@ from tapir.errors import DataError, EndpointError, RecipeError
 from tapir.manifest import error_line, scrub
 from tapir.publishing.hub_push import _assert_no_secret, check_write_access, hub_token
 from tapir.recipe import Recipe
-from tapir.stage_contract import DataRun, TrainRun, read_round_manifest
+from tapir.stage_contract import DataRun, TrainRun, read_round_manifest, split_order
 from tapir.staging import atomic_folder, claim_output, mark_output
 
 ROUND_MANIFEST = "tapir_round_manifest.json"
@@ -43,7 +43,9 @@ def resolve_checkpoint(recipe: Recipe, which: str) -> tuple[Path, dict[str, Any]
     if not folder.is_dir():
         folder = Path(which).expanduser()
         if not folder.is_dir():
-            rounds = sorted(p.parent.name for p in train.root.glob("*/model") if p.is_dir())
+            rounds = sorted(
+                (p.parent.name for p in train.root.glob("*/model") if p.is_dir()), key=split_order
+            )
             raise DataError(
                 f"--model: {which!r} is neither a trained round of {train.root} "
                 f"({', '.join(rounds) or 'none trained yet'}) nor a model folder"
