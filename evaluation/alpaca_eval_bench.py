@@ -208,7 +208,11 @@ def score_outputs(
         )
     difficulty = difficulty_source(settings)
     metrics = alpaca_metrics.score(
-        annotations, difficulty, cache_dir, positions=reference["position"].tolist()
+        annotations,
+        difficulty,
+        cache_dir,
+        positions=reference["position"].tolist(),
+        native_log=out_dir / "length_controlled_fit.log",
     )
     metrics["avg_length"] = int(outputs["output"].str.len().mean())
     health = {**stats.health(), **length_stats(annotations)}

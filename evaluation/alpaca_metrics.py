@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tapir.errors import DataError
+from tapir.native_output import native_output_to
 
 REQUIRED_COLUMNS = ("instruction", "output_1", "output_2", "generator_1", "generator_2", "preference")
 SCORE_KEYS = ("win_rate", "standard_error", "length_controlled_winrate", "n_total")
@@ -202,8 +203,10 @@ def score(
     difficulty: str | Path | None = None,
     cache_dir: str | Path = ".cache/tapir",
     positions: list[int] | None = None,
+    native_log: Path | None = None,
 ) -> dict[str, Any]:
-    """alpaca_eval's metrics for one model's annotations (percentages, as alpaca_eval reports).
+    """alpaca_eval's metrics for one model's annotations (percentages, as alpaca_eval reports);
+    what its native solver prints goes to ``native_log`` (None: discarded).
 
     alpaca_eval's official difficulty files are indexed by position in the 805-instruction set
     and looked up by row position; ``positions`` (each row's position there) keeps a sample's rows
@@ -258,7 +261,9 @@ def score(
             df_gamed = _sample_first(Path(_download_df_gamed()), positions)
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
             raise DataError(_DOWNLOAD_FAILED.format(type(exc).__name__)) from None
-    with _local_df_gamed(df_gamed), warnings.catch_warnings():
+    # liblinear (alpaca_eval's GLM) prints "class label 1 specified in weight is not found" from
+    # C for a fold holding one class: into the scoring's log, not the console.
+    with _local_df_gamed(df_gamed), warnings.catch_warnings(), native_output_to(native_log):
         warnings.simplefilter("ignore", FutureWarning)  # sklearn's notes on alpaca_eval's arguments
         try:
             metrics = get_length_controlled_winrate(

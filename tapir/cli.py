@@ -232,6 +232,18 @@ def _load(args: argparse.Namespace):
     return load_recipe(args.recipe, overrides)
 
 
+#: Width of tables written to a pipe or file: rich would assume 80 columns and cut names short.
+PIPED_WIDTH = 200
+
+
+def _piped_width() -> int | None:
+    """None on a terminal (rich measures it); else $COLUMNS or a width no table is cut at."""
+    if sys.stdout.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() else PIPED_WIDTH
+
+
 def _quiet_libraries() -> None:
     # datasets' "Generating train split" bars (distilabel builds its result with them) would come
     # between tapir's own tables; its workers inherit the setting
@@ -244,7 +256,7 @@ def _quiet_libraries() -> None:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     as_json = bool(getattr(args, "json", False) and getattr(args, "dry_run", False))
-    console = Console(stderr=False, quiet=as_json)
+    console = Console(stderr=False, quiet=as_json, width=_piped_width())
     _quiet_libraries()
     if args.command == "init":
         from tapir.recipe import init_recipe

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tapir.errors import TrainingError
+from tapir.native_output import native_output_to
 from tapir.staging import atomic_file
 
 # llama.h's llama_ftype values for the quantizations we offer (the source GGUF's own is Q4_K_M).
@@ -66,7 +67,7 @@ def export_gguf(
             f16 = partial.with_name(partial.name + ".f16")
             try:
                 _write_f16(checkpoint, reference, f16)
-                _quantize(f16, partial, FTYPES[quantization])
+                _quantize(f16, partial, FTYPES[quantization], target.with_name(f"{target.stem}.export.log"))
             finally:
                 f16.unlink(missing_ok=True)
     return target
@@ -143,13 +144,14 @@ def _norm_shift(processor_class: Any) -> float:
     )
 
 
-def _quantize(source: Path, out: Path, ftype: int) -> None:
+def _quantize(source: Path, out: Path, ftype: int, log: Path) -> None:
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = os.cpu_count() or 1
-    code = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params)
+    with native_output_to(log):  # llama.cpp's loader and quantizer print hundreds of lines
+        code = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params)
     if code != 0 or not out.is_file():
         raise TrainingError(f"gguf export: llama.cpp could not quantize {source.name} (code {code})")
 

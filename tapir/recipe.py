@@ -1042,8 +1042,13 @@ class Recipe(StrictModel):
     def _check_judge_generation(self) -> Recipe:
         # The judge grades with judging.* and labels with taxonomy.*; a budget or temperature
         # under judge.generation would change nothing yet mark the data stale.
-        unused = sorted({"max_new_tokens", "temperature"} & self.judge.generation.model_fields_set)
-        if "generation" in self.judge.model_fields_set and unused:
+        defaults = GenerationSettings()
+        unused = [
+            name
+            for name in ("max_new_tokens", "temperature")
+            if getattr(self.judge.generation, name) != getattr(defaults, name)
+        ]
+        if unused:
             raise ValueError(
                 f"judge.generation: {' and '.join(unused)} would have no effect: the judge grades with "
                 "judging.max_new_tokens and judging.temperature (and labels with taxonomy.max_new_tokens)"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -57,6 +58,21 @@ def _make(clone: Path, verb: str, timeout: int) -> subprocess.CompletedProcess:
     )
 
 
+# Lines only a native library or a progress bar writes: llama.cpp's loader and quantizer,
+# scikit-learn / liblinear, datasets' (and transformers') progress bars. None may reach the user.
+FOREIGN = re.compile(
+    r"llama_model_loader|llama_model_quantize|llama_|ggml_|gguf_init|load_tensors|print_info:|"
+    r"not divisible by 256|specified in weight is not found|ConvergenceWarning|"
+    r"Generating \w+ split|Creating parquet from Arrow|Map( \(num_proc=\d+\))?:|Filter:|Saving the dataset|"
+    r"Casting the dataset|Loading checkpoint shards|Converting and de-quantizing GGUF"
+)
+
+
+def _foreign(result: subprocess.CompletedProcess) -> list[str]:
+    lines = (result.stdout + result.stderr).splitlines()
+    return [line for line in lines if FOREIGN.search(line)][:10]
+
+
 def test_a_clean_clone_runs_data_train_eval_offline(tmp_path):
     clone = tmp_path / "empty" / "tapir-distill"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
@@ -65,6 +81,7 @@ def test_a_clean_clone_runs_data_train_eval_offline(tmp_path):
 
     data = _make(clone, "data", 1500)
     assert data.returncode == 0, data.stdout[-2000:] + data.stderr[-3000:]
+    assert _foreign(data) == []  # the console is for a person: native chatter goes to log files
     run = clone / "outputs" / "embedded-default"
     summary = json.loads((run / "summary.json").read_text())
     usage = summary["usage"]
@@ -86,6 +103,7 @@ def test_a_clean_clone_runs_data_train_eval_offline(tmp_path):
 
     train = _make(clone, "train", 1500)
     assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-3000:]
+    assert _foreign(train) == []
     rounds = clone / "outputs" / "embedded-default-checkpoints"
     assert (rounds / "round_1" / "model" / "tapir_checkpoint.json").is_file()
     # warm-up first (the default): round 1 was built from the warmed-up student's grades
@@ -103,6 +121,7 @@ def test_a_clean_clone_runs_data_train_eval_offline(tmp_path):
 
     evaluated = _make(clone, "eval", 1500)
     assert evaluated.returncode == 0, evaluated.stdout[-2000:] + evaluated.stderr[-3000:]
+    assert _foreign(evaluated) == []
     out = clone / "outputs" / "embedded-default-eval"
     board = pd.read_csv(out / "leaderboard.csv")
     ours = board[board["kind"].isin(["student", "round"])].set_index("model")

@@ -231,3 +231,18 @@ def test_review_and_push_errors_are_one_line(tmp_path):
         tapir("push", "--recipe", recipe, "--dry-run", "--round", "warmup"), "no finished data run in"
     )
     assert not list(tmp_path.glob("out*"))
+
+
+def test_piped_tables_never_cut_a_name_short():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    for verb in ("ablate", "data"):
+        piped = subprocess.run(
+            [sys.executable, "-m", "tapir.cli", verb, "--dry-run"],
+            cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+        )  # fmt: skip
+        assert piped.returncode == 0, piped.stderr
+        assert "…" not in piped.stdout, [line for line in piped.stdout.splitlines() if "…" in line]
+        if verb == "ablate":
+            assert "│ no_rebalance " in piped.stdout  # the arm's whole name

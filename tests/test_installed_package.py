@@ -5,6 +5,7 @@ empty folder `tapir data --dry-run`, `tapir eval --dry-run` and `tapir init` wor
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -15,6 +16,9 @@ import pytest
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
+#: What the wheel is built from (pyproject's package folders and its readme).
+SOURCES = ("pyproject.toml", "README.md", "tapir", "pipelines", "training", "evaluation", "recipes")
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +26,16 @@ def fresh_tapir(tmp_path_factory) -> Path:
     """``bin/tapir`` of a new venv holding only the built wheel; the libraries it imports come
     from the test's environment (a path entry, not its .pth files: no editable install leaks in)."""
     work = tmp_path_factory.mktemp("installed")
+    source = work / "source"  # a copy: setuptools writes build/ beside the sources it builds
+    source.mkdir()
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name, ignore=IGNORED)
+        else:
+            shutil.copy2(REPO / name, source / name)
+    wheel_command = ["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(work / "dist")]
     build = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(work / "dist"),
-            str(REPO),
-        ],
+        [sys.executable, *wheel_command, str(source)],
         capture_output=True,
         text=True,
         timeout=600,

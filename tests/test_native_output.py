@@ -1,0 +1,29 @@
+"""Native chatter goes to a log file, not the console (unit tier): what C code prints through
+its own stdio buffers and straight to descriptors 1 and 2 inside ``native_output_to``."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from tapir.native_output import native_output_to
+
+
+def test_c_level_output_lands_in_the_log_and_the_console_gets_it_back(tmp_path, capfd):
+    libc = ctypes.CDLL(None)
+    log = tmp_path / "logs" / "native.log"
+    print("before", flush=True)
+    with native_output_to(log):
+        libc.printf(b"WARNING: class label 1 specified in weight is not found\n")  # buffered C stdio
+        os.write(2, b"llama_model_loader: - kv 12\n")
+    print("after", flush=True)
+    console = capfd.readouterr()
+    assert console.out == "before\nafter\n" and console.err == ""
+    written = log.read_text()
+    assert "class label 1 specified" in written and "llama_model_loader" in written
+
+
+def test_without_a_log_the_output_is_discarded(capfd):
+    with native_output_to(None):
+        os.write(1, b"noise\n")
+    assert capfd.readouterr().out == ""
