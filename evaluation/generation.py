@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from tapir.errors import EvaluationError
 from tapir.llm_factory import LLMContext
 from tapir.llms import open_cache
+from tapir.native_output import quiet_transformers_local_bars
 from tapir.recipe import ModelSpec
 
 Conversation = list[dict[str, str]]
@@ -61,6 +62,7 @@ class TransformersGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # transformers takes the dtype by name, as training passes it (training/sft.py)
+        quiet_transformers_local_bars()
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, **(options or {}))
         self.model.eval()
         self.batch_size = batch_size

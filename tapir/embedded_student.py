@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tapir.embedded import EMBEDDED_MODEL_ID, chat_template_path, embedded_gguf_path, embedded_gguf_sha256
 from tapir.manifest import now_utc
+from tapir.native_output import quiet_transformers_local_bars
 from tapir.staging import atomic_folder
 
 CONVERTED_NAME = "gemma-3-270m-hf"
@@ -38,6 +39,7 @@ def materialize_embedded_student(cache_dir: str | Path, dtype: str = "float32") 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers_local_bars()
     gguf = embedded_gguf_path(cache_dir)
     torch_dtype = getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -43,3 +43,26 @@ def native_output_to(log: Path | None) -> Iterator[None]:
         os.dup2(saved[1], 2)
         for fd in (*saved, sink):
             os.close(fd)
+
+
+#: transformers' bars for work on local files that takes seconds: noise between tapir's own
+#: lines. Downloads keep theirs (a multi-GB model needs a bar).
+LOCAL_BARS = (
+    "Loading weights",
+    "Writing model shards",
+    "Converting and de-quantizing GGUF",
+    "Loading checkpoint shards",
+)
+
+
+def quiet_transformers_local_bars() -> None:
+    """Hide transformers' progress bars for local loads and saves (idempotent)."""
+    from transformers.utils import logging as transformers_logging
+
+    def hook(factory, args, kwargs):  # type: ignore[no-untyped-def]
+        description = str(kwargs.get("desc") or (args[1] if len(args) > 1 else ""))
+        if description.startswith(LOCAL_BARS):
+            kwargs = {**kwargs, "disable": True}
+        return factory(*args, **kwargs)
+
+    transformers_logging.set_tqdm_hook(hook)

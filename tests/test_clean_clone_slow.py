@@ -64,7 +64,8 @@ FOREIGN = re.compile(
     r"llama_model_loader|llama_model_quantize|llama_|ggml_|gguf_init|load_tensors|print_info:|"
     r"not divisible by 256|specified in weight is not found|ConvergenceWarning|"
     r"Generating \w+ split|Creating parquet from Arrow|Map( \(num_proc=\d+\))?:|Filter:|Saving the dataset|"
-    r"Casting the dataset|Loading checkpoint shards|Converting and de-quantizing GGUF"
+    r"Casting the dataset|Loading checkpoint shards|Converting and de-quantizing GGUF|Loading weights|"
+    r"Writing model shards"
 )
 
 

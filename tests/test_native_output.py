@@ -27,3 +27,17 @@ def test_without_a_log_the_output_is_discarded(capfd):
     with native_output_to(None):
         os.write(1, b"noise\n")
     assert capfd.readouterr().out == ""
+
+
+def test_transformers_local_bars_are_hidden_and_others_kept(capfd):
+    from transformers.utils.logging import tqdm
+
+    from tapir.native_output import quiet_transformers_local_bars
+
+    quiet_transformers_local_bars()
+    for _ in tqdm(range(3), desc="Loading weights"):
+        pass
+    for _ in tqdm(range(3), desc="Downloading model.safetensors"):
+        pass
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Downloading model.safetensors" in err

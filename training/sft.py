@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
+from tapir.native_output import quiet_transformers_local_bars
 from tapir.recipe import Recipe, TrainingSettings
 from tapir.stage_contract import CHECKPOINT_ID, MODEL_DIR
 from tapir.staging import staging_dir, staging_path, swap_into_place
@@ -126,6 +127,7 @@ def build_trainer(
     from trl import SFTTrainer
 
     settings = recipe.training
+    quiet_transformers_local_bars()  # the round's own progress is tapir's step lines
     tokenizer = load_tokenizer(spec.start_model, recipe)
     dataset = load_round(spec.data_path, spec.name)
     run_name = f"{recipe.name}/{spec.name}"
