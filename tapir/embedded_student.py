@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tapir.embedded import EMBEDDED_MODEL_ID, chat_template_path, embedded_gguf_path, embedded_gguf_sha256
 from tapir.manifest import now_utc
-from tapir.native_output import quiet_transformers_local_bars
+from tapir.native_output import gguf_conversion_bar_off, quiet_transformers_local_bars
 from tapir.staging import atomic_folder
 
 CONVERTED_NAME = "gemma-3-270m-hf"
@@ -42,8 +42,11 @@ def materialize_embedded_student(cache_dir: str | Path, dtype: str = "float32") 
     quiet_transformers_local_bars()
     gguf = embedded_gguf_path(cache_dir)
     torch_dtype = getattr(torch, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    source = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch_dtype)
+    with gguf_conversion_bar_off():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        source = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch_dtype
+        )
     config = copy.deepcopy(source.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tapir.errors import TrainingError
-from tapir.native_output import native_output_to
+from tapir.native_output import native_output_to, quiet_transformers_local_bars
 from tapir.staging import atomic_file
 
 # llama.h's llama_ftype values for the quantizations we offer (the source GGUF's own is Q4_K_M).
@@ -86,6 +86,7 @@ def _write_f16(checkpoint: Path, reference: Path, out: Path) -> None:
 
     reader = gguf.GGUFReader(str(reference))
     arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    quiet_transformers_local_bars()
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
     model_type = model.config.model_type.removesuffix("_text")
     if model_type != arch:

@@ -66,3 +66,19 @@ def quiet_transformers_local_bars() -> None:
         return factory(*args, **kwargs)
 
     transformers_logging.set_tqdm_hook(hook)
+
+
+@contextlib.contextmanager
+def gguf_conversion_bar_off() -> Iterator[None]:
+    """transformers' GGUF reader draws its bar with tqdm directly, past ``set_tqdm_hook``: for the
+    seconds a local GGUF takes to convert, its module's ``tqdm`` is a disabled one."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original

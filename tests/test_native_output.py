@@ -41,3 +41,17 @@ def test_transformers_local_bars_are_hidden_and_others_kept(capfd):
         pass
     err = capfd.readouterr().err
     assert "Loading weights" not in err and "Downloading model.safetensors" in err
+
+
+def test_the_gguf_readers_own_bar_is_off_inside_and_back_after(capfd):
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from tapir.native_output import gguf_conversion_bar_off
+
+    with gguf_conversion_bar_off():
+        for _ in gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."):
+            pass
+    assert "Converting" not in capfd.readouterr().err
+    for _ in gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."):
+        pass
+    assert "Converting" in capfd.readouterr().err
