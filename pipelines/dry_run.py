@@ -172,7 +172,11 @@ def costs(recipe: Recipe, roles: dict[str, RoleEstimate]) -> dict[str, Any]:
 
 def check_spend_cap(recipe: Recipe, n_seeds: int) -> dict[str, Any]:
     """The plan's cost; refuses (one line) a plan whose upper bound exceeds pipeline.max_spend_usd."""
-    cost = costs(recipe, estimate(recipe, n_seeds))
+    return refuse_over_cap(recipe, costs(recipe, estimate(recipe, n_seeds)))
+
+
+def refuse_over_cap(recipe: Recipe, cost: dict[str, Any]) -> dict[str, Any]:
+    """``cost`` (of ``costs``), or one error line when its upper bound exceeds the cap."""
     cap = recipe.pipeline.max_spend_usd
     if cap is not None and cost["upper_usd"] > cap:
         parts = ", ".join(f"{role} ${c['upper_usd']:,.2f}" for role, c in cost["roles"].items())
@@ -304,7 +308,7 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
             )
         )
     if recipe.pipeline.max_spend_usd is not None:
-        check_spend_cap(recipe, n_seeds or 0)
+        refuse_over_cap(recipe, cost)
         console.print(
             f"  spend cap: ${recipe.pipeline.max_spend_usd:g} (upper bound ${cost['upper_usd']:,.2f})"
         )

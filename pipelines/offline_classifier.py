@@ -13,13 +13,9 @@ by the hash of the rows and settings, so a re-run neither re-embeds nor re-fits.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import pickle
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tapir.errors import DataError
+from tapir.native_output import native_output_to
 from tapir.recipe import OfflineClassifierSettings
 from tapir.staging import atomic_file
 
@@ -123,7 +120,7 @@ class Featurizer:
 
             from tapir.embedded import embedded_gguf_path
 
-            with _native_stderr_silenced():  # llama.cpp's load notes would land in the run's console
+            with native_output_to(None):  # llama.cpp's load notes would land in the run's console
                 self._llama = Llama(
                     model_path=str(embedded_gguf_path(self.cache_dir)),
                     embedding=True,
@@ -135,20 +132,6 @@ class Featurizer:
         vectors = [self._llama.embed(text[:1500]) for text in texts]
         matrix = np.asarray(vectors, dtype=np.float32)
         return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-8)
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """File descriptor 2 to /dev/null for a moment: llama.cpp's C code writes there directly."""
-    sys.stderr.flush()
-    saved, sink = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(sink, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(sink)
 
 
 def fit(

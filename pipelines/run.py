@@ -193,7 +193,7 @@ def run_data(
             recipe.taxonomy.normalised_mix(),
             recipe.curriculum.hard_share,
         )
-        summary["spend"] = spend_summary(usage, unit_prices(recipe), recipe.pipeline.max_spend_usd)
+        summary["spend"] = spend_summary(usage, prices, recipe.pipeline.max_spend_usd)
         summary["review"] = applied_summary(pool, curriculum, corrections)
         summary["judging"] = judging_settings(recipe)
         summary["classifier"] = classifier_report(recipe)

@@ -334,14 +334,8 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
                         messages=messages, extra_headers=headers, timeout=self.timeout, **body
                     )
                 if isinstance(completion, ChatCompletion) and completion.choices:
-                    texts = [choice.message.content or "" for choice in completion.choices]
-                    usage = completion.usage
-                    answer = (
-                        texts,
-                        usage.prompt_tokens if usage else 0,
-                        usage.completion_tokens if usage else 0,
-                        [_token_logprobs(choice) for choice in completion.choices],
-                    )
+                    answer = _answer(completion)
+                    texts = answer[0]
                     # An empty answer is what a flaky proxy sends and what a model may really
                     # say: asked again at once (no back-off), and taken as the model's answer
                     # only when every attempt was empty.
@@ -369,13 +363,7 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
                 message = self._scrub(_message(exc))
                 if self._logger is not None:  # the server's words, for the log (scrubbed)
                     self._logger.warning(f"{self.role}: HTTP {exc.status_code} from the engine: {message}")
-                if exc.status_code in (400, 413, 422) and _TOO_LONG.search(message):
-                    # Final, not failed: the same prompt will never fit. The row is excluded
-                    # with this reason; the run is complete without it.
-                    self._count("rejected_prompts")
-                    return f"prompt too long (HTTP {exc.status_code})"
-                self._count_failure(f"HTTP {exc.status_code}")
-                return f"HTTP {exc.status_code}: {message}"
+                return self._request_refused(exc.status_code, message)
             except (openai.APIResponseValidationError, ValueError, TypeError):
                 reason = "malformed response"
             if attempt == self.max_retries:
@@ -472,13 +460,7 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
             return "malformed response"
         if not completion.choices:
             return "malformed response"
-        usage = completion.usage
-        answer = (
-            [choice.message.content or "" for choice in completion.choices],
-            usage.prompt_tokens if usage else 0,
-            usage.completion_tokens if usage else 0,
-            [_token_logprobs(choice) for choice in completion.choices],
-        )
+        answer = _answer(completion)
         self._record_spend(answer[1], answer[2])
         return answer
 
@@ -493,16 +475,17 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
             return "retry", f"batch: {error.get('code') or 'request failed'}"
         if status == 429 or status >= 500:
             return "retry", f"HTTP {status}"
-        body = response.get("body") or {}
-        detail = body.get("error", body) if isinstance(body, dict) else body
-        message = self._scrub(
-            str(detail.get("message", detail) if isinstance(detail, dict) else detail)[:300]
-        )
+        return "final", self._request_refused(status, self._scrub(_body_message(response.get("body") or {})))
+
+    def _request_refused(self, status: int, message: str) -> str:
+        """Why a request the server refused (4xx) fails for good, counted: a prompt too long is
+        final, not failed (the same prompt will never fit; the row is excluded with this reason and
+        the run is complete without it); anything else is a failed call."""
         if status in (400, 413, 422) and _TOO_LONG.search(message):
             self._count("rejected_prompts")
-            return "final", f"prompt too long (HTTP {status})"
+            return f"prompt too long (HTTP {status})"
         self._count_failure(f"HTTP {status}")
-        return "final", f"HTTP {status}: {message}"
+        return f"HTTP {status}: {message}"
 
     async def _batch_call(self, what: str, call: Any) -> Any:
         """One call of the files/batches endpoints, retried like a request (connection errors,
@@ -543,15 +526,31 @@ def _token_logprobs(choice: Any) -> list[dict[str, Any]] | None:
     ]
 
 
+def _answer(completion: Any) -> tuple[list[str], int, int, list[Any]]:
+    """A chat completion's answer texts, token counts and token log-probabilities."""
+    usage = completion.usage
+    return (
+        [choice.message.content or "" for choice in completion.choices],
+        usage.prompt_tokens if usage else 0,
+        usage.completion_tokens if usage else 0,
+        [_token_logprobs(choice) for choice in completion.choices],
+    )
+
+
 def _message(exc: Any) -> str:
     """The server's own words, short: what the user needs to see (e.g. "exceeds context")."""
-    body = getattr(exc, "body", None)
+    return _body_message(getattr(exc, "body", None), str(getattr(exc, "message", exc)))
+
+
+def _body_message(body: Any, fallback: str | None = None) -> str:
+    """An error body's message (OpenAI's ``{"error": {"message": ...}}`` and its variants); a
+    body that is not a mapping is itself the message unless ``fallback`` says otherwise."""
     if isinstance(body, dict):
         detail = body.get("message") or body.get("detail") or body.get("error") or body
         if isinstance(detail, dict):
             detail = detail.get("message") or detail
         return str(detail)[:300]
-    return str(getattr(exc, "message", exc))[:300]
+    return (str(body) if fallback is None else fallback)[:300]
 
 
 def _retry_after(exc: Any) -> float | None:

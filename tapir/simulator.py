@@ -395,10 +395,7 @@ class Simulator:
                 continue
             answer = completion(batch["role"], line["body"], f"{cid[-12:]}-{attempt}", False, self.settings)
             output.append({"custom_id": cid, "response": {"status_code": 200, "body": answer}, "error": None})
-            self.counters.answered += 1
-            if key in self._answered:
-                self.counters.answered_again += 1
-            self._answered.add(key)
+            self._count_answer(key)
         for name, entries in (("output_file_id", output), ("error_file_id", errors)):
             if entries:
                 file_id = f"file-{len(self._files) + 1:06d}"
@@ -406,6 +403,13 @@ class Simulator:
                 batch[name] = file_id
         batch["completed"], batch["failed"] = len(output), len(errors)
         batch["status"] = "expired" if batch["expires"] else "completed"
+
+    def _count_answer(self, key: str) -> None:
+        """One answer sent, online or in a batch; a key answered before counts as asked twice."""
+        self.counters.answered += 1
+        if key in self._answered:
+            self.counters.answered_again += 1
+        self._answered.add(key)
 
     def _error(self, headers: dict[str, str], message: str) -> dict[str, Any]:
         """An OpenAI-style error body; a hostile server repeats the caller's credentials in it."""
@@ -496,10 +500,7 @@ class Simulator:
             data = json.dumps(answer).encode()
             await _send_raw(writer, 200, data[: len(data) // 2], "application/json", length=len(data))
             return False
-        self.counters.answered += 1
-        if key in self._answered:
-            self.counters.answered_again += 1
-        self._answered.add(key)
+        self._count_answer(key)
         await _send(writer, 200, answer)
         return True
 

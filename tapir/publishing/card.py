@@ -60,7 +60,7 @@ def _header(recipe: Recipe, files: list[str]) -> DatasetCardData:
     )
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -101,7 +101,7 @@ def _cost_section(summary: dict[str, Any]) -> str:
     line = f"Spent in this run: ${spend.get('usd', 0):,.2f}"
     if spend.get("max_spend_usd"):
         line += f" (cap ${spend['max_spend_usd']:g})"
-    table = _table(["role", "calls", "API batches", "input tokens", "output tokens", "spend"], rows)
+    table = markdown_table(["role", "calls", "API batches", "input tokens", "output tokens", "spend"], rows)
     return f"{table}\n\n{line}; answers served from the cache cost nothing and are not counted."
 
 
@@ -136,13 +136,13 @@ def render_card(
                 classifier["model"],
             ]
         )
-    models = _table(["role", "backend", "model"], model_rows)
-    steps = _table(
+    models = markdown_table(["role", "backend", "model"], model_rows)
+    steps = markdown_table(
         ["step", "rows in", "ok", "failed", "note"],
         [[s["step"], s["rows_in"], s["ok"], s["failed"], s.get("note", "")] for s in summary["steps"]],
     )
-    tasks = _table(*task_table(summary))
-    rounds = _table(
+    tasks = markdown_table(*task_table(summary))
+    rounds = markdown_table(
         [
             "split",
             "rows",
@@ -167,7 +167,7 @@ def render_card(
             for r in summary["curriculum"]
         ],
     )
-    failures = _table(
+    failures = markdown_table(
         ["LLM output", "parse failures"], [[k, v] for k, v in summary["parse_failures"].items()]
     )
     mfd = summary["mfd"]
@@ -177,7 +177,9 @@ def render_card(
         if mfd["count"]
         else "no row could be graded"
     )
-    file_rows = _table(["file", "rows"], [[f, manifest["files"].get(f, {}).get("rows", "-")] for f in files])
+    file_rows = markdown_table(
+        ["file", "rows"], [[f, manifest["files"].get(f, {}).get("rows", "-")] for f in files]
+    )
     licence = recipe.seeds.license or "not stated in the recipe (check the seed source's licence)"
     body = f"""# {recipe.name}: TAPIR curriculum data
 

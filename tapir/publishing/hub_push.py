@@ -15,8 +15,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -28,6 +29,7 @@ from tapir.stage_contract import MANIFEST, DataRun, ReviewRun, finished_data_run
 from tapir.staging import atomic_folder, claim_output, mark_output
 
 RUN_FILES = ("recipe.yaml", MANIFEST, "summary.json")
+Built = TypeVar("Built")
 
 
 def hub_token(recipe: Recipe) -> str:
@@ -94,7 +96,7 @@ def _selected_files(recipe: Recipe, summary: dict[str, Any], round_: int | str) 
     return [DataRun(recipe.resolved_output_dir).relative(split_for(round_))]
 
 
-def _assert_no_secret(folder: Path) -> None:
+def assert_no_secret(folder: Path) -> None:
     """Last line of defence: no credential from the environment in any file we would upload."""
     for path in sorted(folder.rglob("*")):
         if path.is_file() and contains_secret(path.read_bytes()):
@@ -138,7 +140,7 @@ def build_upload(recipe: Recipe, round_: int | str, target: Path) -> list[str]:
     write_card(
         target / "README.md", recipe, summary, manifest, files=files, agreements=agreements, plots=plots
     )
-    _assert_no_secret(target)
+    assert_no_secret(target)
     return files
 
 
@@ -157,10 +159,9 @@ def push(
     private = recipe.hub.private if private is None else private
     if dry_run:
         folder = Path(to) if to else recipe.resolved_hub_dir
-        claim_output(folder, "push", "--to" if to else "hub.output_dir")
-        with atomic_folder(folder) as staging:
-            files = build_upload(recipe, round_, staging)
-            mark_output(staging, "push")
+        files = write_local_upload(
+            folder, "--to" if to else "hub.output_dir", lambda at: build_upload(recipe, round_, at)
+        )
         console.print(
             f"[bold]dry run[/]: wrote what would go to {repo_id or '(hub.repo_id not set)'} "
             f"({'private' if private else 'public'}) into {folder}: {', '.join(files)}"
@@ -169,6 +170,39 @@ def push(
 
     if not repo_id:
         raise RecipeError("hub.repo_id: not set (give --repo-id org/name or set hub.repo_id)")
+    files, url, user = upload(
+        recipe,
+        repo_id,
+        "dataset",
+        private,
+        lambda at: build_upload(recipe, round_, at),
+        lambda _: f"tapir push: {recipe.name} ({round_})",
+    )
+    console.print(f"[green]pushed[/] {', '.join(files)} to {repo_id} as {user} ({url})")
+    return url
+
+
+def write_local_upload(folder: Path, field: str, build: Callable[[Path], Built]) -> Built:
+    """``--dry-run``: ``build`` the upload into ``folder``, replaced whole and only if it is a
+    folder tapir wrote (``field`` names the setting that chose it)."""
+    claim_output(folder, "push", field)
+    with atomic_folder(folder) as staging:
+        built = build(staging)
+        mark_output(staging, "push")
+    return built
+
+
+def upload(
+    recipe: Recipe,
+    repo_id: str,
+    repo_type: str,
+    private: bool,
+    build: Callable[[Path], Built],
+    message: Callable[[Built], str],
+) -> tuple[Built, str, str]:
+    """Check the token can write ``repo_id``, ``build`` the upload in a temporary folder, create
+    the repo (``private``) and commit the folder once: (what ``build`` returned, the commit URL,
+    the Hub user)."""
     token = hub_token(recipe)
     user = check_write_access(token, repo_id, recipe.hub.token_env)
     from huggingface_hub import HfApi
@@ -176,16 +210,12 @@ def push(
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="tapir-push-") as tmp:
         folder = Path(tmp) / "upload"
-        files = build_upload(recipe, round_, folder)
+        built = build(folder)
         try:
-            api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+            api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
             commit = api.upload_folder(
-                repo_id=repo_id,
-                repo_type="dataset",
-                folder_path=str(folder),
-                commit_message=f"tapir push: {recipe.name} ({round_})",
+                repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), commit_message=message(built)
             )
         except Exception as error:
             raise EndpointError(f"hub: upload to {repo_id} failed ({error_line(error)})") from None
-    console.print(f"[green]pushed[/] {', '.join(files)} to {repo_id} as {user} ({commit.commit_url})")
-    return commit.commit_url
+    return built, commit.commit_url, user

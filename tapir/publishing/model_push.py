@@ -15,19 +15,18 @@ import json
 import math
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from tapir.checkpoint_files import damaged_weights
-from tapir.errors import DataError, EndpointError, RecipeError
-from tapir.manifest import error_line, scrub
-from tapir.publishing.hub_push import _assert_no_secret, check_write_access, hub_token
+from tapir.errors import DataError, RecipeError
+from tapir.manifest import scrub
+from tapir.publishing.card import markdown_table
+from tapir.publishing.hub_push import assert_no_secret, upload, write_local_upload
 from tapir.recipe import Recipe
 from tapir.stage_contract import DataRun, TrainRun, read_round_manifest, split_order
-from tapir.staging import atomic_folder, claim_output, mark_output
 
 ROUND_MANIFEST = "tapir_round_manifest.json"
 EMBEDDED_BASE = "google/gemma-3-270m"  # the Hub model the embedded GGUF was quantised from
@@ -131,11 +130,6 @@ def _eval_results(rows: list[dict[str, Any]]) -> list[Any]:
     return results
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
-
-
 def _number(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{float(value):.{digits}f}"
 
@@ -194,7 +188,7 @@ def render_model_card(
         ],
     ]
     if rows:
-        board = _table(
+        board = markdown_table(
             ["model", "judge", "AlpacaEval 2.0 win rate", "LC win rate", "MT-Bench", "judge parse failures"],
             [
                 [
@@ -216,7 +210,7 @@ def render_model_card(
         else "the local data run " + f"`{recipe.resolved_output_dir}`"
     )
     data_table = (
-        _table(["split", "rows", "hard", "hard share", "in this model"], curriculum_rows)
+        markdown_table(["split", "rows", "hard", "hard share", "in this model"], curriculum_rows)
         if curriculum_rows
         else "The data run's summary was not found next to the recipe."
     )
@@ -236,7 +230,7 @@ Curated by `tapir data` ({link}): teacher `{recipe.teacher.model}`, judge `{reci
 
 ## Training settings
 
-{_table(["setting", "value"], settings)}
+{markdown_table(["setting", "value"], settings)}
 
 ## Evaluation
 
@@ -278,7 +272,7 @@ def build_model_upload(recipe: Recipe, which: str, target: Path) -> tuple[Path, 
     (target / "README.md").write_text(
         scrub(render_model_card(recipe, folder, manifest, rows)), encoding="utf-8"
     )
-    _assert_no_secret(target)
+    assert_no_secret(target)
     return folder, rows
 
 
@@ -299,10 +293,9 @@ def push_model(
         folder = (
             Path(to) if to else recipe.resolved_hub_dir.with_name(f"{recipe.resolved_hub_dir.name}-{label}")
         )
-        claim_output(folder, "push", "--to" if to else "hub.output_dir")
-        with atomic_folder(folder) as staging:
-            source, rows = build_model_upload(recipe, which, staging)
-            mark_output(staging, "push")
+        source, rows = write_local_upload(
+            folder, "--to" if to else "hub.output_dir", lambda at: build_model_upload(recipe, which, at)
+        )
         console.print(
             f"[bold]dry run[/]: wrote what would go to {repo_id or '(hub.model_repo_id not set)'} "
             f"({'private' if private else 'public'}) into {folder}: {source} with its card "
@@ -311,23 +304,13 @@ def push_model(
         return folder
     if not repo_id:
         raise RecipeError("hub.model_repo_id: not set (give --repo-id org/name or set hub.model_repo_id)")
-    token = hub_token(recipe)
-    user = check_write_access(token, repo_id, recipe.hub.token_env)
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    with tempfile.TemporaryDirectory(prefix="tapir-push-model-") as tmp:
-        folder = Path(tmp) / "upload"
-        source, _ = build_model_upload(recipe, which, folder)
-        try:
-            api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-            commit = api.upload_folder(
-                repo_id=repo_id,
-                repo_type="model",
-                folder_path=str(folder),
-                commit_message=f"tapir push --model: {recipe.name} ({source.parent.name})",
-            )
-        except Exception as error:
-            raise EndpointError(f"hub: upload to {repo_id} failed ({error_line(error)})") from None
-    console.print(f"[green]pushed[/] {source} to {repo_id} as {user} ({commit.commit_url})")
-    return commit.commit_url
+    (source, _), url, user = upload(
+        recipe,
+        repo_id,
+        "model",
+        private,
+        lambda at: build_model_upload(recipe, which, at),
+        lambda built: f"tapir push --model: {recipe.name} ({built[0].parent.name})",
+    )
+    console.print(f"[green]pushed[/] {source} to {repo_id} as {user} ({url})")
+    return url
