@@ -73,7 +73,7 @@ $(ARGILLA_VENV)/.installed:
 	touch $@
 
 argilla-server: install argilla-env
-	$(BIN)/python -m tapir.review.local_server
+	$(BIN)/python tools/argilla_local_server.py
 
 # vLLM in its own venv: it pins transformers <5.20 and fastapi <0.137, below tapir's. A CPU
 # machine gets vLLM's CPU build (executed here: the `vllm` test tier), less torchvision,

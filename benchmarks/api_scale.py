@@ -3,7 +3,7 @@ peak memory, and every fault accounted for.
 
 52,002 synthetic seeds (Alpaca's size) go through the whole ``tapir data`` pipeline (teacher,
 student, judge, classifier, expansion, refinement, curriculum) as a user runs it: one CLI
-process, every role on one endpoint served by tapir's loopback simulator (``tapir.simulator``)
+process, every role on one endpoint served by tapir's loopback simulator (``tapir.serving.simulator``)
 with 500 ms latency per call, ``max_concurrency`` 64. The target is 0.9 x 64 / 0.5 s = 115.2
 calls/s over the whole run, with the peak resident memory of tapir's process tree under 4 GB.
 With ``--faults`` the endpoint also answers 10 % of calls with 5xx, 5 % with 429 (+Retry-After)
@@ -63,7 +63,15 @@ def free_port() -> int:
 
 
 def start_simulator(port: int, latency_ms: float, faults: dict[str, float], log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "tapir.simulator", "--port", str(port), "--latency-ms", str(latency_ms)]
+    command = [
+        sys.executable,
+        "-m",
+        "tapir.serving.simulator",
+        "--port",
+        str(port),
+        "--latency-ms",
+        str(latency_ms),
+    ]
     for name, value in faults.items():
         flag = "--" + name.replace("_", "-")
         command += [flag] if value is True else [flag, str(value)]

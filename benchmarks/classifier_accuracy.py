@@ -20,11 +20,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tapir.engines import EngineSet
-from tapir.llm_factory import LLMContext
 from tapir.pipelines.graph import task_classifier
 from tapir.pipelines.offline_classifier import fit, labelled_rows
 from tapir.recipe import OfflineClassifierSettings, apply_overrides, load_recipe_dict, recipe_from_dict
+from tapir.serving.engines import EngineSet
+from tapir.serving.llm_factory import LLMContext
 
 REPO = Path(__file__).resolve().parents[1]
 

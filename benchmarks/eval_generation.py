@@ -50,7 +50,7 @@ def main() -> int:
 
     model = args.model
     if model == "embedded":
-        from tapir.embedded_student import materialize_embedded_student
+        from tapir.serving.embedded_student import materialize_embedded_student
 
         model = str(materialize_embedded_student(REPO / ".cache" / "tapir"))
     instructions = [r["instruction"] for r in json.loads(REFERENCE.read_text())[: args.prompts]]
@@ -104,11 +104,11 @@ def vs_engine(args: argparse.Namespace) -> int:
     in flight up to its cap) against batched transformers on the converted fp32 weights."""
     import tempfile
 
-    from tapir.embedded_student import materialize_embedded_student
-    from tapir.engines import EngineSet
     from tapir.evaluation.generation import EngineGenerator, TransformersGenerator
-    from tapir.llm_factory import LLMContext
     from tapir.recipe import ModelSpec
+    from tapir.serving.embedded_student import materialize_embedded_student
+    from tapir.serving.engines import EngineSet
+    from tapir.serving.llm_factory import LLMContext
 
     cache = REPO / ".cache" / "tapir"
     folder = str(materialize_embedded_student(cache))

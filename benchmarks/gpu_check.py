@@ -40,8 +40,8 @@ def prepare(out: Path, max_length: int) -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from training_throughput import conversations  # the 175 self-instruct seed tasks
 
-    from tapir.embedded_student import materialize_embedded_student
     from tapir.recipe import recipe_from_dict
+    from tapir.serving.embedded_student import materialize_embedded_student
     from tapir.training.model_setup import load_tokenizer
 
     model = materialize_embedded_student(REPO / ".cache" / "tapir")

@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tapir.engines import EngineSet
-from tapir.llm_factory import LLMContext, build_llm, score_constraint
 from tapir.pipelines.prompts import template_text
 from tapir.pipelines.seeds import load_seeds
 from tapir.pipelines.tasks import ResponseGenerator, ResponseJudge
 from tapir.recipe import apply_overrides, load_recipe_dict, recipe_from_dict
+from tapir.serving.engines import EngineSet
+from tapir.serving.llm_factory import LLMContext, build_llm, score_constraint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """llama.cpp's output tokens/s by thread count, on a quiet machine and beside one busy process.
 
 Why tapir's llama.cpp engine gives up a thread for each core other processes keep busy
-(``tapir.llamacpp_server.ThreadGovernor``): the embedded GGUF through llama-cpp-python alone,
+(``tapir.serving.llamacpp_server.ThreadGovernor``): the embedded GGUF through llama-cpp-python alone,
 a few greedy completions per setting, first quiet, then with ``python -c "while True: pass"``.
 
     .venv/bin/python benchmarks/llamacpp_threads.py
@@ -33,7 +33,7 @@ def tokens_per_s(gguf: str, threads: int, batch_threads: int) -> float:
 
 
 def main() -> None:
-    from tapir.embedded import embedded_gguf_path
+    from tapir.serving.embedded import embedded_gguf_path
 
     gguf = str(embedded_gguf_path(REPO / ".cache" / "tapir"))
     cores = os.cpu_count() or 1

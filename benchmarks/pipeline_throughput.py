@@ -53,10 +53,10 @@ def engine_alone(rows: list[dict[str, str]], max_new_tokens: int, cache_dir: Pat
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    from tapir.embedded import chat_template_path, embedded_gguf_path
-    from tapir.llm_factory import TURN_STOP
-    from tapir.llms import strip_generation_markers
     from tapir.pipelines.prompts import render, template_text
+    from tapir.serving.embedded import chat_template_path, embedded_gguf_path
+    from tapir.serving.llm_factory import TURN_STOP
+    from tapir.serving.llms import strip_generation_markers
 
     llm = Llama(
         str(embedded_gguf_path(cache_dir)), n_ctx=2048, n_threads=os.cpu_count(), verbose=False, seed=42
@@ -93,13 +93,13 @@ def pipeline_steps(
     from distilabel.pipeline import Pipeline
     from distilabel.steps import LoadDataFromDicts
 
-    from tapir.engines import EngineSet
-    from tapir.llm_factory import LLMContext, build_llm
-    from tapir.llms import read_usage
     from tapir.pipelines.progress import distilabel_logs_to
     from tapir.pipelines.prompts import template_text
     from tapir.pipelines.tasks import ResponseGenerator
     from tapir.recipe import GenerationSettings, ModelSpec
+    from tapir.serving.engines import EngineSet
+    from tapir.serving.llm_factory import LLMContext, build_llm
+    from tapir.serving.llms import read_usage
 
     generation = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0)
     spec = (spec or ModelSpec()).model_copy(update={"generation": generation})
@@ -191,8 +191,9 @@ def vllm_alone(rows: list[dict[str, str]], max_new_tokens: int, engine: Any) -> 
 
 
 def part_c(args: argparse.Namespace) -> dict:
-    from tapir.engines import EngineSet, vllm_missing
     from tapir.recipe import ModelSpec
+    from tapir.serving.backends import vllm_missing
+    from tapir.serving.engines import EngineSet
 
     if missing := vllm_missing():
         raise SystemExit(f"part c: {missing}")

@@ -48,7 +48,7 @@ def conversations() -> list[dict[str, Any]]:
 
 def resolve_model(name: str, work: Path) -> str:
     if name == "embedded":
-        from tapir.embedded_student import materialize_embedded_student
+        from tapir.serving.embedded_student import materialize_embedded_student
 
         return str(materialize_embedded_student(REPO / ".cache" / "tapir"))
     if name == "tiny":

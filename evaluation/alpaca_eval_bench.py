@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
+from tapir.benchmark_sources import EMBEDDED, read_records, resolve, sample_file
 from tapir.errors import DataError, EvaluationError
 from tapir.evaluation import alpaca_metrics
 from tapir.evaluation.generation import Generator
 from tapir.evaluation.judging import JudgeClient, JudgeStats
-from tapir.evaluation.sources import EMBEDDED, read_records, resolve, sample_file
 from tapir.manifest import write_json
 from tapir.recipe import AlpacaEvalSettings
 

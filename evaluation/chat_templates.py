@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tapir.embedded import EMBEDDED
 from tapir.errors import EvaluationError
 from tapir.evaluation.models import STUDENT, EvalModel
 from tapir.recipe import Recipe
+from tapir.serving.embedded import EMBEDDED
 
 #: Where transformers keeps a saved template: its own file (transformers >= 4.43) or the config.
 _TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
@@ -24,7 +24,7 @@ _TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_confi
 
 def student_template(recipe: Recipe, model: EvalModel) -> Path | None:
     """The recipe's template for the untrained student, as a file (None: the tokenizer's)."""
-    from tapir.engines import resolved_template
+    from tapir.serving.engines import resolved_template
 
     if model.kind != STUDENT:
         return None

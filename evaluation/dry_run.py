@@ -9,17 +9,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tapir.engines import SERVED_BACKENDS, EngineSet
+from tapir.benchmark_sources import EMBEDDED, sample_file
 from tapir.errors import EvaluationError
 from tapir.evaluation.alpaca_eval_bench import check_annotator
 from tapir.evaluation.chat_templates import check_templates
-from tapir.evaluation.models import STUDENT, resolve_models
+from tapir.evaluation.models import resolve_models
 from tapir.evaluation.published import published_rows
-from tapir.evaluation.serving import answer_backend, planned_engine
-from tapir.evaluation.sources import EMBEDDED, sample_file
-from tapir.llm_factory import model_id
-from tapir.pipelines.dry_run import engines_table
+from tapir.evaluation.serving import answer_backend, answered_by_pipeline_student, planned_engine
 from tapir.recipe import Recipe
+from tapir.serving.backends import BACKENDS, backend_of
+from tapir.serving.engines import EngineSet, engines_table
+from tapir.serving.llm_factory import model_id
 
 REMOTE = ("https://", "http://", "hf://")
 
@@ -44,10 +44,9 @@ def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None
     published = published_rows(settings.published, settings.paper_rows)
     console.print(f"[bold]tapir eval --dry-run[/] {recipe.name} (recipe hash {recipe.fingerprint()})")
     console.print(f"judge: {judge.backend} {model_id(judge)}; answers by {settings.backend}")
-    if settings.backend == "vllm":  # answers by a vLLM server, one model at a time
-        from tapir.engines import vllm_launcher, vllm_missing
-
-        console.print(f"  {vllm_missing() or 'vllm: ' + ' '.join(vllm_launcher()[:3])}")
+    chosen = BACKENDS.get(settings.backend)  # None: auto, decided per model below
+    if chosen is not None and (line := chosen.install_line()):
+        console.print(f"  {line}")
     ae, mt = settings.alpaca_eval, settings.mt_bench
     calls = 0
     if ae.enabled:
@@ -72,7 +71,7 @@ def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None
     for model in models:
         backends[model.name] = backend = answer_backend(recipe, model)
         view.add_row(model.name, model.kind, model.path, backend, templates[model.name], model.key[:16])
-        if backend == "llamacpp" and model.kind == STUDENT and recipe.student.backend == "llamacpp":
+        if answered_by_pipeline_student(recipe, model, backend):
             engines.ensure(recipe.student, "eval_model", f"eval_answers:{model.name}")
         elif (planned := planned_engine(recipe, model, backend)) is not None:
             answer_engines.append(planned)
@@ -82,7 +81,7 @@ def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None
         f"(cached ones are free); {len(published)} published row(s) beside ours"
     )
     console.print(f"results: {recipe.resolved_eval_dir}")
-    if judge.backend in SERVED_BACKENDS:
+    if backend_of(judge.backend).served:
         for name in ("alpaca_eval", "mt_bench"):
             if getattr(settings, name).enabled:
                 engines.ensure(judge, "judge", f"eval_judge:{name}")

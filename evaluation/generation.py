@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tapir.errors import EvaluationError
-from tapir.llm_factory import LLMContext
-from tapir.llms import open_cache
 from tapir.native_output import quiet_transformers_local_bars
 from tapir.recipe import ModelSpec
+from tapir.serving.llm_factory import LLMContext
+from tapir.serving.llms import open_cache
 
 Conversation = list[dict[str, str]]
 
@@ -117,8 +117,8 @@ class EngineGenerator:
         name: str,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        from tapir.engines import engine_key
-        from tapir.llm_factory import build_llm
+        from tapir.serving.engines import engine_key
+        from tapir.serving.llm_factory import build_llm
 
         engines = context.engine_set()
         shared = engine_key(spec) in engines.engines  # e.g. the embedded student is the judge too

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from tapir.engines import SERVED_BACKENDS
-from tapir.llm_factory import Constraint, LLMContext, build_llm, preflight
-from tapir.llms import read_usage
 from tapir.recipe import ModelSpec
+from tapir.serving.backends import backend_of
+from tapir.serving.llm_factory import Constraint, LLMContext, build_llm, preflight
+from tapir.serving.llms import read_usage
 
 T = TypeVar("T")
 RETRY_TEMPERATURE = 0.7
@@ -143,7 +143,7 @@ def build_judges(
     shared = None
     judges = {}
     for name, (budget, constraint) in budgets.items():
-        if spec.backend in SERVED_BACKENDS:
+        if backend_of(spec.backend).served:
             llm = build_llm(
                 spec,
                 "judge",

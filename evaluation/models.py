@@ -8,8 +8,6 @@ addresses the generation cache, so an unchanged checkpoint is never asked twice.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from tapir.stage_contract import (
     TrainRun,
     curve_position,
     is_curriculum_split,
+    model_key,
     read_round_manifest,
 )
 
@@ -38,24 +37,6 @@ class EvalModel:
     key: str
     kind: str  # "round", "student" or "baseline"
     stage: int | None = None  # position on the round curve: student 0, warmup 1, round_r r+1
-
-
-def model_key(path: str) -> str:
-    folder = Path(path).expanduser()
-    marker = folder / CHECKPOINT_ID
-    if marker.is_file():
-        return json.loads(marker.read_text(encoding="utf-8"))["key"]
-    if folder.is_dir():
-        digest = hashlib.sha256()
-        for file in sorted(folder.iterdir()):
-            if file.is_file():
-                stat = file.stat()
-                digest.update(f"{file.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        config = folder / "config.json"
-        if config.is_file():
-            digest.update(config.read_bytes())
-        return digest.hexdigest()
-    return f"hub:{path}"
 
 
 def _on_the_hub_or_cached(repo_id: str) -> bool:
@@ -138,7 +119,7 @@ def resolve_models(
         if entry == ROUNDS:
             chosen += rounds
         elif entry == STUDENT:
-            from tapir.student import base_model, start_model_name
+            from tapir.serving.student import base_model, start_model_name
 
             path = base_model(recipe) if materialize else start_model_name(recipe)
             chosen.append(EvalModel(STUDENT, path, model_key(path), STUDENT, 0))

@@ -15,11 +15,11 @@ from typing import Any
 import pandas as pd
 from fastchat.llm_judge.common import load_judge_prompts, load_questions
 
+from tapir.benchmark_sources import read_records, resolve
 from tapir.errors import DataError, EvaluationError
 from tapir.evaluation import mt_bench_metrics
 from tapir.evaluation.generation import Generator
 from tapir.evaluation.judging import JudgeClient, JudgeStats
-from tapir.evaluation.sources import read_records, resolve
 from tapir.manifest import write_json
 from tapir.recipe import MTBenchSettings
 

@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tapir.engines import EngineSet
 from tapir.errors import EvaluationError
 from tapir.evaluation import alpaca_eval_bench, html_report, leaderboard, mt_bench_bench, plots
 from tapir.evaluation.chat_templates import check_templates, student_template
@@ -26,9 +25,11 @@ from tapir.evaluation.judging import build_judges, usage_summary
 from tapir.evaluation.models import EvalModel, resolve_models
 from tapir.evaluation.published import published_rows
 from tapir.evaluation.serving import answer_backend, served_spec
-from tapir.llm_factory import Constraint, LLMContext, choice_constraint, model_id, score_constraint
 from tapir.manifest import library_versions, now_utc, write_json
 from tapir.recipe import Recipe
+from tapir.serving.backends import backend_of
+from tapir.serving.engines import EngineSet
+from tapir.serving.llm_factory import Constraint, LLMContext, choice_constraint, model_id, score_constraint
 from tapir.stage_contract import EvalManifest, header, write_manifest
 from tapir.staging import claim_output, writing_into
 
@@ -41,7 +42,7 @@ NOTE = (
 def _engine(recipe: Recipe, model: EvalModel, backend: str, context: LLMContext, on_batch):
     """What answers for ``model``: a served engine (llama.cpp, vLLM) or batched transformers."""
     settings = recipe.evaluation
-    if backend in ("llamacpp", "vllm"):
+    if backend_of(backend).served:
         spec = served_spec(recipe, model, backend)
         return EngineGenerator(spec, context, model.name, on_batch=on_batch)
     template = student_template(recipe, model)
@@ -150,7 +151,7 @@ def _evaluate(recipe, console, context, models, reference, mt_data, published, j
         for model in models:
             backend = answer_backend(recipe, model)
             quantization = recipe.training.rescore_quantization
-            serving = f"{backend}:{quantization}" if backend == "llamacpp" else backend
+            serving = f"{backend}:{quantization}" if backend_of(backend).runs_gguf else backend
             generator = CachedGenerator(
                 f"{model.key}|{serving}",
                 lambda m=model, b=backend: _engine(recipe, m, b, context, advance),

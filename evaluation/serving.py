@@ -14,11 +14,12 @@ from pathlib import Path
 from tapir.errors import EvaluationError
 from tapir.evaluation.models import STUDENT, EvalModel
 from tapir.recipe import ModelSpec, Recipe
+from tapir.serving.backends import backend_of, checkpoint_serving
 
 
 def answer_backend(recipe: Recipe, model: EvalModel) -> str:
     """``evaluation.backend`` with ``auto`` decided for this model."""
-    from tapir.student import born_from_gguf, checkpoint_serving
+    from tapir.serving.student import born_from_gguf
 
     born_gguf = model.kind in ("round", STUDENT) and born_from_gguf(recipe)
     backend = checkpoint_serving(recipe.evaluation.backend, born_gguf)
@@ -32,41 +33,47 @@ def answer_backend(recipe: Recipe, model: EvalModel) -> str:
 
 def planned_engine(recipe: Recipe, model: EvalModel, backend: str) -> dict | None:
     """What a dry run shows of the engine that will answer for ``model`` (nothing is exported)."""
-    if backend not in ("llamacpp", "vllm"):
+    if not backend_of(backend).served:
         return None
     path = model.path
-    if backend == "llamacpp" and model.kind != STUDENT:
+    if backend_of(backend).runs_gguf and model.kind != STUDENT:
         checkpoint = Path(model.path)
         path = str(checkpoint.parent / f"{checkpoint.name}-{recipe.training.rescore_quantization}.gguf")
-    from tapir.engines import later_engine_plan
+    from tapir.serving.engines import later_engine_plan
 
     serves = [f"eval_answers:{model.name}"]
     name, devices = f"{backend}:{model.name}", recipe.evaluation.devices
     return later_engine_plan(name, backend, path, serves, recipe.student.max_concurrency, devices)
 
 
+def answered_by_pipeline_student(recipe: Recipe, model: EvalModel, backend: str) -> bool:
+    """The untrained student served as the data pipeline serves it: its own GGUF on the same
+    backend, so its engine is shared with the roles that use it."""
+    return model.kind == STUDENT and backend == recipe.student.backend and backend_of(backend).runs_gguf
+
+
 def served_spec(recipe: Recipe, model: EvalModel, backend: str) -> ModelSpec:
     """The model as an engine serves it (the GGUF export is written on first use)."""
     settings = recipe.evaluation
-    if backend == "vllm":
+    if not backend_of(backend).runs_gguf:  # vLLM loads the transformers folder
         options = {"dtype": settings.dtype, **settings.backend_options}
         from tapir.evaluation.chat_templates import student_template
 
         template = student_template(recipe, model)
         return ModelSpec(
-            backend="vllm",
+            backend=backend,
             model=model.path,
             chat_template=str(template) if template else None,
             context_length=recipe.student.context_length,
             options=options,
             devices=settings.devices,
         )
-    from tapir.gguf_export import gguf_for_checkpoint
-    from tapir.student import gguf_reference
+    from tapir.serving.gguf_export import gguf_for_checkpoint
+    from tapir.serving.student import gguf_reference
 
     reference = gguf_reference(recipe)
     assert reference is not None  # answer_backend checked it
-    if model.kind == STUDENT and recipe.student.backend == "llamacpp":
+    if answered_by_pipeline_student(recipe, model, backend):
         return recipe.student  # the pipeline's own student engine (shared with roles that use it)
     checkpoint = Path(model.path)
     quantization = recipe.training.rescore_quantization
@@ -76,7 +83,7 @@ def served_spec(recipe: Recipe, model: EvalModel, backend: str) -> ModelSpec:
         target = checkpoint.parent / f"{checkpoint.name}-{quantization}.gguf"
         gguf = gguf_for_checkpoint(checkpoint, reference, target, quantization)
     return ModelSpec(
-        backend="llamacpp",
+        backend=backend,
         model=str(gguf),
         chat_template=str(_tokenizer_template(checkpoint, gguf)),
         context_length=recipe.student.context_length,
@@ -89,7 +96,7 @@ def served_spec(recipe: Recipe, model: EvalModel, backend: str) -> ModelSpec:
 def _tokenizer_template(checkpoint: Path, gguf: Path) -> Path:
     """The chat template saved with the model's tokenizer, as a file llama.cpp's server reads
     (evaluation never guesses a template)."""
-    from tapir.gguf_export import write_chat_template
+    from tapir.serving.gguf_export import write_chat_template
 
     try:
         written = write_chat_template(checkpoint, gguf)

@@ -77,7 +77,7 @@ def benchmark_texts(
     alpaca_eval: str | None, mt_bench: str | None, cache_dir: str | Path
 ) -> dict[str, list[str]]:
     """The prompts to keep out: AlpacaEval instructions and every MT-Bench turn."""
-    from tapir.evaluation.sources import read_records, resolve
+    from tapir.benchmark_sources import read_records, resolve
 
     texts: dict[str, list[str]] = {}
     if alpaca_eval is not None:
@@ -120,12 +120,3 @@ def counts(pool: list[dict[str, Any]]) -> dict[str, int]:
             for name in reason.removeprefix("contaminated: ").split(" ", 1)[0].split("+"):
                 found[name] = found.get(name, 0) + 1
     return found
-
-
-def decontamination_line(report: dict[str, Any] | None) -> str | None:
-    """What the decontamination step excluded, per benchmark (None when it did not run)."""
-    if not report or not report.get("enabled"):
-        return None
-    excluded = report.get("excluded") or {}
-    per = ", ".join(f"{name} {n}" for name, n in sorted(excluded.items())) or "none"
-    return f"rows matching a benchmark prompt ({report['tests']}), excluded before re-balancing: {per}"

@@ -13,13 +13,15 @@ from rich.console import Console
 from rich.table import Table
 
 from tapir.errors import DataError
-from tapir.llm_factory import LLMContext, model_id
 from tapir.pipelines.graph import build_pipeline
 from tapir.pipelines.prompts import render, template_text
-from tapir.pipelines.report import judging_line
 from tapir.pipelines.seeds import count_seeds_offline, describe_source, load_seeds
 from tapir.pricing import usd
+from tapir.publishing.summary_text import judging_line
 from tapir.recipe import Recipe
+from tapir.serving.backends import backend_of
+from tapir.serving.engines import engines_table
+from tapir.serving.llm_factory import LLMContext, model_id
 
 # A rough, tokenizer-free estimate; good enough to size a budget.
 CHARS_PER_TOKEN = 4
@@ -291,7 +293,7 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
     console.print(table)
     if cost["roles"]:
         console.print(f"  cost: list prices per million tokens, batch discount applied; {ASSUMPTIONS}")
-    served_by_api = [r for r in cost["unpriced"] if recipe.role(r).backend == "openai"]  # type: ignore[arg-type]
+    served_by_api = [r for r in cost["unpriced"] if backend_of(recipe.role(r).backend).remote]  # type: ignore[arg-type]
     if served_by_api:
         console.print(
             f"[yellow]note: {', '.join(served_by_api)} set no price_per_million_tokens: not in the cost[/]"
@@ -316,7 +318,7 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
         console.print("[yellow]seed count unknown: set seeds.expected_rows to estimate calls[/]")
     for role in ("teacher", "student", "judge"):
         spec = recipe.role(role)  # type: ignore[arg-type]
-        if spec.backend == "openai" and not os.environ.get(spec.api_key_env):
+        if backend_of(spec.backend).remote and not os.environ.get(spec.api_key_env):
             console.print(
                 f"[yellow]note: {role}.api_key_env {spec.api_key_env} is not set here; a real run needs it[/]"
             )
@@ -350,31 +352,11 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
 
 
 def _missing_engines(recipe: Recipe) -> list[str]:
-    """What this machine lacks for the run: Ray for runner: ray, vLLM for a vllm role."""
-    from tapir.engines import vllm_missing
+    """What this machine lacks for the run: Ray for runner: ray, an engine a role's backend needs
+    (vLLM for a vllm role)."""
     from tapir.pipelines.ray_runner import ray_missing
 
     missing = [ray_missing()] if recipe.pipeline.runner == "ray" else []
-    if any(recipe.role(role).backend == "vllm" for role in ("teacher", "student", "judge")):  # type: ignore[arg-type]
-        missing.append(vllm_missing())
+    backends = {recipe.role(role).backend for role in ("teacher", "student", "judge")}  # type: ignore[arg-type]
+    missing += [backend_of(name).missing() for name in sorted(backends)]
     return [m for m in missing if m]
-
-
-def engines_table(engines: list[dict[str, Any]]) -> Table:
-    """One row per engine: what runs, where, and which steps are its clients."""
-    table = Table(
-        title="Engines (one per distinct model; every step is a client)", title_justify="left", expand=True
-    )
-    for column in ("engine", "backend", "model", "started", "devices", "in flight", "serves"):
-        table.add_column(column, overflow="fold", ratio=3 if column == "serves" else 1)
-    for engine in engines:
-        table.add_row(
-            engine["id"],
-            engine["backend"],
-            str(engine["model"]),
-            "by tapir" if engine["started_by_tapir"] else f"no: {engine['base_url']}",
-            engine.get("devices", ""),
-            str(engine["max_concurrency"]),
-            ", ".join(engine["serves"]),
-        )
-    return table

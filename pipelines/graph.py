@@ -25,9 +25,6 @@ from distilabel.pipeline import Pipeline
 from distilabel.steps import StepResources
 from distilabel.steps.base import _Step
 
-from tapir.engine_client import TapirEngineClient
-from tapir.llm_factory import LLMContext, build_llm, choice_constraint, score_constraint
-from tapir.llms import TRANSPORT_SETTINGS
 from tapir.pipelines.local_pipeline import TapirPipeline
 from tapir.pipelines.prompts import template_text
 from tapir.pipelines.steps import (
@@ -53,6 +50,9 @@ from tapir.pipelines.tasks import (
 )
 from tapir.recipe import Recipe
 from tapir.review.corrections import Corrections
+from tapir.serving.engine_client import TapirEngineClient
+from tapir.serving.llm_factory import LLMContext, build_llm, choice_constraint, score_constraint
+from tapir.serving.llms import TRANSPORT_SETTINGS
 
 # Leaf steps whose outputs the run reads back.
 POOL, EXPANSION_AUDIT, SELECTED, CURRICULUM = (

@@ -118,7 +118,7 @@ class Featurizer:
         if self._llama is None:
             from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
 
-            from tapir.embedded import embedded_gguf_path
+            from tapir.serving.embedded import embedded_gguf_path
 
             with native_output_to(None):  # llama.cpp's load notes would land in the run's console
                 self._llama = Llama(

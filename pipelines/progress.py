@@ -1,6 +1,6 @@
 """What a person watching ``tapir data`` sees: one live line per step, and no log flood.
 
-Every step's LLM appends one usage record per batch (``tapir.llms``), cached batches included,
+Every step's LLM appends one usage record per batch (``tapir.serving.llms``), cached batches included,
 from whichever worker process runs it. The main process reads those files as they grow and
 draws one line per step — rows done of the planned total, calls, output tokens per second,
 ETA, and spend where the recipe prices the model. distilabel's own INFO lines (hundreds per
@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from tapir.llms import USAGE_FILE_PREFIX
 from tapir.pricing import usd
 from tapir.redaction import ScrubbingFormatter
+from tapir.serving.llms import USAGE_FILE_PREFIX
 
 
 @dataclass

@@ -15,9 +15,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tapir.pipelines.decontamination import decontamination_line
 from tapir.pipelines.steps import EASY, EXCLUDED, FAILURE_COLUMNS, HARD
 from tapir.pipelines.tasks import NOT_GRADED
+from tapir.publishing.summary_text import classifier_line, decontamination_line, judging_line, task_table
 from tapir.recipe import Recipe
 from tapir.review.corrections import describe_applied
 from tapir.stage_contract import WARMUP, split_order
@@ -176,39 +176,6 @@ def summarise(
     }
 
 
-def task_table(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """Per task: rows before and after re-balancing, the new instructions expansion asked for (and
-    from what), the generated rows and copies in the result, and the target share."""
-    plan = summary.get("expansion_plan") or {}
-    labels = sorted(
-        set(summary["tasks_before"]) | set(summary["tasks_after"]) | set(plan),
-        key=lambda k: (-summary["tasks_after"].get(k, 0), -sum(plan.get(k, {}).values()), k),
-    )
-    sources = summary.get("task_sources") or {}
-    columns = [
-        "task",
-        "before",
-        "expansion asked",
-        "after",
-        "of which generated",
-        "copies added",
-        "target share",
-    ]
-    rows = [
-        [
-            label,
-            summary["tasks_before"].get(label, 0),
-            ", ".join(f"{n} from {source}" for source, n in plan.get(label, {}).items()) or "-",
-            summary["tasks_after"].get(label, 0),
-            sources.get(label, {}).get("generated", 0),
-            sources.get(label, {}).get("copies", 0),
-            f"{summary['target_mix'].get(label, 0):.3f}",
-        ]
-        for label in labels
-    ]
-    return columns, rows
-
-
 def _bin(value: float, width: float) -> float | int:
     """The lower edge of ``value``'s bin (an int for whole-point bins, as before)."""
     edge = math.floor(value / width + 1e-9) * width
@@ -217,7 +184,7 @@ def _bin(value: float, width: float) -> float | int:
 
 def judging_settings(recipe: Recipe) -> dict[str, Any]:
     """What the summary records of how MFD's grades were read."""
-    from tapir.llm_factory import model_id
+    from tapir.serving.llm_factory import model_id
 
     return {
         "scoring": recipe.judge_scoring,
@@ -235,36 +202,6 @@ def classifier_report(recipe: Recipe) -> dict[str, Any]:
         return fitted.report()  # cached by the step that used it: no re-fit
     spec = recipe.role(recipe.taxonomy.classifier_role)
     return {"kind": "llm", "role": recipe.taxonomy.classifier_role, "model": spec.model}
-
-
-def classifier_line(report: dict[str, Any] | None) -> str:
-    if not report:
-        return ""
-    if report["kind"] == "offline":
-        return (
-            f"Task labels: offline classifier ({report['features']} features, {report['training_rows']} "
-            f"labelled rows); held-out accuracy {report['held_out_accuracy']:.0%} "
-            f"({report['folds']}-fold cross-validation)."
-        )
-    return (
-        f"Task labels: the {report['role']}'s model ({report['model']}) prompted with the taxonomy; its "
-        "accuracy is not measured in a run (benchmarks/classifier_accuracy.py measures it)."
-    )
-
-
-def judging_line(judging: dict[str, Any] | None) -> str:
-    """How the grades behind MFD were read, in one sentence (console and card)."""
-    if not judging:
-        return "Judge grades: as written by the judge."
-    if judging.get("scoring") == "expected":
-        how = (
-            "expected over the rating tokens' log-probabilities (G-Eval: sum of p(k)·k, top "
-            f"{judging.get('top_logprobs')} alternatives), so MFD is continuous"
-        )
-    else:
-        how = "the number the judge wrote (sampled)"
-    student = f" MFD graded the answers of student {judging['student']}." if judging.get("student") else ""
-    return f"Judge grades: {how}.{student}"
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:

@@ -14,10 +14,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from tapir.engines import EngineSet
 from tapir.errors import DataError, IncompleteRunError, TapirError
-from tapir.llm_factory import LLMContext, model_id, preflight
-from tapir.llms import failed_call_count, read_usage
 from tapir.manifest import now_utc, sha256_file, write_json
 from tapir.pipelines.decontamination import benchmark_texts, write_benchmark_file
 from tapir.pipelines.decontamination import counts as contamination_counts
@@ -39,6 +36,9 @@ from tapir.pricing import usd
 from tapir.publishing.card import write_card
 from tapir.recipe import Recipe
 from tapir.review.corrections import applied_summary, load_corrections
+from tapir.serving.engines import EngineSet
+from tapir.serving.llm_factory import LLMContext, model_id, preflight
+from tapir.serving.llms import failed_call_count, read_usage
 from tapir.stage_contract import (
     EXPANSIONS,
     DataManifest,

@@ -11,7 +11,6 @@ from distilabel.steps import StepInput
 from distilabel.steps.tasks import Task
 from pydantic import Field
 
-from tapir.llms import CACHE_KEY, TOP_LOGPROBS
 from tapir.pipelines.expected_score import expected_score
 from tapir.pipelines.parsing import (
     parse_expanded_instruction,
@@ -21,6 +20,7 @@ from tapir.pipelines.parsing import (
     parse_task_label,
 )
 from tapir.pipelines.prompts import render
+from tapir.serving.llms import CACHE_KEY, TOP_LOGPROBS
 
 PLACEHOLDER = "placeholder"
 #: How a grade that was never asked for begins (its answer failed): not a judge failure.

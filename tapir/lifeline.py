@@ -3,7 +3,7 @@
 distilabel runs each step in a worker of a multiprocessing pool beside a manager process; none
 of them notices when the main process is killed, so they lived on as orphans holding memory,
 engine slots and open connections. Linux's parent-death signal lets the kernel end each child
-the moment its parent goes: engines get it before ``exec`` (``tapir.engines``), and every
+the moment its parent goes: engines get it before ``exec`` (``tapir.serving.engines``), and every
 process forked from tapir gets it through an at-fork hook registered once by the CLI.
 """
 

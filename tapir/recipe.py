@@ -21,8 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tapir.errors import RecipeError
 from tapir.manifest import treat_as_secret
+from tapir.serving.backends import (
+    BACKEND_NAMES,
+    BATCH_BACKENDS,
+    CHECKPOINT_BACKENDS,
+    LOGPROB_BACKENDS,
+    backend_of,
+)
 
-Backend = Literal["llamacpp", "openai", "vllm", "transformers", "scripted"]
+Backend = Literal[BACKEND_NAMES]  # type: ignore[valid-type]  # the adapters in tapir.serving.backends
 Role = Literal["teacher", "student", "judge"]
 #: numpy's seeds (and so the Trainer's and datasets' shuffles) are 32-bit.
 MAX_SEED = 2**32 - 1
@@ -36,12 +43,9 @@ CREDENTIAL_KEY = re.compile(
 MAX_YAML_DEPTH = 32
 #: Values a YAML recipe may expand to through anchors and aliases (a "billion laughs" stops here).
 MAX_YAML_VALUES = 100_000
-# Backends whose answers can carry token log-probabilities (judging.scoring: expected).
-LOGPROB_BACKENDS = ("llamacpp", "vllm", "openai", "scripted")
-BATCH_BACKENDS = ("openai", "scripted")  # endpoints with /v1/files and /v1/batches
 # What serves a trained checkpoint (closed-loop re-score, evaluation answers); auto: llamacpp for
 # a student that came from a GGUF, else transformers.
-CheckpointServing = Literal["auto", "llamacpp", "transformers", "vllm"]
+CheckpointServing = Literal[("auto", *CHECKPOINT_BACKENDS)]  # type: ignore[valid-type]
 
 #: EasyDistill's 32 task categories (METHOD.md, step 5).
 EASYDISTILL_TAXONOMY: list[str] = [
@@ -122,8 +126,8 @@ class GenerationSettings(StrictModel):
 
 
 class ModelSpec(StrictModel):
-    """One role's model. Any distilabel LLM backend; the factory in ``tapir.llm_factory`` is the
-    only place that knows backend names."""
+    """One role's model, on one of the backends ``tapir.serving.backends`` describes (the only
+    place that compares backend names)."""
 
     backend: Backend = Field(
         "llamacpp",
@@ -265,19 +269,12 @@ class ModelSpec(StrictModel):
         return {k: v * factor for k, v in self.price_per_million_tokens.items()}
 
 
-def vllm_gpus(options: dict[str, Any]) -> int:
-    """GPUs one vLLM server uses: tensor x pipeline x data parallel size."""
-    return math.prod(
-        int(options.get(name, 1) or 1)
-        for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
-    )
-
-
 def check_devices_fit(devices: list[int] | None, backend: str, options: dict[str, Any], field: str) -> None:
-    if devices is not None and backend == "vllm" and vllm_gpus(options) != len(devices):
+    wanted = backend_of(backend).gpus_in_options(options) if backend in BACKEND_NAMES else None
+    if devices is not None and wanted is not None and wanted != len(devices):
         raise ValueError(
             f"devices: {len(devices)} GPU(s) {devices} for vLLM's tensor x pipeline x data parallel "
-            f"size = {vllm_gpus(options)} ({field})"
+            f"size = {wanted} ({field})"
         )
 
 

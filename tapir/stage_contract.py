@@ -11,6 +11,7 @@ stage never reads a half-written file and never has to know another stage's code
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,27 @@ MODEL_DIR = "model"
 #: In a trained model's folder: the round and run key it was trained as, so a response or
 #: generation cache can tell two trainings saved at the same path apart.
 CHECKPOINT_ID = "tapir_checkpoint.json"
+
+
+def model_key(path: str) -> str:
+    """What identifies a model across stages (evaluation keys its answers by it, a pushed model
+    card finds its leaderboard rows by it): a tapir checkpoint's run key, else a digest of the
+    folder's files, else the Hub id."""
+    folder = Path(path).expanduser()
+    marker = folder / CHECKPOINT_ID
+    if marker.is_file():
+        return json.loads(marker.read_text(encoding="utf-8"))["key"]
+    if folder.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(folder.iterdir()):
+            if file.is_file():
+                stat = file.stat()
+                digest.update(f"{file.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        config = folder / "config.json"
+        if config.is_file():
+            digest.update(config.read_bytes())
+        return digest.hexdigest()
+    return f"hub:{path}"
 
 
 @dataclass(frozen=True)

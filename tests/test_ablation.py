@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tapir.ablation import (
+from tapir.commands.ablate import (
     ARMS,
     Budget,
     arm_recipe,

@@ -52,10 +52,10 @@ def test_replicas_go_to_chain_clients_only_and_keep_every_signature(tmp_path):
 
     from rich.console import Console
 
-    from tapir.llm_factory import LLMContext
     from tapir.pipelines.dry_run import dry_run
     from tapir.pipelines.graph import build_pipeline
     from tapir.recipe import recipe_from_dict
+    from tapir.serving.llm_factory import LLMContext
 
     from .conftest import tiny_recipe_dict
 

@@ -10,12 +10,12 @@ import json
 import httpx
 import pytest
 
-from tapir.batch_api import BatchLedger, custom_id
-from tapir.engines import EngineSet
 from tapir.errors import EndpointError
-from tapir.llm_factory import LLMContext, build_llm, preflight
-from tapir.llms import read_usage
 from tapir.recipe import ModelSpec
+from tapir.serving.batch_api import BatchLedger, custom_id
+from tapir.serving.engines import EngineSet
+from tapir.serving.llm_factory import LLMContext, build_llm, preflight
+from tapir.serving.llms import read_usage
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,7 @@ def _submit_only(llm, prompts) -> str:
     """What a run killed while polling leaves: a batch created and in the ledger, never collected."""
     import asyncio
 
-    from tapir.batch_api import BatchRound
+    from tapir.serving.batch_api import BatchRound
 
     ledger = BatchLedger(llm.batch_dir, llm.role, llm.base_url)
     round_ = BatchRound(llm, len(prompts), ledger)

@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tapir.engines import EngineSet
 from tapir.errors import EndpointError
-from tapir.llm_factory import LLMContext, build_llm, choice_constraint, preflight, score_constraint
-from tapir.llms import read_usage
 from tapir.recipe import ModelSpec
+from tapir.serving.engines import EngineSet
+from tapir.serving.llm_factory import LLMContext, build_llm, choice_constraint, preflight, score_constraint
+from tapir.serving.llms import read_usage
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -81,15 +81,15 @@ def test_one_engine_loads_the_longest_context_its_roles_ask_for(tmp_path):
 
 
 def test_guided_decoding_travels_in_each_request_as_the_engine_expects():
-    from tapir.engine_client import TapirEngineClient
+    from tapir.serving.engine_client import TapirEngineClient
 
     grammar = TapirEngineClient(model="m", base_url="x", guided="grammar", grammar='root ::= "a"', seed=3)
     body = grammar._body(1, 2, 16, 0.0, 1.0)
     assert body["extra_body"] == {"grammar": 'root ::= "a"'} and body["seed"] == 5
     choices = choice_constraint(["m", "M"])
-    vllm = TapirEngineClient(model="m", base_url="x", guided="vllm", choices=list(choices.choices))
+    vllm = TapirEngineClient(model="m", base_url="x", guided="choice_regex", choices=list(choices.choices))
     assert vllm._body(1, 0, 16, 0.0, 1.0)["extra_body"] == {"structured_outputs": {"choice": ["m", "M"]}}
-    regex = TapirEngineClient(model="m", base_url="x", guided="vllm", regex=score_constraint().regex)
+    regex = TapirEngineClient(model="m", base_url="x", guided="choice_regex", regex=score_constraint().regex)
     assert regex._body(1, 0, 16, 0.0, 1.0)["extra_body"]["structured_outputs"]["regex"].startswith("Rating: ")
     # a server older than 0.10.2 only knows the guided_* fields
     vllm._vllm_fields = regex._vllm_fields = "guided"
@@ -111,13 +111,15 @@ def test_guided_decoding_travels_in_each_request_as_the_engine_expects():
 def test_a_vllm_server_gets_constraints_in_the_fields_its_version_honours(tmp_path, version, field):
     """A current vLLM ignores guided_* (and answers unconstrained); one older than 0.10.2 knows only
     them. The client reads /version once; a server that does not say is taken as current."""
-    from tapir.engine_client import TapirEngineClient
+    from tapir.serving.engine_client import TapirEngineClient
 
     options = {"vllm_version": version} if version else {}
     with EngineSet(tmp_path) as engines:
         engine = engines.ensure(ModelSpec(backend="scripted", model="m", options=options), "judge")
         engines.start()
-        client = TapirEngineClient(model="m", base_url=engine.base_url, guided="vllm", choices=["m", "M"])
+        client = TapirEngineClient(
+            model="m", base_url=engine.base_url, guided="choice_regex", choices=["m", "M"]
+        )
         client.load()
         outputs = client.generate_outputs(inputs=_prompts(3), num_generations=1)
         assert all(o["generations"][0] for o in outputs)
@@ -183,7 +185,7 @@ def test_retry_after_is_honoured_and_a_final_failure_is_none_with_its_reason(tmp
 
 
 def test_a_request_the_engine_rejects_fails_alone_not_its_batch(tmp_path):
-    from tapir.simulator import HANG_MARKER
+    from tapir.serving.simulator import HANG_MARKER
 
     spec = ModelSpec(backend="scripted", model="m", max_retries=1, timeout_s=1)
     with EngineSet(tmp_path) as engines:
@@ -200,7 +202,7 @@ def test_a_request_the_engine_rejects_fails_alone_not_its_batch(tmp_path):
 
 CAP_CLIENT = """
 import json, sys
-from tapir.engine_client import TapirEngineClient
+from tapir.serving.engine_client import TapirEngineClient
 llm = TapirEngineClient(model="m", base_url=sys.argv[1], slot_dir=sys.argv[2], max_concurrency=3,
                         role="student", max_retries=0)
 llm.load()
@@ -232,7 +234,7 @@ def test_max_concurrency_caps_requests_in_flight_across_processes(tmp_path):
 OWNER = """
 import sys, time
 from pathlib import Path
-from tapir.engines import EngineSet
+from tapir.serving.engines import EngineSet
 from tapir.recipe import ModelSpec
 engines = EngineSet(Path(sys.argv[1]))
 engines.ensure(ModelSpec(backend="scripted", model="m"), "judge")
@@ -375,7 +377,7 @@ def test_a_forked_worker_still_dies_on_sigterm_while_engines_run(tmp_path):
 def test_llamacpp_threads_yield_the_core_a_busy_neighbour_takes():
     """llama.cpp's barrier-synchronised threads stall when a neighbour takes one of their cores
     (BENCHMARKS.md: 25 vs 48 tokens/s on 2 cores), so the engine gives that core up."""
-    from tapir.llamacpp_server import ThreadGovernor
+    from tapir.serving.llamacpp_server import ThreadGovernor
 
     cores = os.cpu_count() or 2
     given: list[int] = []

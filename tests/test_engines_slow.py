@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tapir.engines import EngineSet
-from tapir.llm_factory import LLMContext, build_llm, choice_constraint, score_constraint
-from tapir.llms import TOP_LOGPROBS
 from tapir.pipelines.expected_score import expected_score
 from tapir.pipelines.parsing import parse_judge_score, parse_task_label
 from tapir.recipe import ModelSpec
+from tapir.serving.engines import EngineSet
+from tapir.serving.llm_factory import LLMContext, build_llm, choice_constraint, score_constraint
+from tapir.serving.llms import TOP_LOGPROBS
 from tests.test_engines import _alive, _wait_dead
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def test_one_llamacpp_engine_serves_every_role_and_grammars_travel_per_request(t
 OWNER = """
 import sys, time
 from pathlib import Path
-from tapir.engines import EngineSet
+from tapir.serving.engines import EngineSet
 from tapir.recipe import ModelSpec
 engines = EngineSet(Path(sys.argv[1]), log_dir=Path(sys.argv[2]))
 engines.ensure(ModelSpec(backend="llamacpp", model="embedded"), "judge")

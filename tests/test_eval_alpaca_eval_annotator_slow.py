@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from tapir.embedded import embedded_gguf_path
 from tapir.evaluation.run import run_eval
+from tapir.serving.embedded import embedded_gguf_path
 
 from .test_evaluation_run import INSTRUCTIONS, eval_recipe, tiny_model  # noqa: F401  (fixture)
 

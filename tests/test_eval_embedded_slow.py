@@ -13,8 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_a_prompt_too_long_for_the_judge_is_counted_not_fatal(tmp_path):
     from tapir.evaluation.judging import JudgeStats, build_judges
-    from tapir.llm_factory import LLMContext, choice_constraint
     from tapir.recipe import ModelSpec
+    from tapir.serving.llm_factory import LLMContext, choice_constraint
 
     context = LLMContext(cache_dir=REPO / ".cache" / "tapir", usage_dir=tmp_path)
     judge = build_judges(

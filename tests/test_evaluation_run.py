@@ -17,9 +17,9 @@ from rich.console import Console
 
 from tapir.evaluation import html_report
 from tapir.evaluation.run import run_eval
-from tapir.llms import read_usage
 from tapir.recipe import recipe_from_dict
-from tapir.simulator import MALFORMED
+from tapir.serving.llms import read_usage
+from tapir.serving.simulator import MALFORMED
 
 from .conftest import shared_mt_bench, tiny_recipe_dict
 from .tiny_student import build_tiny_student
@@ -207,8 +207,8 @@ def test_judge_usage_is_priced_only_when_a_price_table_is_given(tmp_path):
 
 def test_one_judge_engine_serves_every_benchmark_each_with_its_own_constraint(tmp_path):
     from tapir.evaluation.judging import build_judges
-    from tapir.llm_factory import LLMContext, choice_constraint
     from tapir.recipe import ModelSpec
+    from tapir.serving.llm_factory import LLMContext, choice_constraint
 
     context = LLMContext(cache_dir=tmp_path)
     judges = build_judges(
@@ -229,12 +229,12 @@ def test_served_answers_fan_out_to_the_engine_and_a_failed_one_is_an_error_not_a
     """Answers through an engine (as a checkpoint served by llama.cpp or vLLM is): requests run
     concurrently up to the engine's cap; an answer that fails after its retries stops the model's
     evaluation with one line, and the answers that came back are cached for the rerun."""
-    from tapir.engines import EngineSet
     from tapir.errors import EvaluationError
     from tapir.evaluation.generation import CachedGenerator, EngineGenerator
-    from tapir.llm_factory import LLMContext
     from tapir.recipe import ModelSpec
-    from tapir.simulator import HANG_MARKER
+    from tapir.serving.engines import EngineSet
+    from tapir.serving.llm_factory import LLMContext
+    from tapir.serving.simulator import HANG_MARKER
 
     spec = ModelSpec(
         backend="scripted",

@@ -8,9 +8,9 @@ import math
 import pytest
 from distilabel.models.llms.base import LLM
 
-from tapir.llms import CACHE_KEY, TOP_LOGPROBS
 from tapir.pipelines.expected_score import expected_score
 from tapir.pipelines.tasks import ResponseJudge
+from tapir.serving.llms import CACHE_KEY, TOP_LOGPROBS
 
 
 def _tokens(prefix: str, written: str, top: dict[str, float], after: dict[str, float] | None = None):

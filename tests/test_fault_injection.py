@@ -4,7 +4,7 @@ What must hold (issue 12): a run killed with SIGKILL at any moment resumes to th
 an uninterrupted run, asking again only what was in flight; a 30 %-flaky endpoint followed by
 a healthy one gives the bytes of a run that never saw a fault; changed seeds give new rows;
 killing tapir's main process leaves none of its workers behind. Every run is the real CLI in a
-subprocess against ``tapir.simulator`` (the same endpoint the API-scale benchmark uses).
+subprocess against ``tapir.serving.simulator`` (the same endpoint the API-scale benchmark uses).
 """
 
 from __future__ import annotations
@@ -382,8 +382,8 @@ def test_a_second_run_on_the_same_output_or_cache_is_refused_and_the_first_is_un
 def test_the_pre_flight_survives_a_flaky_endpoint(tmp_path):
     """30 runs' pre-flights (model list and a one-token chat with log-probabilities, for the three
     roles) against an endpoint failing 30 % of requests in every way: every one lets its run start."""
-    from tapir.llm_factory import _CHAT_CHECKED, preflight
     from tapir.recipe import ModelSpec
+    from tapir.serving.llm_factory import _CHAT_CHECKED, preflight
 
     endpoint = Endpoint(tmp_path, latency_ms=5, faults={**FLAKY, "hang_s": 30})
     started, refused = 0, []

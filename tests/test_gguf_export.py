@@ -2,10 +2,10 @@
 
 import pytest
 
-from tapir.embedded import embedded_gguf_path
 from tapir.errors import TrainingError
-from tapir.gguf_export import export_gguf
 from tapir.recipe import Recipe
+from tapir.serving.embedded import embedded_gguf_path
+from tapir.serving.gguf_export import export_gguf
 from tapir.training.closed_loop import resolved_rescore_backend
 
 from .tiny_student import build_tiny_student

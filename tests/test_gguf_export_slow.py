@@ -4,10 +4,10 @@ from collections import Counter
 
 import pytest
 
-from tapir.embedded import chat_template_path, embedded_gguf_path
-from tapir.engines import EngineSet
-from tapir.gguf_export import gguf_for_checkpoint
 from tapir.recipe import ModelSpec
+from tapir.serving.embedded import chat_template_path, embedded_gguf_path
+from tapir.serving.engines import EngineSet
+from tapir.serving.gguf_export import gguf_for_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import tapir.engines as engines_module
-from tapir.engines import EngineSet
+import tapir.serving.backends as backends_module
 from tapir.errors import EndpointError, RecipeError
 from tapir.recipe import ModelSpec, load_recipe
+from tapir.serving.engines import EngineSet
 
 from .test_cli import REPO, assert_one_line_error, tapir
 
@@ -22,7 +22,7 @@ PAPER = REPO / "recipes" / "paper-llama2-7b.yaml"
 @pytest.fixture
 def gpu_vllm(monkeypatch):
     """vLLM as on a GPU node (here it is the CPU build, which uses no GPU)."""
-    monkeypatch.setattr(engines_module, "vllm_cpu_build", lambda: False)
+    monkeypatch.setattr(backends_module, "vllm_cpu_build", lambda: False)
 
 
 def _engines(tmp_path: Path, *specs: tuple[str, ModelSpec]) -> EngineSet:

@@ -8,7 +8,7 @@ import yaml
 from rich.console import Console
 
 from tapir.pipelines.run import run_data
-from tapir.simulator import MALFORMED
+from tapir.serving.simulator import MALFORMED
 from tapir.staging import OUTPUT_MARKER
 
 from .conftest import make_recipe

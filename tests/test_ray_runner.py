@@ -17,10 +17,10 @@ import psutil
 import pytest
 import yaml
 
-from tapir.engines import free_port
 from tapir.errors import DataError
 from tapir.pipelines import ray_runner
 from tapir.recipe import recipe_from_dict
+from tapir.serving.engines import free_port
 
 from .conftest import LABELS, seed_file, tiny_recipe_dict
 from .test_cli import assert_one_line_error, tapir
@@ -191,8 +191,8 @@ def test_the_dry_run_notes_what_this_machine_lacks_for_the_run(tmp_path, monkeyp
 
 @pytest.mark.integration
 def test_engines_bind_and_are_dialled_at_the_engine_host(tmp_path):
-    from tapir.engines import EngineSet
     from tapir.recipe import ModelSpec
+    from tapir.serving.engines import EngineSet
 
     recipe = recipe_from_dict(yaml.safe_load(recipe_file(tmp_path, engine_host="127.0.0.2").read_text()))
     with EngineSet.for_recipe(recipe, tmp_path / "logs") as engines:

@@ -3,7 +3,7 @@ train` on it runs in tests/test_clean_clone_slow.py."""
 
 import pytest
 
-from tapir.embedded_student import materialize_embedded_student
+from tapir.serving.embedded_student import materialize_embedded_student
 
 pytestmark = pytest.mark.slow
 

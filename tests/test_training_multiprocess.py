@@ -17,8 +17,8 @@ import torch
 import yaml
 from rich.console import Console
 
-from tapir.engines import free_port
 from tapir.recipe import Recipe
+from tapir.serving.engines import free_port
 from tapir.training.launch import launch_command, read_cluster
 from tapir.training.rounds import run_training
 

@@ -18,7 +18,7 @@ import datasets
 import pytest
 import yaml
 
-from tapir.engines import vllm_missing
+from tapir.serving.backends import vllm_missing
 from tests.conftest import SELF_INSTRUCT, make_recipe, seed_file, shared_mt_bench, tiny_recipe_dict
 from tests.test_cli import tapir
 from tests.tiny_student import build_tiny_student

@@ -1,11 +1,11 @@
 """Helpers for tapir's tests that ship with the package: the trigger words of the scripted
-simulator (``tapir.simulator``) and a tiny trainable student built offline from a config."""
+simulator (``tapir.serving.simulator``) and a tiny trainable student built offline from a config."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tapir.simulator import EMPTY, HANG_MARKER, MALFORMED
+from tapir.serving.simulator import EMPTY, HANG_MARKER, MALFORMED
 
 __all__ = ["EMPTY", "HANG_MARKER", "MALFORMED", "TINY_SPECIALS", "build_tiny_student"]
 
@@ -25,7 +25,7 @@ def build_tiny_student(
     from tokenizers import ByteLevelBPETokenizer
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from tapir.embedded import chat_template_path
+    from tapir.serving.embedded import chat_template_path
 
     folder = Path(folder)
     bpe = ByteLevelBPETokenizer()

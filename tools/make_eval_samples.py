@@ -1,4 +1,4 @@
-"""Write the evaluation samples the embedded default ships (``evaluation/samples/``) from the
+"""Write the evaluation samples the embedded default ships (``tapir/benchmark_samples/``) from the
 real benchmark files in ``../shared/data``, so ``make eval`` runs on a clone with nothing beside it.
 
 AlpacaEval: the first ``N`` instructions of alpaca_eval's own seeded shuffle (what ``limit: N``
@@ -23,7 +23,7 @@ import pandas as pd
 from tapir.evaluation.alpaca_eval_bench import ALPACA_EVAL_SHUFFLE_SEED
 from tapir.evaluation.alpaca_metrics import estimated_difficulty
 
-SAMPLES = Path(__file__).resolve().parents[1] / "evaluation" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "tapir" / "benchmark_samples"
 
 
 def main() -> None:

@@ -23,10 +23,11 @@ import yaml
 from rich.console import Console
 
 from tapir.errors import DataError, TrainingError
-from tapir.gguf_export import gguf_for_checkpoint, write_chat_template
-from tapir.recipe import ModelSpec, Recipe, vllm_gpus
+from tapir.recipe import ModelSpec, Recipe
+from tapir.serving.backends import backend_of, checkpoint_serving
+from tapir.serving.gguf_export import gguf_for_checkpoint, write_chat_template
+from tapir.serving.student import born_from_gguf, gguf_reference
 from tapir.stage_contract import MANIFEST, read_data_manifest
-from tapir.student import born_from_gguf, checkpoint_serving, gguf_reference
 from tapir.training.model_setup import template_file
 
 RESCORED = "rescored"
@@ -49,7 +50,7 @@ def rescored_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path) -> Recipe:
     For llama.cpp the checkpoint is written back to GGUF first (once per checkpoint)."""
     backend = resolved_rescore_backend(recipe)
     model, template = str(checkpoint), None
-    if backend == "llamacpp":
+    if backend_of(backend).runs_gguf:
         reference = gguf_reference(recipe)
         assert reference is not None  # resolved_rescore_backend checked it
         quantization = recipe.training.rescore_quantization
@@ -77,7 +78,8 @@ def _student_devices(recipe: Recipe, backend: str) -> list[int] | None:
     options = recipe.training.rescore_options
     if devices is None or backend != recipe.student.backend:
         return None
-    return devices if backend != "vllm" or vllm_gpus(options) == len(devices) else None
+    wanted = backend_of(backend).gpus_in_options(options)
+    return devices if wanted is None or wanted == len(devices) else None
 
 
 def _served_template(recipe: Recipe, checkpoint: Path, gguf: Path) -> Path:

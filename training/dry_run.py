@@ -16,8 +16,9 @@ from rich.table import Table
 
 from tapir.errors import DataError
 from tapir.recipe import Recipe
+from tapir.serving.backends import backend_of
+from tapir.serving.student import start_model_name
 from tapir.stage_contract import WARMUP, DataRun, finished_data_run, round_split, stale_reasons, stale_summary
-from tapir.student import start_model_name
 from tapir.training.closed_loop import resolved_rescore_backend
 from tapir.training.regrading import data_round, graded_by, regrade_points
 from tapir.training.round_data import parquet_rows
@@ -172,14 +173,15 @@ def rescore_plan(recipe: Recipe, after: list[str]) -> list[dict[str, Any]]:
     plans = []
     for name in after:
         checkpoint = recipe.resolved_train_dir / name / "model"
-        served = checkpoint.parent / f"model-{quantization}.gguf" if backend == "llamacpp" else checkpoint
+        runs_gguf = backend_of(backend).runs_gguf
+        served = checkpoint.parent / f"model-{quantization}.gguf" if runs_gguf else checkpoint
         plans.append(
             {
                 "after": name,
                 "student": str(served),
                 "checkpoint": str(checkpoint),
                 "backend": backend,
-                "served": backend != "transformers",
+                "served": backend_of(backend).served,
                 "steps": ["respond_student", "respond_student_expanded"],
             }
         )

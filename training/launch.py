@@ -26,10 +26,10 @@ from typing import Any
 
 from rich.console import Console
 
-from tapir.engines import free_port
 from tapir.errors import IncompleteRunError, TrainingError
 from tapir.manifest import write_json
 from tapir.recipe import Recipe
+from tapir.serving.engines import free_port
 from tapir.training.progress import read_log
 from tapir.training.sft import LOG_FILE, RoundSpec, last_checkpoint
 

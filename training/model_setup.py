@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from tapir.chat_templates import resolve_chat_template
-from tapir.embedded import EMBEDDED, chat_template_path
 from tapir.errors import TrainingError
 from tapir.recipe import Recipe
-from tapir.student import start_model_name
+from tapir.serving.embedded import EMBEDDED, chat_template_path
+from tapir.serving.student import start_model_name
 
 PROBE = [
     {"role": "user", "content": "Name a colour."},

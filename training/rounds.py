@@ -118,7 +118,7 @@ def run_training(
     allow_stale_data: bool = False,
 ) -> Path:
     """Train every round of ``recipe``'s curriculum; returns the folder of the checkpoints."""
-    from tapir.student import base_model
+    from tapir.serving.student import base_model
     from tapir.training.model_setup import preflight, template_file
 
     closed_loop = recipe.training.closed_loop if closed_loop is None else closed_loop
@@ -148,7 +148,7 @@ def _train_rounds(
     start: Any,
     template_sha: str,
 ) -> Path:
-    from tapir.student import start_model_name
+    from tapir.serving.student import start_model_name
 
     data_dir = recipe.resolved_output_dir
     train_dir = recipe.resolved_train_dir

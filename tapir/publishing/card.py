@@ -1,4 +1,5 @@
-"""The dataset card (README.md) of a run, written by us with the run's real figures.
+"""The dataset card (README.md) of a run: ``templates/dataset_card.md.jinja`` filled with the
+run's real figures by huggingface_hub's ``DatasetCard.from_template``.
 
 Its YAML header declares the splits, so ``datasets.load_dataset(<output folder>)`` and the
 Hub viewer read the files directly.
@@ -12,8 +13,7 @@ from typing import Any
 from huggingface_hub import DatasetCardData
 
 from tapir.manifest import scrub
-from tapir.pipelines.decontamination import decontamination_line
-from tapir.pipelines.report import classifier_line, judging_line, task_table
+from tapir.publishing.summary_text import classifier_line, decontamination_line, judging_line, task_table
 from tapir.recipe import Recipe
 from tapir.stage_contract import (
     EXPANSIONS,
@@ -23,6 +23,9 @@ from tapir.stage_contract import (
     curriculum_splits,
     is_curriculum_split,
 )
+
+#: The card templates (Jinja, rendered by huggingface_hub), as distilabel keeps its own.
+TEMPLATES = Path(__file__).with_name("templates")
 
 
 def data_files(recipe: Recipe, summary: dict[str, Any]) -> list[str]:
@@ -124,7 +127,6 @@ def render_card(
 ) -> str:
     """The card for ``files`` (default: every data file of the run)."""
     files = files if files is not None else data_files(recipe, summary)
-    header = _header(recipe, files).to_yaml() + "\n"
     plots = plots if plots is not None else list(summary.get("plots") or [])
     model_rows = [[role, m["backend"], m["model"]] for role, m in manifest["models"].items()]
     classifier = manifest["models"].get(recipe.taxonomy.classifier_role)
@@ -180,86 +182,38 @@ def render_card(
     file_rows = markdown_table(
         ["file", "rows"], [[f, manifest["files"].get(f, {}).get("rows", "-")] for f in files]
     )
-    licence = recipe.seeds.license or "not stated in the recipe (check the seed source's licence)"
-    body = f"""# {recipe.name}: TAPIR curriculum data
+    from huggingface_hub import DatasetCard
 
-Made with tapir-distill, following TAPIR (Yue et al., EMNLP Findings 2024):
-a teacher answers the seed instructions, a judge grades teacher and student answers, and the
-**Model Fitting Difficulty** (MFD = teacher grade − student grade) marks where the student
-falls short (hard: MFD ≥ {recipe.difficulty.delta:g}). Hard seeds are expanded with new instructions,
-tasks are re-balanced toward a target mix, responses are refined with task-aware prompts,
-and the examples are split into {recipe.curriculum.rounds} curriculum rounds whose hard share grows.
-
-{recipe.description}
-
-## Files
-
-{file_rows}
-
-## Models
-
-{models}
-
-## Curriculum schedule
-
-Hard share per round: {", ".join(f"{s:.2f}" for s in recipe.curriculum.hard_share)};
-carry-over {recipe.curriculum.carry_over:g}; warm-up slice {recipe.curriculum.warmup_size} examples.
-
-{rounds}
-
-Each example has `messages` (user, assistant) ready for TRL's SFTTrainer, the original
-`teacher_response` next to the `refined_response` used for training (`response_source` says
-which: teacher, refined, or review for a reviewer's fix), the judge grades, `mfd`,
-`difficulty` and the `task` label (`task_classifier` keeps the classifier's own label).
-
-## Rows per step
-
-{steps}
-
-## Task mix before / after re-balancing
-
-{classifier_line(summary.get("classifier"))}
-
-{tasks}
-
-## Model Fitting Difficulty
-
-{mfd_line}. Distribution (MFD bin, lower edge: rows): {mfd["histogram"]}.
-
-{judging_line(summary.get("judging"))}
-
-{_plots(plots)}
-
-## Judge and classifier health
-
-Outputs that did not parse are excluded from selection and counted here, never scored as 0.
-
-{failures}
-
-Judge grades that did not parse in this run: {summary["judge_parse_failures"]}.
-
-## Decontamination
-
-{decontamination_line(summary.get("decontamination")) or "Not run for this dataset."}
-
-## LLM calls and cost
-
-{_cost_section(summary)}
-
-## Human review
-
-{_review_section(summary, agreements or {})}
-
-## Licence
-
-Seed data: {licence}. Generated text follows the terms of the models named above.
-
-## Reproduce
-
-Recipe hash `{manifest["recipe_hash"]}`, seed {recipe.seed}; `recipe.yaml` and `manifest.json`
-(library versions, model ids, file checksums) sit next to this card.
-"""
-    return "---\n" + header + "---\n\n" + body
+    card = DatasetCard.from_template(
+        _header(recipe, files),
+        template_path=str(TEMPLATES / "dataset_card.md.jinja"),
+        name=recipe.name,
+        description=recipe.description,
+        delta=f"{recipe.difficulty.delta:g}",
+        rounds=recipe.curriculum.rounds,
+        files_table=file_rows,
+        models_table=models,
+        hard_shares=", ".join(f"{s:.2f}" for s in recipe.curriculum.hard_share),
+        carry_over=f"{recipe.curriculum.carry_over:g}",
+        warmup_size=recipe.curriculum.warmup_size,
+        rounds_table=rounds,
+        steps_table=steps,
+        classifier_line=classifier_line(summary.get("classifier")),
+        tasks_table=tasks,
+        mfd_line=mfd_line,
+        mfd_histogram=mfd["histogram"],
+        judging_line=judging_line(summary.get("judging")),
+        plots=_plots(plots),
+        failures_table=failures,
+        judge_parse_failures=summary["judge_parse_failures"],
+        decontamination=decontamination_line(summary.get("decontamination")) or "Not run for this dataset.",
+        cost=_cost_section(summary),
+        review=_review_section(summary, agreements or {}),
+        licence=recipe.seeds.license or "not stated in the recipe (check the seed source's licence)",
+        recipe_hash=manifest["recipe_hash"],
+        seed=recipe.seed,
+    )
+    return str(card) + "\n"
 
 
 def write_card(

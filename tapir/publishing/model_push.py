@@ -23,10 +23,10 @@ from rich.console import Console
 from tapir.checkpoint_files import damaged_weights
 from tapir.errors import DataError, RecipeError
 from tapir.manifest import scrub
-from tapir.publishing.card import markdown_table
+from tapir.publishing.card import TEMPLATES, markdown_table
 from tapir.publishing.hub_push import assert_no_secret, upload, write_local_upload
 from tapir.recipe import Recipe
-from tapir.stage_contract import DataRun, TrainRun, read_round_manifest, split_order
+from tapir.stage_contract import DataRun, TrainRun, model_key, read_round_manifest, split_order
 
 ROUND_MANIFEST = "tapir_round_manifest.json"
 EMBEDDED_BASE = "google/gemma-3-270m"  # the Hub model the embedded GGUF was quantised from
@@ -65,8 +65,6 @@ def base_model(recipe: Recipe) -> str:
 def checkpoint_key(folder: Path) -> str:
     """The key ``tapir eval`` files this model's results under (a round's run key, else the
     folder's files)."""
-    from tapir.evaluation.models import model_key
-
     return model_key(str(folder))
 
 
@@ -214,48 +212,23 @@ def render_model_card(
         if curriculum_rows
         else "The data run's summary was not found next to the recipe."
     )
-    body = f"""# {recipe.name}: {round_name}
-
-A student model distilled with [tapir-distill](https://github.com/) following TAPIR (Task-Aware
-Curriculum Planning for Instruction Refinement; Yue et al., EMNLP Findings 2024): fine-tuned
-from `{base}` with TRL's `SFTTrainer`, round by round, on a curriculum whose share of hard
-examples grows. This is the model after **{round_name}**; each round starts from the previous
-one's model.
-
-## Training data
-
-Curated by `tapir data` ({link}): teacher `{recipe.teacher.model}`, judge `{recipe.judge.model}`.
-
-{data_table}
-
-## Training settings
-
-{markdown_table(["setting", "value"], settings)}
-
-## Evaluation
-
-{board}
-
-## Use
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("<this repo>")
-model = AutoModelForCausalLM.from_pretrained("<this repo>")
-messages = [{{"role": "user", "content": "Explain photosynthesis in two sentences."}}]
-inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-print(tokenizer.decode(model.generate(inputs, max_new_tokens=128)[0]))
-```
-
-The chat template the model was trained with is saved with its tokenizer.
-
-## Reproduce
-
-Recipe `{recipe.name}` (hash `{recipe.fingerprint()}`), seed {recipe.seed}; `{ROUND_MANIFEST}` holds the
-round's manifest (library versions, data checksum, parent model, settings).
-"""
-    return str(ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + body))
+    card = ModelCard.from_template(
+        data,
+        template_path=str(TEMPLATES / "model_card.md.jinja"),
+        name=recipe.name,
+        round_name=round_name,
+        base=base,
+        data_link=link,
+        teacher=recipe.teacher.model,
+        judge=recipe.judge.model,
+        data_table=data_table,
+        settings_table=markdown_table(["setting", "value"], settings),
+        board=board,
+        recipe_hash=recipe.fingerprint(),
+        seed=recipe.seed,
+        round_manifest=ROUND_MANIFEST,
+    )
+    return str(card) + "\n"
 
 
 def build_model_upload(recipe: Recipe, which: str, target: Path) -> tuple[Path, list[dict[str, Any]]]:

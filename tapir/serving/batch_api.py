@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tapir.engine_client import TapirEngineClient
+    from tapir.serving.engine_client import TapirEngineClient
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"

@@ -13,9 +13,14 @@ import copy
 import json
 from pathlib import Path
 
-from tapir.embedded import EMBEDDED_MODEL_ID, chat_template_path, embedded_gguf_path, embedded_gguf_sha256
 from tapir.manifest import now_utc
 from tapir.native_output import gguf_conversion_bar_off, quiet_transformers_local_bars
+from tapir.serving.embedded import (
+    EMBEDDED_MODEL_ID,
+    chat_template_path,
+    embedded_gguf_path,
+    embedded_gguf_sha256,
+)
 from tapir.staging import atomic_folder
 
 CONVERTED_NAME = "gemma-3-270m-hf"

@@ -7,7 +7,7 @@ llama-cpp-python's own ``create_app``, install the template on the loaded model 
 tapir's in-process llama.cpp did, and run it with uvicorn as the library does. Grammars, stop
 strings, seeds and sampling come per request through the server's own request fields.
 
-    python -m tapir.llamacpp_server --model m.gguf --alias embedded --port 8123 \
+    python -m tapir.serving.llamacpp_server --model m.gguf --alias embedded --port 8123 \
         --n-ctx 2048 --n-threads 2 --chat-template tapir_chat.jinja
 """
 
@@ -19,7 +19,7 @@ import threading
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tapir.llamacpp_server")
+    parser = argparse.ArgumentParser(prog="python -m tapir.serving.llamacpp_server")
     parser.add_argument("--model", required=True, help="GGUF file")
     parser.add_argument("--alias", required=True, help="the model name clients send")
     parser.add_argument("--host", default="127.0.0.1")
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     from llama_cpp.server import app as server_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-    from tapir.llms import strip_generation_markers
+    from tapir.serving.llms import strip_generation_markers
 
     model_settings = ModelSettings(
         model=args.model,

@@ -19,6 +19,7 @@ ablation table, plot and report section are drawn from that leaderboard.
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tapir.commands.common import add_json, add_recipe_args, emit, load
 from tapir.errors import RecipeError
 from tapir.recipe import Recipe, recipe_from_dict
 from tapir.stage_contract import (
@@ -273,11 +275,11 @@ def eval_recipe(recipe: Recipe, arms: dict[str, Recipe], root: Path) -> Recipe:
 
 def run_ablation(recipe: Recipe, console: Console, arms: list[str], recipe_path: str | None = None) -> Path:
     """Data for every arm, then training, then one evaluation; returns the workspace."""
-    from tapir.engines import EngineSet
     from tapir.evaluation.ablation_report import write_ablation_report
     from tapir.evaluation.run import run_eval
     from tapir.pipelines.prompts import template_text
     from tapir.pipelines.run import run_data
+    from tapir.serving.engines import EngineSet
     from tapir.training.rounds import run_training
 
     root = workspace(recipe)
@@ -365,3 +367,24 @@ def ablation_dry_run(recipe: Recipe, console: Console, arms: list[str]) -> dict[
         else {"per_round": steps.per_round, "total": steps.total, "curriculum_rounds": steps.rounds},
         "evaluation_calls_upper_bound": eval_calls,
     }
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ablate = sub.add_parser(
+        "ablate", help="TAPIR against random selection and each step switched off, at equal budget"
+    )
+    add_recipe_args(ablate)
+    ablate.add_argument("--arms", nargs="+", help="arms to run (default: all): tapir random no_rebalance ...")
+    ablate.add_argument(
+        "--dry-run", action="store_true", help="print the arms, budget and calls; run nothing"
+    )
+    add_json(ablate)
+
+
+def run(args: argparse.Namespace, console: Console, as_json: bool) -> int:
+    recipe = load(args)
+    arms = chosen_arms(args.arms)
+    if args.dry_run:
+        return emit(ablation_dry_run(recipe, console, arms), as_json)
+    run_ablation(recipe, console, arms, recipe_path=args.recipe)
+    return 0

@@ -14,7 +14,7 @@ words produce malformed or empty answers, so the pipeline's parsing and counting
 checked without a model. The ``X-Tapir-Role`` header (sent by tapir's client) says whose
 answer is asked for.
 
-Run it: ``python -m tapir.simulator --port 0 --latency-ms 500 --rate-5xx 0.1`` prints its URL.
+Run it: ``python -m tapir.serving.simulator --port 0 --latency-ms 500 --rate-5xx 0.1`` prints its URL.
 """
 
 from __future__ import annotations
@@ -619,7 +619,9 @@ async def _send_raw(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tapir.simulator", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tapir.serving.simulator", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
     for spec in fields(SimulatorSettings):

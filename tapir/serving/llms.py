@@ -10,7 +10,7 @@ stored, and a batch that raises becomes failed rows that say why; an answer that
 is marked, so ``tapir data --reask-unparsed`` can ask it again.
 The classes must be importable by name (distilabel reloads steps from its cache YAML), which
 is why each is a small named subclass rather than one built at run time: the engine client
-(``tapir.engine_client``) and in-process transformers.
+(``tapir.serving.engine_client``) and in-process transformers.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Build a distilabel LLM for a role from the recipe. The only module that knows backend names.
+"""Build a distilabel LLM for a role from the recipe (what each backend is: ``tapir.serving.backends``).
 
 Also the pre-flight checks: an unreachable endpoint, a missing GGUF file or an uninstalled
 engine is reported before any step runs, naming the recipe field.
@@ -6,7 +6,6 @@ engine is reported before any step runs, naming the recipe field.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -15,22 +14,16 @@ from typing import Any
 
 from distilabel.models.llms.base import LLM
 
-from tapir.batch_api import LEDGER_FOLDER
 from tapir.chat_templates import resolve_chat_template
-from tapir.embedded import EMBEDDED, EMBEDDED_MODEL_ID
-from tapir.engine_client import TapirEngineClient
-from tapir.engines import (
-    OPENAI_DEFAULT_URL,
-    SERVED_BACKENDS,
-    EngineSet,
-    resolved_template,
-    served_name,
-    vllm_missing,
-)
 from tapir.errors import EndpointError
-from tapir.llms import TapirTransformersLLM
 from tapir.recipe import ModelSpec
-from tapir.simulator import PREFLIGHT_ROLE, ROLE_HEADER
+from tapir.serving.backends import OPENAI_DEFAULT_URL, backend_of
+from tapir.serving.batch_api import LEDGER_FOLDER
+from tapir.serving.embedded import EMBEDDED, EMBEDDED_MODEL_ID
+from tapir.serving.engine_client import TapirEngineClient
+from tapir.serving.engines import EngineSet, resolved_template, served_name
+from tapir.serving.llms import TapirTransformersLLM
+from tapir.serving.simulator import PREFLIGHT_ROLE, ROLE_HEADER
 from tapir.stage_contract import CHECKPOINT_ID
 
 # Stops a base model that runs past its turn in tapir's chat template.
@@ -118,6 +111,7 @@ def build_llm(
 
     Served backends (llamacpp, vllm, scripted, openai) give a client of the run's one engine
     for that model; only ``transformers`` still loads a model inside the step."""
+    backend = backend_of(spec.backend)
     generation = {
         "max_new_tokens": max_new_tokens or spec.generation.max_new_tokens,
         "temperature": spec.generation.temperature if temperature is None else temperature,
@@ -132,10 +126,10 @@ def build_llm(
         "step": step or role,
         "reask_unparsed": context.reask_unparsed,
     }
-    if spec.backend in SERVED_BACKENDS:
+    if backend.served:
         engine = context.engine_set().ensure(spec, role, step)
         api_key = None
-        if spec.backend == "openai":
+        if backend.remote:
             dry = context.dry_run and not os.environ.get(spec.api_key_env)
             api_key = "dry-run" if dry else _api_key(spec, role)
         return TapirEngineClient(
@@ -150,7 +144,7 @@ def build_llm(
             grammar=constraint.grammar if constraint else None,
             choices=list(constraint.choices) if constraint and constraint.choices else None,
             regex=constraint.regex if constraint else None,
-            stop=TURN_STOP if resolved_template(spec) and spec.backend == "llamacpp" else [],
+            stop=TURN_STOP if resolved_template(spec) and backend.runs_gguf else [],
             seed=seed,
             supports_n=engine.supports_n,
             top_logprobs=top_logprobs,
@@ -163,19 +157,17 @@ def build_llm(
             generation_kwargs=generation,
             **common,
         )
-    if spec.backend == "transformers":
-        template = resolved_template(spec)
-        sampling = {**generation, "do_sample": generation["temperature"] > 0}
-        if not sampling["do_sample"]:
-            sampling.pop("temperature")
-        return TapirTransformersLLM(
-            model=spec.model,
-            chat_template=template.read_text(encoding="utf-8") if template else None,
-            generation_kwargs=sampling,
-            **spec.options,
-            **common,
-        )
-    raise EndpointError(f"{role}.backend: unknown backend {spec.backend!r}")  # schema forbids it
+    template = resolved_template(spec)  # in-process: the model loads inside the step
+    sampling = {**generation, "do_sample": generation["temperature"] > 0}
+    if not sampling["do_sample"]:
+        sampling.pop("temperature")
+    return TapirTransformersLLM(
+        model=spec.model,
+        chat_template=template.read_text(encoding="utf-8") if template else None,
+        generation_kwargs=sampling,
+        **spec.options,
+        **common,
+    )
 
 
 def _api_key(spec: ModelSpec, role: str) -> str:
@@ -199,24 +191,12 @@ def _api_key(spec: ModelSpec, role: str) -> str:
 def preflight(spec: ModelSpec, role: str, timeout_s: float = 5.0, top_logprobs: int | None = None) -> None:
     """Fail fast, naming the field, when a role's model cannot possibly be used. ``top_logprobs``:
     the role's answers must carry token log-probabilities (a judge read as expected scores)."""
-    if spec.backend == "llamacpp":
-        if spec.model != EMBEDDED and not Path(spec.model).is_file():
-            raise EndpointError(f"{role}.model: GGUF file not found: {spec.model}")
-        if importlib.util.find_spec("llama_cpp") is None:
-            raise EndpointError(
-                f"{role}.backend: llamacpp needs llama-cpp-python (pip install llama-cpp-python)"
-            )
-    elif spec.backend == "vllm":
-        if missing := vllm_missing():
-            raise EndpointError(f"{role}.backend: {missing}")
-        looks_local = spec.model.startswith((".", "/", "~"))
-        if looks_local and not Path(spec.model).expanduser().is_dir():
-            raise EndpointError(f"{role}.model: model folder not found: {spec.model}")
-    elif spec.backend == "transformers":
-        looks_local = spec.model.startswith((".", "/", "~")) or Path(spec.model).suffix
-        if looks_local and not Path(spec.model).expanduser().exists():
-            raise EndpointError(f"{role}.model: model folder not found: {spec.model}")
-    elif spec.backend == "openai":
+    backend = backend_of(spec.backend)
+    if missing := backend.missing():
+        raise EndpointError(f"{role}.backend: {missing}")
+    if spec.model != EMBEDDED and (wrong := backend.check_model(spec.model, role)):
+        raise EndpointError(wrong)
+    if backend.remote:
         EndpointCheck(spec, role, timeout_s).run(top_logprobs)
     if spec.chat_template:
         resolve_chat_template(spec.chat_template, f"{role}.chat_template")

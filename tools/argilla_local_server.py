@@ -1,14 +1,14 @@
 """A real Argilla server on this machine, from packages only (no Docker): for the tests, and for
-``make argilla-server`` on a laptop.
+``make argilla-server`` on a laptop. Development tooling: not part of the installed package.
 
 Argilla 2.8 is a FastAPI app (``argilla-server`` on PyPI) that needs a database, a search engine
 and Redis for its background jobs. Here they are SQLite, ``osmem-server`` (PyPI: an in-memory
 OpenSearch-compatible server binary) and Debian's ``redis-server``. argilla-server pins
 pydantic~=2.9, fastapi~=0.115 and httpx~=0.27, which clash with our stack, so it lives in its own
 venv (``make argilla-env`` builds ``.venv-argilla``); it is a separate process anyway. osmem runs
-no painless scripts, so the server and worker start through ``tapir/review/osmem_server.py``.
+no painless scripts, so the server and worker start through ``tools/argilla_osmem_server.py``.
 
-    python -m tapir.review.local_server      # serve on http://127.0.0.1:6900 until Ctrl-C
+    python tools/argilla_local_server.py     # serve on http://127.0.0.1:6900 until Ctrl-C
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 VENV = Path(os.environ.get("TAPIR_ARGILLA_VENV", ".venv-argilla")).absolute()
 PYTHON = VENV / "bin" / "python"
 # argilla-server's CLI with the three script updates osmem cannot run done in Python (see there).
-ON_OSMEM = Path(__file__).with_name("osmem_server.py")
+ON_OSMEM = Path(__file__).with_name("argilla_osmem_server.py")
 LOCAL_DEFAULT_KEY = "argilla.apikey"  # Argilla's own quickstart convention for local servers
 WORKSPACE = "argilla"
 

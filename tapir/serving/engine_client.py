@@ -1,4 +1,4 @@
-"""The one client every step uses to reach an engine (``tapir.engines``).
+"""The one client every step uses to reach an engine (``tapir.serving.engines``).
 
 It is distilabel's ``OpenAILLM`` (so a step is an ordinary distilabel Task) with what a shared
 engine needs from its clients:
@@ -43,11 +43,11 @@ from distilabel.models.llms import OpenAILLM
 from distilabel.models.llms.utils import prepare_output
 from pydantic import Field, PrivateAttr, SecretStr
 
-from tapir.batch_api import LEDGER_FOLDER, BatchLedger, BatchRound
-from tapir.llms import TOP_LOGPROBS, UsageLoggingMixin
 from tapir.manifest import scrub
 from tapir.pricing import usd
-from tapir.simulator import ROLE_HEADER
+from tapir.serving.batch_api import LEDGER_FOLDER, BatchLedger, BatchRound
+from tapir.serving.llms import TOP_LOGPROBS, UsageLoggingMixin
+from tapir.serving.simulator import ROLE_HEADER
 
 SPEND_FILE_PREFIX = "spend"
 SPEND_READ_EVERY_S = 0.5
@@ -160,7 +160,7 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
     max_concurrency: int | None = Field(None, exclude=True)
     retry_base_s: float = Field(0.5, exclude=True)
     retry_cap_s: float = Field(30.0, exclude=True)
-    guided: str | None = Field(None, description="How constraints travel: grammar, vllm or none.")
+    guided: str | None = Field(None, description="How constraints travel: grammar, choice_regex or none.")
     grammar: str | None = Field(None, description="GBNF grammar every generation must follow.")
     choices: list[str] | None = Field(None, description="The only answers allowed (vLLM's choice).")
     regex: str | None = Field(None, description="A regex every answer must match (vLLM's regex).")
@@ -172,7 +172,9 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
     )
     # How requests travel and what they cost, not what they ask: out of the step signature and
     # the response cache key (a batch answer is the online answer).
-    batch: bool = Field(False, exclude=True, description="Send through the Batch API (tapir.batch_api).")
+    batch: bool = Field(
+        False, exclude=True, description="Send through the Batch API (tapir.serving.batch_api)."
+    )
     batch_poll_s: float = Field(30.0, exclude=True, description="Seconds between polls of a batch.")
     batch_dir: str | None = Field(None, exclude=True, description="The batch ledger's folder.")
     price: dict[str, float] | None = Field(
@@ -207,7 +209,7 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
 
     async def _agenerate(self, inputs: list[Any], num_generations: int = 1, **kwargs: Any) -> list[Any]:  # type: ignore[override]
         """Online: one request per input (distilabel's gather). Batch: the same requests, sent
-        as one API batch once every input has made its own (``tapir.batch_api``)."""
+        as one API batch once every input has made its own (``tapir.serving.batch_api``)."""
         if not self.batch or not inputs:
             return await super()._agenerate(inputs, num_generations, **kwargs)
         per_input = 1 if self.supports_n or num_generations == 1 else num_generations
@@ -289,7 +291,7 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
         extra_body: dict[str, Any] = {}
         if self.guided == "grammar" and self.grammar:
             extra_body["grammar"] = self.grammar
-        elif self.guided == "vllm" and (self.choices or self.regex):
+        elif self.guided == "choice_regex" and (self.choices or self.regex):
             constraint = {"choice": list(self.choices)} if self.choices else {"regex": self.regex}
             if self._vllm_fields == "guided":
                 extra_body.update({f"guided_{kind}": value for kind, value in constraint.items()})
@@ -314,7 +316,7 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
         import openai
         from openai.types.chat import ChatCompletion
 
-        if self.guided == "vllm" and self._vllm_fields is None:
+        if self.guided == "choice_regex" and self._vllm_fields is None:
             self._vllm_fields = await self._read_vllm_fields()
         body = self._body(n, index, max_new_tokens, temperature, top_p)
         body.update({k: v for k, v in penalties.items() if v})
@@ -448,7 +450,7 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
             return f"spend cap reached (${total:.2f} of ${self.max_spend_usd:g})"
         return None
 
-    # -- batch API helpers (tapir.batch_api) -----------------------------------------------------
+    # -- batch API helpers (tapir.serving.batch_api) -----------------------------------------------------
 
     def _parse_completion(self, body: Any) -> tuple[list[str], int, int, list[Any]] | str:
         """A chat completion body as the online path reads it, or why it is not one."""

@@ -8,7 +8,7 @@ Only the local, single-machine server needs this: Docker and Spaces run real Ope
 Elasticsearch. (Two reviewers saving the same record in the same instant could lose one index
 update; the database, which `tapir review pull` reads through the API, keeps both.)
 
-    .venv-argilla/bin/python tapir/review/osmem_server.py start --port 6900
+    .venv-argilla/bin/python tools/argilla_osmem_server.py start --port 6900
 """
 
 from __future__ import annotations
