@@ -70,10 +70,10 @@ def run_ours(model: str, data: Path, work: Path, args: argparse.Namespace) -> di
             "student": {"backend": "transformers", "model": model},
             "training": {
                 "max_steps": args.steps,
-                "per_device_batch_size": args.batch,
+                "per_device_train_batch_size": args.batch,
                 "max_length": args.max_length,
                 "learning_rate": 2e-5,
-                "warmup_ratio": 0.0,
+                "warmup_steps": 0.0,
                 "bf16": args.bf16,
                 "save_steps": 10_000,
                 "chat_template": str(REPO / "core" / "templates" / "tapir_chat.jinja"),

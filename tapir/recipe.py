@@ -613,9 +613,33 @@ class LoraSettings(StrictModel):
     )
 
 
+#: Training fields that are TRL ``SFTConfig`` fields of the same name and meaning, passed as they are.
+SFT_FIELDS = (
+    "num_train_epochs",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "max_grad_norm",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "packing",
+    "assistant_only_loss",
+    "bf16",
+    "fp16",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "report_to",
+)
+
+
 class TrainingSettings(StrictModel):
-    """Staged curriculum SFT with TRL ``SFTTrainer`` (METHOD step 10). Each value maps onto an
-    ``SFTConfig`` field of the same meaning; ``sft_options`` passes any other one verbatim."""
+    """Staged curriculum SFT with TRL ``SFTTrainer`` (METHOD step 10). The optimisation fields
+    carry TRL ``SFTConfig``'s own names and meaning (``SFT_FIELDS``, passed as they are, as the
+    alignment-handbook's configs are); ``sft_options`` passes any other SFTConfig field verbatim.
+    The rest is tapir's: where rounds start and go, the closed loop, LoRA, the launcher."""
 
     model: str | None = Field(
         None,
@@ -660,16 +684,21 @@ class TrainingSettings(StrictModel):
     rescore_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra arguments for that engine's distilabel LLM."
     )
-    epochs: float = Field(3.0, gt=0, description="Epochs over each round's data (paper: 3).")
+    num_train_epochs: float = Field(3.0, gt=0, description="Epochs over each round's data (paper: 3).")
     max_steps: int | None = Field(
-        None, gt=0, description="Optimizer steps per round; overrides epochs (a small CPU budget)."
+        None, gt=0, description="Optimizer steps per round; overrides num_train_epochs (a small CPU budget)."
     )
     learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate (paper: 2e-5).")
-    lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
-    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Share of steps for linear LR warm-up.")
+    lr_scheduler_type: str = Field("cosine", description="transformers scheduler name.")
+    warmup_steps: float = Field(
+        0.03,
+        ge=0.0,
+        description="Linear LR warm-up: a float below 1 is a share of the round's steps, 1 or more a "
+        "number of steps (SFTConfig's meaning).",
+    )
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    per_device_batch_size: int = Field(4, gt=0, description="Sequences per device per micro-step.")
+    per_device_train_batch_size: int = Field(4, gt=0, description="Sequences per device per micro-step.")
     gradient_accumulation_steps: int = Field(
         1, gt=0, description="Micro-steps per optimizer step. Global batch = this x per-device x devices."
     )

@@ -34,7 +34,7 @@ def base_recipe(tmp_path, **training):
             "name": "abl",
             "output_dir": str(tmp_path / "out"),
             "curriculum": {"rounds": 3, "hard_share": [0.3, 0.6, 0.9], "warmup_size": 4},
-            "training": {"per_device_batch_size": 2, **training},
+            "training": {"per_device_train_batch_size": 2, **training},
         }
     )
 
@@ -83,7 +83,7 @@ def test_budget_follows_round_sizes_or_waits_for_the_tapir_data(tmp_path):
         {
             "name": "abl",
             "curriculum": {"rounds": 2, "hard_share": [0.5, 0.5], "round_sizes": [6, 10], "warmup_size": 0},
-            "training": {"per_device_batch_size": 2, "epochs": 2},
+            "training": {"per_device_train_batch_size": 2, "num_train_epochs": 2},
         }
     )
     assert budget(sized) == Budget(8, 2)  # average round of 8 rows, batch 2, 2 epochs
@@ -133,7 +133,7 @@ def test_ablation_runs_every_arm_through_one_evaluation(tmp_path):
         teacher=scripted,
         judge=scripted,
         student={"backend": "transformers", "model": str(tiny), "generation": {"max_new_tokens": 8}},
-        training={"max_steps": 1, "per_device_batch_size": 2, "max_length": 128, "learning_rate": 1e-3},
+        training={"max_steps": 1, "per_device_train_batch_size": 2, "max_length": 128, "learning_rate": 1e-3},
         evaluation={
             "models": ["rounds"],
             "batch_size": 4,

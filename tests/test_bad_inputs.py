@@ -617,7 +617,11 @@ CASES: list[Case] = [
         "training.output_dir",
         lambda w: _train(w, {"training.output_dir": str(w.out)}, name="datarun"),
     ),
-    ("train-epochs-zero", "training.epochs", lambda w: _train(w, {"training.epochs": 0}, name="epochs")),
+    (
+        "train-epochs-zero",
+        "training.num_train_epochs",
+        lambda w: _train(w, {"training.num_train_epochs": 0}, name="num_train_epochs"),
+    ),
     (
         "train-lr-negative",
         "training.learning_rate",
@@ -625,8 +629,8 @@ CASES: list[Case] = [
     ),
     (
         "train-batch-zero",
-        "training.per_device_batch_size",
-        lambda w: _train(w, {"training.per_device_batch_size": 0}, name="batch"),
+        "training.per_device_train_batch_size",
+        lambda w: _train(w, {"training.per_device_train_batch_size": 0}, name="batch"),
     ),
     (
         "train-launcher-unknown",

@@ -104,3 +104,26 @@ def test_an_installed_tapir_plans_data_and_eval_in_an_empty_folder(fresh_tapir, 
     assert again.returncode == 2 and again.stderr.startswith("tapir: error: init: default.yaml exists")
     unknown = _run(fresh_tapir, tmp_path, "data", "--recipe", "nope", "--dry-run")
     assert unknown.returncode == 2 and "tapir ships the recipes default, paper-llama2-7b" in unknown.stderr
+
+
+def test_the_wheel_carries_the_package_data_and_no_development_tooling(fresh_tapir):
+    """Every file the installed verbs read at run time is in the wheel (card templates, benchmark
+    samples, recipes, prompt templates, accelerate configs); the local Argilla server and the
+    tests are not."""
+    import zipfile
+
+    wheel = next((fresh_tapir.parents[2] / "dist").glob("tapir_distill-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in (
+        "tapir/publishing/templates/dataset_card.md.jinja",
+        "tapir/publishing/templates/model_card.md.jinja",
+        "tapir/benchmark_samples/alpaca_eval/reference_outputs.json",
+        "tapir/benchmark_samples/mt_bench/reference_answer/gpt-4.jsonl",
+        "tapir/recipes/default.yaml",
+        "tapir/serving/backends.py",
+        "tapir/commands/distill.py",
+    ):
+        assert needed in names, needed
+    assert any(n.startswith("tapir/pipelines/templates/") for n in names)
+    assert any(n.startswith("tapir/training/accelerate/") for n in names)
+    assert not [n for n in names if "argilla_local_server" in n or "osmem" in n or n.startswith("tests/")]

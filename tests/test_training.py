@@ -69,7 +69,7 @@ def recipe_for(tmp_path: Path, model: Path, rounds: int = 2, **training) -> Reci
     settings = {
         "max_steps": 4,
         "learning_rate": 5e-3,
-        "per_device_batch_size": 2,
+        "per_device_train_batch_size": 2,
         "max_length": 128,
         "save_steps": 2,
         "mfd_student": "base",  # these rounds train on the hand-made data folder as it is
@@ -145,7 +145,7 @@ def test_only_assistant_tokens_carry_loss(tmp_path, tiny_model):
 
 
 def test_trained_tiny_model_stops_with_eos(tmp_path, tiny_model):
-    recipe = recipe_for(tmp_path, tiny_model, rounds=1, max_steps=80, learning_rate=1e-2, warmup_ratio=0.0)
+    recipe = recipe_for(tmp_path, tiny_model, rounds=1, max_steps=80, learning_rate=1e-2, warmup_steps=0.0)
     data_run(tmp_path / "data-run", {"round_1": 4}, recipe)
     model_dir = run_training(recipe, QUIET) / "round_1" / "model"
 
@@ -305,7 +305,7 @@ def test_closed_loop_regrades_only_the_student(tmp_path, tiny_model):
         teacher=scripted,
         judge=scripted,
         student={"backend": "transformers", "model": str(tiny_model), "generation": {"max_new_tokens": 8}},
-        training={"max_steps": 2, "per_device_batch_size": 2, "max_length": 128, "learning_rate": 1e-3},
+        training={"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 128, "learning_rate": 1e-3},
     )
     recipe_file = tmp_path / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
@@ -367,7 +367,7 @@ def test_warmed_up_student_grades_every_round_of_a_fixed_curriculum(tmp_path, ti
         teacher=scripted,
         judge=scripted,
         student={"backend": "transformers", "model": str(tiny_model), "generation": {"max_new_tokens": 8}},
-        training={"max_steps": 1, "per_device_batch_size": 2, "max_length": 128, "learning_rate": 1e-3},
+        training={"max_steps": 1, "per_device_train_batch_size": 2, "max_length": 128, "learning_rate": 1e-3},
     )
     assert recipe.training.mfd_student == "warmed_up" and not recipe.training.closed_loop
     recipe_file = tmp_path / "recipe.yaml"
@@ -492,3 +492,25 @@ def test_push_model_dry_run_writes_a_loadable_model_with_its_card_and_the_push_s
     sent = hub.files["org/tiny-student"]
     assert {"README.md", "config.json", "model.safetensors", "tapir_round_manifest.json"} <= set(sent)
     assert sent["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+
+
+def test_the_training_section_speaks_sft_configs_names(tmp_path):
+    """Fields passed to SFTConfig as they are carry its own names; a training field named like an
+    SFTConfig field is passed (none is shadowed under the same name with another meaning); and a
+    recipe value reaches the SFTConfig the trainer gets."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    from tapir.recipe import SFT_FIELDS, TrainingSettings
+    from tapir.training.sft import sft_config
+
+    sft_names = {f.name for f in dataclasses.fields(SFTConfig)}
+    assert set(SFT_FIELDS) <= sft_names
+    handled_apart = {"max_steps", "gradient_checkpointing", "output_dir"}  # None -> -1; renamed; per round
+    named_like_sft = set(TrainingSettings.model_fields) & sft_names
+    assert named_like_sft - handled_apart <= set(SFT_FIELDS)
+    settings = TrainingSettings(num_train_epochs=2.5, lr_scheduler_type="linear", warmup_steps=7)
+    config = sft_config(settings, tmp_path, seed=3, eos_token="</s>")
+    assert (config.num_train_epochs, config.lr_scheduler_type, config.warmup_steps) == (2.5, "linear", 7)
+    assert config.per_device_train_batch_size == settings.per_device_train_batch_size

@@ -48,7 +48,7 @@ def two_process_recipe(tmp_path: Path, model: Path, **training) -> Recipe:
         rounds=1,
         launcher="accelerate",
         accelerate_config=str(TWO_CPUS),
-        per_device_batch_size=1,
+        per_device_train_batch_size=1,
         sft_options=SEQUENTIAL,
         **training,
     )
@@ -73,7 +73,12 @@ def test_the_shipped_cpu_config_starts_two_gloo_ranks_with_torchrun():
 @pytest.mark.integration
 def test_two_processes_match_one_at_the_same_global_batch(tmp_path, tiny_model):
     one = recipe_for(
-        tmp_path / "one", tiny_model, rounds=1, max_steps=5, per_device_batch_size=2, sft_options=SEQUENTIAL
+        tmp_path / "one",
+        tiny_model,
+        rounds=1,
+        max_steps=5,
+        per_device_train_batch_size=2,
+        sft_options=SEQUENTIAL,
     )
     data_run(tmp_path / "one" / "data-run", {"round_1": 10}, one)
     two = two_process_recipe(tmp_path / "two", tiny_model, max_steps=5)
@@ -172,7 +177,7 @@ def test_two_machines_on_loopback_train_each_round_together(tmp_path, tiny_model
         max_steps=3,
         launcher="accelerate",
         accelerate_config=str(machines),
-        per_device_batch_size=1,
+        per_device_train_batch_size=1,
         sft_options=SEQUENTIAL,
     )
     data_run(tmp_path / "data-run", {"warmup": 2, "round_1": 6, "round_2": 6}, recipe)

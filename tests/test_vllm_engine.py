@@ -119,7 +119,7 @@ def test_checkpoints_served_by_vllm_in_the_closed_loop_and_in_eval(tmp_path, vll
         curriculum={"rounds": 1, "hard_share": [0.5], "warmup_size": 2},
         training={
             "max_steps": 2,
-            "per_device_batch_size": 2,
+            "per_device_train_batch_size": 2,
             "max_length": 128,
             "learning_rate": 1e-3,
             "rescore_backend": "vllm",

@@ -60,7 +60,7 @@ def train_dry_run(
     if settings.launcher == "accelerate":
         cluster = read_cluster(Path(str(settings.accelerate_config)))
         devices, machines = cluster.num_processes, cluster.num_machines
-    global_batch = settings.per_device_batch_size * settings.gradient_accumulation_steps * devices
+    global_batch = settings.per_device_train_batch_size * settings.gradient_accumulation_steps * devices
     start = start_model_name(recipe)
     data = DataRun(recipe.resolved_output_dir)
     status = data_status(recipe)
@@ -71,9 +71,9 @@ def train_dry_run(
         f"checkpoints: {recipe.resolved_train_dir}"
     )
     console.print(
-        f"global batch {global_batch} = {settings.per_device_batch_size} per device x "
+        f"global batch {global_batch} = {settings.per_device_train_batch_size} per device x "
         f"{settings.gradient_accumulation_steps} accumulation x {devices} device(s); lr "
-        f"{settings.learning_rate} {settings.lr_scheduler}; max_length {settings.max_length}; "
+        f"{settings.learning_rate} {settings.lr_scheduler_type}; max_length {settings.max_length}; "
         f"{'LoRA r=' + str(settings.lora.r) if settings.lora.enabled else 'full fine-tuning'}; "
         f"{'bf16' if settings.bf16 else 'fp16' if settings.fp16 else settings.dtype}"
     )
@@ -100,9 +100,9 @@ def train_dry_run(
         if settings.max_steps:
             steps = str(settings.max_steps)
         elif rows:
-            steps = str(math.ceil(math.ceil(rows / global_batch) * settings.epochs))
+            steps = str(math.ceil(math.ceil(rows / global_batch) * settings.num_train_epochs))
         else:
-            steps = f"ceil(rows / {global_batch}) x {settings.epochs:g} epochs"
+            steps = f"ceil(rows / {global_batch}) x {settings.num_train_epochs:g} epochs"
         table.add_row(name, source, "?" if rows is None else str(rows), steps, graders[index])
         plan_rounds.append(
             {

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from tapir.native_output import quiet_transformers_local_bars
-from tapir.recipe import Recipe, TrainingSettings
+from tapir.recipe import SFT_FIELDS, Recipe, TrainingSettings
 from tapir.stage_contract import CHECKPOINT_ID, MODEL_DIR
 from tapir.staging import staging_dir, staging_path, swap_into_place
 from tapir.training.model_setup import load_tokenizer
@@ -54,39 +54,26 @@ def sft_config(
     """The recipe's training section as TRL's ``SFTConfig``."""
     from trl import SFTConfig
 
-    fields: dict[str, Any] = {
-        "output_dir": str(output_dir),
-        "num_train_epochs": settings.epochs,
-        "max_steps": settings.max_steps or -1,
-        "learning_rate": settings.learning_rate,
-        "lr_scheduler_type": settings.lr_scheduler,
-        "warmup_steps": settings.warmup_ratio,  # transformers 5: a float < 1 is a ratio
-        "weight_decay": settings.weight_decay,
-        "max_grad_norm": settings.max_grad_norm,
-        "per_device_train_batch_size": settings.per_device_batch_size,
-        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
-        "max_length": settings.max_length,
-        "packing": settings.packing,
-        "assistant_only_loss": settings.assistant_only_loss,
-        "eos_token": eos_token,  # TRL adds it to the generation config, so generation stops there
-        "bf16": settings.bf16,
-        "fp16": settings.fp16,
-        "activation_checkpointing": settings.gradient_checkpointing,
-        "logging_steps": settings.logging_steps,
-        "save_strategy": "steps",
-        "save_steps": settings.save_steps,
-        "save_total_limit": settings.save_total_limit,
-        "seed": seed,
-        "data_seed": seed,
-        "include_num_input_tokens_seen": "non_padding",
-        "report_to": list(settings.report_to),
-        "run_name": run_name,
-        "model_init_kwargs": {"dtype": settings.dtype},
-        "dataset_num_proc": None,
-        "dataloader_pin_memory": _has_accelerator(),
-        # every weight (or adapter) gets a gradient: DDP's extra search for unused ones is wasted
-        "ddp_find_unused_parameters": False,
-    }
+    fields: dict[str, Any] = {name: getattr(settings, name) for name in SFT_FIELDS}
+    fields.update(
+        {
+            "output_dir": str(output_dir),
+            "max_steps": settings.max_steps or -1,
+            "eos_token": eos_token,  # TRL adds it to the generation config, so generation stops there
+            "activation_checkpointing": settings.gradient_checkpointing,
+            "save_strategy": "steps",
+            "seed": seed,
+            "data_seed": seed,
+            "include_num_input_tokens_seen": "non_padding",
+            "report_to": list(settings.report_to),
+            "run_name": run_name,
+            "model_init_kwargs": {"dtype": settings.dtype},
+            "dataset_num_proc": None,
+            "dataloader_pin_memory": _has_accelerator(),
+            # every weight (or adapter) gets a gradient: DDP's extra search for unused ones is wasted
+            "ddp_find_unused_parameters": False,
+        }
+    )
     fields.update(settings.sft_options)
     return SFTConfig(**fields)
 

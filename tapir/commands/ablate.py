@@ -97,8 +97,8 @@ def budget(recipe: Recipe, tapir_sizes: list[int] | None = None) -> Budget | Non
     sizes = sizes or tapir_sizes
     if not sizes:
         return None
-    batch = recipe.training.per_device_batch_size * recipe.training.gradient_accumulation_steps
-    per_round = math.ceil(math.ceil(sum(sizes) / len(sizes) / batch) * recipe.training.epochs)
+    batch = recipe.training.per_device_train_batch_size * recipe.training.gradient_accumulation_steps
+    per_round = math.ceil(math.ceil(sum(sizes) / len(sizes) / batch) * recipe.training.num_train_epochs)
     return Budget(max(1, per_round), rounds)
 
 

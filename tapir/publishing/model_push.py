@@ -170,13 +170,13 @@ def render_model_card(
     training = (manifest or {}).get("training") or recipe.training.model_dump(mode="json")
     metrics = (manifest or {}).get("metrics") or {}
     settings = [
-        ["epochs", training.get("epochs")],
+        ["epochs", training.get("num_train_epochs")],
         ["max steps", training.get("max_steps") or "-"],
         ["learning rate", training.get("learning_rate")],
-        ["scheduler", training.get("lr_scheduler")],
+        ["scheduler", training.get("lr_scheduler_type")],
         [
             "per-device batch x accumulation",
-            f"{training.get('per_device_batch_size')} x {training.get('gradient_accumulation_steps')}",
+            f"{training.get('per_device_train_batch_size')} x {training.get('gradient_accumulation_steps')}",
         ],
         ["max length", training.get("max_length")],
         ["LoRA", "yes (merged)" if (training.get("lora") or {}).get("enabled") else "no (full fine-tune)"],
