@@ -18,6 +18,7 @@ import pandas as pd
 from tapir.benchmark_sources import EMBEDDED, read_records, resolve, sample_file
 from tapir.errors import DataError, EvaluationError
 from tapir.evaluation import alpaca_metrics
+from tapir.evaluation.answer_stats import GeneratedText, answer_stats
 from tapir.evaluation.generation import Generator
 from tapir.evaluation.judging import JudgeClient, JudgeStats
 from tapir.manifest import write_json
@@ -79,9 +80,12 @@ def generate(
     return pd.DataFrame(
         {
             "instruction": reference["instruction"],
-            "output": answers,
+            "output": [str(a) for a in answers],
             "generator": name,
             "dataset": reference["dataset"],
+            # how long each answer is and whether it ended before the cap (answer_stats)
+            "output_tokens": [getattr(a, "output_tokens", None) for a in answers],
+            "ended": [getattr(a, "ended", None) for a in answers],
         }
     )
 
@@ -215,6 +219,16 @@ def score_outputs(
         native_log=out_dir / "length_controlled_fit.log",
     )
     metrics["avg_length"] = int(outputs["output"].str.len().mean())
+    metrics["answers"] = answer_stats(
+        [
+            GeneratedText(text, _known(tokens), _known(ended))
+            for text, tokens, ended in zip(
+                outputs["output"],
+                outputs.get("output_tokens", [None] * len(outputs)),
+                outputs.get("ended", [None] * len(outputs)),
+            )
+        ]
+    )
     health = {**stats.health(), **length_stats(annotations)}
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs.to_json(out_dir / "model_outputs.json", orient="records", indent=1, force_ascii=False)
@@ -222,3 +236,10 @@ def score_outputs(
     result = {"metrics": metrics, "judge_health": health}
     write_json(out_dir / "metrics.json", result)
     return result
+
+
+def _known(value: Any) -> Any:
+    """A pandas cell as a plain value; a missing one (None, NaN) as None."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if hasattr(value, "item") else value

@@ -6,6 +6,8 @@ transformers, or send the whole list, concurrently, to a served engine (llama.cp
 chat template is always the one saved with the model's tokenizer -- a model without one is
 refused, never given a template guessed from its name. Answers are cached by model identity,
 prompt and sampling settings, so re-evaluating an unchanged checkpoint generates nothing.
+Each answer keeps its length in tokens and whether it ended before the cap
+(:class:`~tapir.evaluation.answer_stats.GeneratedText`); no stop string cuts an answer short.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tapir.errors import EvaluationError
+from tapir.evaluation.answer_stats import GeneratedText
 from tapir.native_output import quiet_transformers_local_bars
 from tapir.recipe import ModelSpec
 from tapir.serving.llm_factory import LLMContext
@@ -74,6 +77,16 @@ class TransformersGenerator:
         )
         return list(encoded["input_ids"])
 
+    def _eos_ids(self) -> set[int]:
+        """Every token that ends an answer: the generation config's and the tokenizer's EOS."""
+        configured = self.model.generation_config.eos_token_id
+        ids = set(
+            configured if isinstance(configured, list) else [configured] if configured is not None else []
+        )
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
     def generate(
         self, conversations: list[Conversation], max_new_tokens: int, temperature: float, seed: int
     ) -> list[str]:
@@ -82,6 +95,7 @@ class TransformersGenerator:
         prompts = [self.render(c) for c in conversations]
         order = sorted(range(len(prompts)), key=lambda n: len(prompts[n]))
         answers: list[str] = [""] * len(prompts)
+        eos = self._eos_ids()
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             batch = self.tokenizer.pad({"input_ids": [prompts[n] for n in chunk]}, return_tensors="pt")
@@ -98,7 +112,11 @@ class TransformersGenerator:
                 )
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             for n, tokens in zip(chunk, new_tokens):
-                answers[n] = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                ids = tokens.tolist()
+                stop = next((i for i, t in enumerate(ids) if t in eos), None)
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                taken = len(ids) if stop is None else stop + 1
+                answers[n] = GeneratedText(text, taken, stop is not None)
             if self.on_batch:
                 self.on_batch(len(chunk))
         return answers
@@ -122,7 +140,8 @@ class EngineGenerator:
 
         engines = context.engine_set()
         shared = engine_key(spec) in engines.engines  # e.g. the embedded student is the judge too
-        self.llm = build_llm(spec, "eval_model", context, step=f"eval_answers:{name}")
+        # no stop strings: whether the model ends its answer by itself is measured, not helped
+        self.llm = build_llm(spec, "eval_model", context, step=f"eval_answers:{name}", turn_stop=False)
         self.engine = engines.ensure(spec, "eval_model", f"eval_answers:{name}")
         self.engines = None if shared else engines
         engines.start()
@@ -146,7 +165,11 @@ class EngineGenerator:
                 failure = next((f for f in output.get("failures") or [] if f), None)
                 if texts[0] is None:
                     self.failures.append(failure or "no answer")
-                answers.append(texts[0].strip() if texts[0] is not None else None)
+                    answers.append(None)
+                    continue
+                taken = ((output.get("statistics") or {}).get("output_tokens") or [None])[0]
+                ended = None if not taken else taken < max_new_tokens  # the cap reached: cut short
+                answers.append(GeneratedText(texts[0].strip(), taken or None, ended))
             if self.on_batch:
                 self.on_batch(len(batch))
         return answers
@@ -186,7 +209,8 @@ class CachedGenerator:
         self, conversations: list[Conversation], max_new_tokens: int, temperature: float, seed: int
     ) -> list[str]:
         keys = [self._key(c, max_new_tokens, temperature, seed) for c in conversations]
-        answers: list[str | None] = [self.cache.get(k) for k in keys]
+        stored = [self.cache.get(k) for k in keys]
+        answers: list[str | None] = [None if s is None else GeneratedText.from_record(s) for s in stored]
         missing = [n for n, a in enumerate(answers) if a is None]
         self.cached += len(conversations) - len(missing)
         if self.on_cached and len(conversations) > len(missing):
@@ -202,8 +226,9 @@ class CachedGenerator:
                 if answer is None:  # a served request that failed after its retries
                     failed += 1
                     continue
+                answer = answer if isinstance(answer, GeneratedText) else GeneratedText(answer)
                 answers[n] = answer
-                self.cache.set(keys[n], answer)
+                self.cache.set(keys[n], answer.record())
             self.generated += len(missing) - failed
             if failed:
                 reasons = getattr(self.engine, "failures", []) or ["unknown"]
@@ -212,7 +237,7 @@ class CachedGenerator:
                     f"after retries (last: {reasons[-1][:160]}); the {len(missing) - failed} that "
                     "came back are cached, so a rerun asks only for the rest"
                 )
-        return [a or "" for a in answers]
+        return [a if a is not None else GeneratedText("") for a in answers]
 
     def close(self) -> None:
         close = getattr(self.engine, "close", None)

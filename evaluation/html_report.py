@@ -60,6 +60,13 @@ BOARD = [
     ("mt_bench_standard_error", "MT ± s.e.", "f2"),
     ("mt_bench_turn_1", "turn 1", "f2"),
     ("mt_bench_turn_2", "turn 2", "f2"),
+    ("mt_bench_scoring", "MT grades", "text"),
+    ("ae_ends_rate", "AE2 ends", "pct"),
+    ("mt_ends_rate", "MT ends", "pct"),
+    ("ae_mean_tokens", "AE2 tokens", "f0"),
+    ("mt_mean_tokens", "MT tokens", "f0"),
+    ("ae_in_format", "AE2 in format", "pct"),
+    ("mt_in_format", "MT in format", "pct"),
     ("judge_parse_failures", "unparsed", "int"),
 ]
 CATEGORIES = [("model", "model", "text")] + [(f"mt_{c}", c, "f2") for c in MT_CATEGORIES]

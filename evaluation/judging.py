@@ -2,7 +2,9 @@
 
 Every verdict is parsed by the benchmark's own parser. A verdict that does not parse is asked
 once more with some sampling (a greedy judge would only repeat itself); what still fails is
-counted and reported with the result -- never turned into a score.
+counted and reported with the result -- never turned into a score. A judge read as expected
+scores (``expected``) grades with sum p(k)*k over the rating tokens' log-probabilities, and the
+number it wrote is kept beside it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from tapir.expected_score import expected_score
 from tapir.recipe import ModelSpec
 from tapir.serving.backends import backend_of
 from tapir.serving.llm_factory import Constraint, LLMContext, build_llm, preflight
-from tapir.serving.llms import read_usage
+from tapir.serving.llms import TOP_LOGPROBS, read_usage
 
 T = TypeVar("T")
 RETRY_TEMPERATURE = 0.7
@@ -26,6 +29,7 @@ class Verdict(Generic[T]):
     text: str
     value: T | None
     attempts: int = 1
+    written: T | None = None  # the number written, when ``value`` is the expected score
 
 
 @dataclass
@@ -64,21 +68,26 @@ class JudgeClient:
         batch_size: int,
         retries: int = 1,
         on_batch: Callable[[int], None] | None = None,
+        expected: bool = False,
     ) -> None:
         self.llm = llm
+        self.expected = expected
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.retries = retries
         self.on_batch = on_batch
         self.model_id = getattr(llm, "model_id", "") or llm.model_name
 
-    def _call(self, conversations: list[list[dict[str, str]]], retry: bool, stats: JudgeStats) -> list[str]:
+    def _call(
+        self, conversations: list[list[dict[str, str]]], retry: bool, stats: JudgeStats
+    ) -> list[tuple[str, Any]]:
+        """Each conversation's verdict text and its token log-probabilities (None without)."""
         kwargs = {**(self.llm.generation_kwargs or {}), "max_new_tokens": self.max_new_tokens}
         if retry:
             kwargs["temperature"] = max(RETRY_TEMPERATURE, kwargs.get("temperature", 0.0))
             if "do_sample" in kwargs:
                 kwargs["do_sample"] = True
-        texts: list[str] = []
+        texts: list[tuple[str, Any]] = []
         for start in range(0, len(conversations), self.batch_size):
             batch = conversations[start : start + self.batch_size]
             try:
@@ -90,7 +99,7 @@ class JudgeClient:
                 if failure:
                     stats.call_errors += 1
                     stats.last_error = failure[:300]
-            texts += [_first_text(o) for o in outputs]
+            texts += [(_first_text(o), _first_logprobs(o)) for o in outputs]
             if self.on_batch:
                 self.on_batch(len(batch))
         return texts
@@ -107,19 +116,32 @@ class JudgeClient:
     def judge(
         self, conversations: list[list[dict[str, str]]], parse: Callable[[str], T | None], stats: JudgeStats
     ) -> list[Verdict[T]]:
-        verdicts = [Verdict(text, parse(text)) for text in self._call(conversations, False, stats)]
+        verdicts = [
+            self._verdict(text, tokens, parse, 1) for text, tokens in self._call(conversations, False, stats)
+        ]
         for _ in range(self.retries):
             failed = [n for n, v in enumerate(verdicts) if v.value is None]
             if not failed:
                 break
             stats.retries += len(failed)
-            for n, text in zip(failed, self._call([conversations[n] for n in failed], True, stats)):
-                value = parse(text)
-                verdicts[n] = Verdict(text, value, verdicts[n].attempts + 1)
-                stats.recovered_by_retry += value is not None
+            answers = self._call([conversations[n] for n in failed], True, stats)
+            for n, (text, tokens) in zip(failed, answers):
+                verdicts[n] = self._verdict(text, tokens, parse, verdicts[n].attempts + 1)
+                stats.recovered_by_retry += verdicts[n].value is not None
         stats.judgments += len(verdicts)
         stats.parse_failures += sum(v.value is None for v in verdicts)
+        if self.expected:  # written but not readable as an expectation: counted apart
+            unreadable = sum(v.value is None and v.written is not None for v in verdicts)
+            stats.extra["no_expected_score"] = stats.extra.get("no_expected_score", 0) + unreadable
         return verdicts
+
+    def _verdict(self, text: str, tokens: Any, parse: Callable[[str], T | None], attempts: int) -> Verdict[T]:
+        written = parse(text)
+        if not self.expected or written is None:
+            return Verdict(text, written, attempts, written)
+        expected = expected_score(tokens)
+        value = expected.value.value if expected.ok and expected.value is not None else None
+        return Verdict(text, value, attempts, written)  # type: ignore[arg-type]
 
 
 def build_judges(
@@ -131,6 +153,8 @@ def build_judges(
     batch_size: int,
     retries: int,
     on_batch: Callable[[int], None] | None = None,
+    expected: set[str] | None = None,
+    top_logprobs: int = 20,
 ) -> dict[str, JudgeClient]:
     """One JudgeClient per benchmark (name -> (verdict budget, answer constraint)).
 
@@ -142,6 +166,7 @@ def build_judges(
     preflight(spec, "judge")
     shared = None
     judges = {}
+    expected = expected or set()
     for name, (budget, constraint) in budgets.items():
         if backend_of(spec.backend).served:
             llm = build_llm(
@@ -151,6 +176,7 @@ def build_judges(
                 temperature=0.0,
                 constraint=constraint if constrain else None,
                 step=f"eval_judge:{name}",
+                top_logprobs=top_logprobs if name in expected else None,
             )
             llm.load()
         else:
@@ -159,9 +185,20 @@ def build_judges(
                 shared.load()
             llm = shared
         judges[name] = JudgeClient(
-            llm, max_new_tokens=budget, batch_size=batch_size, retries=retries, on_batch=on_batch
+            llm,
+            max_new_tokens=budget,
+            batch_size=batch_size,
+            retries=retries,
+            on_batch=on_batch,
+            expected=name in expected,
         )
     return judges
+
+
+def _first_logprobs(output: Any) -> Any:
+    if not output:
+        return None
+    return (output.get(TOP_LOGPROBS) or [None])[0]
 
 
 def _first_text(output: Any) -> str:

@@ -27,10 +27,19 @@ COLUMNS = [
     "mt_bench_standard_error",
     "mt_bench_turn_1",
     "mt_bench_turn_2",
+    "mt_bench_scoring",
     *[f"mt_{c}" for c in MT_CATEGORIES],
+    "ae_ends_rate",
+    "ae_mean_tokens",
+    "ae_in_format",
+    "mt_ends_rate",
+    "mt_mean_tokens",
+    "mt_in_format",
     "judge_parse_failures",
     "source",
 ]
+#: The judge-free columns (answer_stats), per benchmark: (leaderboard prefix, results key).
+ANSWER_COLUMNS = (("ae", "alpaca_eval"), ("mt", "mt_bench"))
 
 
 def model_row(name: str, kind: str, stage: int | None, judge: str, results: dict[str, Any]) -> dict[str, Any]:
@@ -60,9 +69,14 @@ def model_row(name: str, kind: str, stage: int | None, judge: str, results: dict
         row["mt_bench_standard_error"] = metrics.get("standard_error")
         row["mt_bench_turn_1"] = metrics["turn_1"]
         row["mt_bench_turn_2"] = metrics["turn_2"]
+        row["mt_bench_scoring"] = metrics.get("scoring", "written")
         for category, value in metrics["categories"].items():
             row[f"mt_{category}"] = value
         failures += results["mt_bench"]["judge_health"]["parse_failures"]
+    for prefix, benchmark in ANSWER_COLUMNS:
+        answers = (results.get(benchmark) or {}).get("metrics", {}).get("answers") or {}
+        for key in ("ends_rate", "mean_tokens", "in_format"):
+            row[f"{prefix}_{key}"] = answers.get(key)
     row["judge_parse_failures"] = failures
     return row
 
@@ -95,6 +109,13 @@ def markdown(table: pd.DataFrame) -> str:
             "mt_bench_standard_error",
             "mt_bench_turn_1",
             "mt_bench_turn_2",
+            "mt_bench_scoring",
+            "ae_ends_rate",
+            "mt_ends_rate",
+            "ae_mean_tokens",
+            "mt_mean_tokens",
+            "ae_in_format",
+            "mt_in_format",
             "judge_parse_failures",
         ]
     ].rename(
@@ -107,11 +128,20 @@ def markdown(table: pd.DataFrame) -> str:
             "mt_bench_standard_error": "MT ± s.e.",
             "mt_bench_turn_1": "turn 1",
             "mt_bench_turn_2": "turn 2",
+            "mt_bench_scoring": "MT grades",
+            "ae_ends_rate": "AE2 ends",
+            "mt_ends_rate": "MT ends",
+            "ae_mean_tokens": "AE2 tokens",
+            "mt_mean_tokens": "MT tokens",
+            "ae_in_format": "AE2 in format",
+            "mt_in_format": "MT in format",
             "judge_parse_failures": "unparsed verdicts",
         }
     )
     header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
     counts = {"AE2 n", "unparsed verdicts"}
+    shares = {"AE2 ends", "MT ends", "AE2 in format", "MT in format"}
+    whole = {"AE2 tokens", "MT tokens"}
     lines = []
     for _, row in shown.iterrows():
         cells = []
@@ -120,6 +150,10 @@ def markdown(table: pd.DataFrame) -> str:
                 cells.append("")
             elif column in counts:
                 cells.append(str(int(value)))
+            elif column in shares:
+                cells.append(f"{float(value):.0%}")
+            elif column in whole:
+                cells.append(f"{float(value):.0f}")
             elif isinstance(value, float):
                 cells.append(f"{value:.2f}")
             else:

@@ -18,6 +18,7 @@ from fastchat.llm_judge.common import load_judge_prompts, load_questions
 from tapir.benchmark_sources import read_records, resolve
 from tapir.errors import DataError, EvaluationError
 from tapir.evaluation import mt_bench_metrics
+from tapir.evaluation.answer_stats import answer_stats
 from tapir.evaluation.generation import Generator
 from tapir.evaluation.judging import JudgeClient, JudgeStats
 from tapir.manifest import write_json
@@ -111,6 +112,7 @@ def judge_answers(
                 "user_prompt": messages[-1]["content"],
                 "judgment": v.text,
                 "score": v.value,
+                "written_score": v.written,
                 "turn": turn,
                 "attempts": v.attempts,
                 "tstamp": time.time(),
@@ -142,10 +144,14 @@ def evaluate(
             f"({stats.last_error or 'see model_judgment/ for the texts'})"
         )
     summary = mt_bench_metrics.summarize(judgments)
+    summary["answers"] = answer_stats([a for q in data.questions for a in answers[q["question_id"]]])
     scores = judgments["score"].dropna()
     health = {
         **stats.health(),
-        "score_histogram": {str(int(k)): int(v) for k, v in scores.value_counts().sort_index().items()},
+        # expected grades are continuous: counted by their nearest whole grade
+        "score_histogram": {
+            str(int(k)): int(v) for k, v in scores.round().astype(int).value_counts().sort_index().items()
+        },
         "score_std": float(scores.std()) if len(scores) > 1 else 0.0,
     }
     (out_dir / "model_answer").mkdir(parents=True, exist_ok=True)
@@ -155,10 +161,11 @@ def evaluate(
             record = {
                 "question_id": q["question_id"],
                 "model_id": name,
-                "choices": [{"index": 0, "turns": answers[q["question_id"]]}],
+                "choices": [{"index": 0, "turns": [str(a) for a in answers[q["question_id"]]]}],
             }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     judgments.to_json(out_dir / "model_judgment" / "judge_single.jsonl", orient="records", lines=True)
-    result = {"metrics": summary, "judge_health": health}
+    scoring = "expected" if judge.expected else "written"
+    result = {"metrics": {**summary, "scoring": scoring}, "judge_health": health}
     write_json(out_dir / "metrics.json", result)
     return result

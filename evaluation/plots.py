@@ -86,12 +86,13 @@ def mt_bench_radar(table: pd.DataFrame, path: Path) -> Path | None:
 
 
 def round_curve(table: pd.DataFrame, path: Path) -> Path | None:
-    """Scores over the curriculum: untrained student, warm-up, round 1..R."""
+    """Over the curriculum (untrained student, warm-up, round 1..R): the judged scores on the
+    left, what moves without a judge on the right (answers that end, answers in the chat format)."""
     rows = table[table["stage"].notna()].sort_values("stage")
     if rows.empty:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, (ax, free) = plt.subplots(1, 2, figsize=(11, 4))
     if rows["win_rate"].notna().any():
         ax.errorbar(
             rows["model"],
@@ -107,13 +108,38 @@ def round_curve(table: pd.DataFrame, path: Path) -> Path | None:
     handles, labels = ax.get_legend_handles_labels()
     if rows["mt_bench"].notna().any():
         right = ax.twinx()
-        right.plot(rows["model"], rows["mt_bench"], marker="^", color="#55A868", label="MT-Bench")
+        right.errorbar(
+            rows["model"],
+            rows["mt_bench"],
+            yerr=rows["mt_bench_standard_error"].astype(float).fillna(0),
+            marker="^",
+            capsize=3,
+            color="#55A868",
+            label="MT-Bench",
+        )
         right.set_ylabel("MT-Bench (1-10)")
         right.set_ylim(0, 10)
         more_handles, more_labels = right.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     ax.legend(handles, labels, loc="upper left", fontsize=8)
-    ax.set_title("Round over round")
+    ax.set_title("Judged, round over round")
+    styles = {"ends_rate": ("o", "ends before the cap"), "in_format": ("s", "in the chat format")}
+    for prefix, benchmark in (("ae", "AE2"), ("mt", "MT")):
+        for key, (marker, what) in styles.items():
+            column = f"{prefix}_{key}"
+            if column in rows and rows[column].notna().any():
+                free.plot(
+                    rows["model"],
+                    100 * rows[column].astype(float),
+                    marker=marker,
+                    label=f"{benchmark}: {what}",
+                )
+    free.set_ylim(-5, 105)
+    free.set_ylabel("% of answers")
+    free.set_xlabel("curriculum stage")
+    free.set_title("Without a judge")
+    if free.get_legend_handles_labels()[0]:
+        free.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

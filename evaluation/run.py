@@ -145,6 +145,8 @@ def _evaluate(recipe, console, context, models, reference, mt_data, published, j
             batch_size=settings.judge_batch_size,
             retries=settings.judge_retries,
             on_batch=advance,
+            expected={"mt_bench"} if recipe.mt_bench_scoring == "expected" else set(),
+            top_logprobs=recipe.judging.top_logprobs,
         )
         context.engine_set().start()
         alpaca_judge, mt_judge = judges.get("alpaca_eval"), judges.get("mt_bench")

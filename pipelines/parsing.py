@@ -8,17 +8,10 @@ silently turned into ``None``, ``0`` or ``-1``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Generic, TypeVar
 
-T = TypeVar("T")
+from tapir.grades import RATING_PATTERNS, Parsed, blank, parse_judge_score
 
-# fschat's llm_judge patterns (common.py): "[[rating]]" first, then a single-bracket backup.
-_ONE_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
-_ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
-# Judges that drop the brackets still tend to write "Rating: 7".
-_RATING_WORD = re.compile(r"rating\s*[:=]\s*(\d+\.?\d*)", re.IGNORECASE)
-RATING_PATTERNS = (_ONE_SCORE, _ONE_SCORE_BACKUP, _RATING_WORD)  # in the order they are tried
+__all__ = ["RATING_PATTERNS", "Parsed", "parse_judge_score"]  # the grade parsers live in the core
 
 # Markers a base model emits when it runs past its turn in tapir's chat template.
 _TURN_MARKERS = re.compile(r"\n*###\s*(Instructions?|Response|Input)\s*:", re.IGNORECASE)
@@ -28,45 +21,10 @@ _LEADING_LABEL = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class Parsed(Generic[T]):
-    """A parse result: ``value`` when ``error`` is None, else ``error`` says why it failed."""
-
-    value: T | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def _blank(text: str | None) -> str | None:
-    if text is None:
-        return "no output (the LLM call failed)"
-    if not text.strip():
-        return "empty output"
-    return None
-
-
 def cut_at_turn_marker(text: str) -> str:
     """Drop anything after the model starts a new turn on its own (base models do)."""
     match = _TURN_MARKERS.search(text)
     return text[: match.start()] if match else text
-
-
-def parse_judge_score(text: str | None, low: float = 1, high: float = 10) -> Parsed[float]:
-    """Read a single-answer grade the way fschat does: ``[[7]]``, then ``[7]``, then ``Rating: 7``."""
-    if reason := _blank(text):
-        return Parsed(error=reason)
-    assert text is not None
-    for pattern in RATING_PATTERNS:
-        match = pattern.search(text)
-        if match:
-            score = float(match.group(1))
-            if not low <= score <= high:
-                return Parsed(error=f"score {match.group(1)} outside {low:g}-{high:g}")
-            return Parsed(value=score)
-    return Parsed(error="no rating found")
 
 
 def parse_task_label(text: str | None, labels: list[str]) -> Parsed[str]:
@@ -76,7 +34,7 @@ def parse_task_label(text: str | None, labels: list[str]) -> Parsed[str]:
     preferring longer labels at the same position ("Code Debug" over "Code"). Anything else is
     a failure: guessing a default label would hide a broken classifier.
     """
-    if reason := _blank(text):
+    if reason := blank(text):
         return Parsed(error=reason)
     assert text is not None
     cleaned = _LEADING_LABEL.sub("", text.strip()).strip().strip("\"'`*.").strip()
@@ -97,7 +55,7 @@ def parse_task_label(text: str | None, labels: list[str]) -> Parsed[str]:
 
 def parse_response(text: str | None) -> Parsed[str]:
     """A generated answer: non-empty text, cut where the model starts another turn."""
-    if reason := _blank(text):
+    if reason := blank(text):
         return Parsed(error=reason)
     assert text is not None
     answer = cut_at_turn_marker(text).strip()
@@ -108,7 +66,7 @@ def parse_response(text: str | None) -> Parsed[str]:
 
 def parse_expanded_instruction(text: str | None, seed_instruction: str | None = None) -> Parsed[str]:
     """A new instruction written from a hard seed: one non-trivial instruction, not the seed."""
-    if reason := _blank(text):
+    if reason := blank(text):
         return Parsed(error=reason)
     assert text is not None
     body = cut_at_turn_marker(text).strip()

@@ -11,7 +11,7 @@ from distilabel.steps import StepInput
 from distilabel.steps.tasks import Task
 from pydantic import Field
 
-from tapir.pipelines.expected_score import expected_score
+from tapir.expected_score import expected_score
 from tapir.pipelines.parsing import (
     parse_expanded_instruction,
     parse_judge_score,

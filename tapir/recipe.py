@@ -833,6 +833,15 @@ class MTBenchSettings(StrictModel):
         description="Sampling temperature per category (fschat's defaults).",
     )
     judge_max_new_tokens: int = Field(2048, gt=0, description="Judgment budget (fschat: 2048).")
+    scoring: Literal["auto", "expected", "written"] = Field(
+        "auto",
+        description="How a grade is read. written: the number the judge wrote (FastChat's reading, "
+        "the one published MT-Bench scores use). expected: sum p(k)*k over the rating tokens' "
+        "log-probabilities (G-Eval, as the data pass reads MFD grades; judging.top_logprobs "
+        "alternatives), so grades are continuous and a small judge does not give every answer the "
+        "same number; needs a judge whose backend returns log-probabilities. auto: expected for a "
+        "judge tapir serves itself (llamacpp, vllm, scripted), written for an endpoint.",
+    )
 
 
 class EvaluationSettings(StrictModel):
@@ -1096,6 +1105,30 @@ class Recipe(StrictModel):
         if self.judging.scoring == "auto":
             return "expected" if self.judge.backend in LOGPROB_BACKENDS else "sampled"
         return self.judging.scoring
+
+    @property
+    def evaluation_judge(self) -> ModelSpec:
+        """The judge ``tapir eval`` uses (``evaluation.judge``, else the recipe's judge)."""
+        return self.evaluation.judge or self.judge
+
+    @property
+    def mt_bench_scoring(self) -> Literal["expected", "written"]:
+        """How MT-Bench grades are read (``evaluation.mt_bench.scoring`` with auto resolved)."""
+        chosen = self.evaluation.mt_bench.scoring
+        if chosen == "auto":
+            judge = backend_of(self.evaluation_judge.backend)
+            return "expected" if judge.logprobs and judge.started_by_tapir else "written"
+        return chosen
+
+    @model_validator(mode="after")
+    def _check_mt_bench_scoring(self) -> Recipe:
+        backend = self.evaluation_judge.backend
+        if self.evaluation.mt_bench.scoring == "expected" and backend not in LOGPROB_BACKENDS:
+            raise ValueError(
+                f"evaluation.mt_bench.scoring: expected needs log-probabilities, which the {backend} "
+                f"backend does not return (use written, or a judge on {', '.join(LOGPROB_BACKENDS)})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_rounds_exist(self) -> Recipe:

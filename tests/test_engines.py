@@ -392,3 +392,16 @@ def test_llamacpp_threads_yield_the_core_a_busy_neighbour_takes():
         neighbour.kill()
         governor.stopped.set()
     assert given and given[-1] <= cores - 1
+
+
+def test_the_embedded_instruct_model_is_served_by_llamacpp_only(tmp_path):
+    from tapir.serving.llm_factory import model_id
+
+    spec = ModelSpec(backend="vllm", model="embedded-instruct")
+    with pytest.raises(
+        EndpointError, match=r"teacher.backend: the embedded model 'embedded-instruct' is a GGUF"
+    ):
+        EngineSet(tmp_path).ensure(spec, "teacher")
+    assert model_id(ModelSpec(backend="llamacpp", model="embedded-instruct")).startswith("HuggingFaceTB/")
+    plan = EngineSet(tmp_path).ensure(ModelSpec(backend="llamacpp", model="embedded-instruct"), "teacher")
+    assert "<embedded GGUF>:embedded-instruct" in plan.command and "--chat-template" not in plan.command

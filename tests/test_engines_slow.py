@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tapir.pipelines.expected_score import expected_score
+from tapir.expected_score import expected_score
 from tapir.pipelines.parsing import parse_judge_score, parse_task_label
 from tapir.recipe import ModelSpec
 from tapir.serving.engines import EngineSet
@@ -80,3 +80,26 @@ def test_the_llamacpp_server_dies_with_a_killed_tapir(tmp_path):
     owner.send_signal(signal.SIGKILL)
     owner.wait(timeout=30)
     assert _wait_dead(server)
+
+
+def test_the_embedded_instruct_teacher_answers_in_its_own_format_and_stops(tmp_path):
+    """SmolLM2-135M-Instruct from the PyPI package, on its own engine beside the base model's:
+    its GGUF's chat template, no stop strings needed, the answer ends (EOS) before the cap."""
+    from tapir.serving.engines import resolved_template
+
+    teacher = ModelSpec(backend="llamacpp", model="embedded-instruct")
+    student = ModelSpec(backend="llamacpp", model="embedded")
+    assert resolved_template(teacher) is None and resolved_template(student) is not None
+    with EngineSet(CACHE, log_dir=tmp_path) as engines:
+        context = LLMContext(cache_dir=tmp_path, engines=engines)
+        llm = build_llm(teacher, "teacher", context, max_new_tokens=200, temperature=0.0)
+        build_llm(student, "student", context)
+        assert len(engines.plan()) == 2  # one engine per distinct model
+        engines.start()
+        llm.load()
+        question = [{"role": "user", "content": "Name three primary colours."}]
+        (output,) = llm.generate_outputs(inputs=[question])
+        answer = output["generations"][0]
+        assert answer.strip() and "<|im_start|>" not in answer and "### Instruction" not in answer
+        assert output["statistics"]["output_tokens"][0] < 200  # it ended by itself
+        assert llm.model_id.startswith("HuggingFaceTB/SmolLM2-135M-Instruct")

@@ -104,6 +104,15 @@ def test_eval_writes_leaderboard_plots_and_report_then_reuses_caches(tmp_path, t
     judgments = pd.read_json(out / name / "mt_bench" / "model_judgment" / "judge_single.jsonl", lines=True)
     assert len(judgments) == 16 and judgments["score"].between(1, 10).all()
     assert ours["mt_bench"] == pytest.approx(judgments["score"].mean())
+    # a judge tapir serves is read as expected scores (sum p(k)*k): continuous, the written kept
+    assert ours["mt_bench_scoring"] == "expected"
+    assert judgments["written_score"].between(1, 10).all()
+    mt_metrics = json.loads((out / name / "mt_bench" / "metrics.json").read_text())
+    assert mt_metrics["judge_health"]["no_expected_score"] == 0
+    # judge-free: the tiny random model never ends an answer (every one hits the 8-token cap)
+    assert mt_metrics["metrics"]["answers"]["ends_rate"] == 0.0
+    assert ours["ae_ends_rate"] == 0.0 and ours["ae_mean_tokens"] == 8
+    assert 0.0 <= ours["mt_in_format"] <= 1.0
     assert ours["mt_bench_turn_2"] == pytest.approx(judgments.loc[judgments["turn"] == 2, "score"].mean())
     answers = [json.loads(x) for x in (out / name / "mt_bench" / "model_answer" / f"{name}.jsonl").open()]
     assert len(answers) == 8 and all(len(a["choices"][0]["turns"]) == 2 for a in answers)

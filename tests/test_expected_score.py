@@ -8,7 +8,7 @@ import math
 import pytest
 from distilabel.models.llms.base import LLM
 
-from tapir.pipelines.expected_score import expected_score
+from tapir.expected_score import expected_score
 from tapir.pipelines.tasks import ResponseJudge
 from tapir.serving.llms import CACHE_KEY, TOP_LOGPROBS
 

@@ -183,3 +183,20 @@ def test_a_judge_budget_or_temperature_that_would_change_nothing_is_refused():
         recipe_from_dict({"name": "x", "judge": {"generation": {"max_new_tokens": 64}}})
     kept = recipe_from_dict({"name": "x", "judge": {"generation": {"top_p": 0.9}}})  # sent with every grade
     assert kept.judge.generation.top_p == 0.9
+
+
+def test_mt_bench_grades_are_expected_through_a_judge_tapir_serves_and_written_from_an_endpoint():
+    served = recipe_from_dict({"name": "x", "judge": {"backend": "llamacpp", "model": "embedded"}})
+    assert served.mt_bench_scoring == "expected"
+    endpoint = {"backend": "openai", "model": "gpt-4", "api_key_env": "OPENAI_API_KEY"}
+    assert recipe_from_dict({"name": "x", "evaluation": {"judge": endpoint}}).mt_bench_scoring == "written"
+    forced = {"name": "x", "evaluation": {"mt_bench": {"scoring": "written"}}}
+    assert recipe_from_dict(forced).mt_bench_scoring == "written"
+    in_process = {
+        "name": "x",
+        "judging": {"scoring": "sampled"},
+        "judge": {"backend": "transformers", "model": "./judge"},
+        "evaluation": {"mt_bench": {"scoring": "expected"}},
+    }
+    with pytest.raises(RecipeError, match=r"evaluation.mt_bench.scoring: expected needs log-probabilities"):
+        recipe_from_dict(in_process)

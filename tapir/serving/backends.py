@@ -43,6 +43,9 @@ class Backend:
     logprobs: bool = True
     #: The endpoint has OpenAI's Batch API (/v1/files, /v1/batches).
     batch_api: bool = False
+    #: It loads model weights itself (a model name is a file, folder or Hub id, not an alias an
+    #: endpoint or the simulator answers to).
+    loads_weights: bool = True
     #: It serves GGUF files: a trained checkpoint is written back to GGUF before it is served.
     runs_gguf: bool = False
     #: It may serve a trained checkpoint (the closed loop's re-score, evaluation answers).
@@ -230,6 +233,7 @@ class Scripted(Backend):
     Batch API on demand, for tests and benchmarks."""
 
     name: str = "scripted"
+    loads_weights: bool = False
     batch_api: bool = True
     default_concurrency: int = 64
     start_timeout_s: float = 30.0
@@ -248,6 +252,7 @@ class OpenAI(Backend):
     """An OpenAI-compatible endpoint the user runs or buys (any ``base_url``): nothing starts."""
 
     name: str = "openai"
+    loads_weights: bool = False
     started_by_tapir: bool = False
     batch_api: bool = True
 

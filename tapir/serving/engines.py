@@ -47,7 +47,13 @@ from tapir.errors import EndpointError
 from tapir.lifeline import die_with_parent
 from tapir.recipe import ModelSpec
 from tapir.serving.backends import OPENAI_DEFAULT_URL, VLLM, Launch, LlamaCpp, backend_of
-from tapir.serving.embedded import EMBEDDED, chat_template_path, embedded_gguf_path
+from tapir.serving.embedded import (
+    EMBEDDED,
+    chat_template_path,
+    embedded_gguf_path,
+    embedded_model,
+    unservable,
+)
 
 REGISTRY_ENV = "TAPIR_ENGINES"
 EMBEDDED_GGUF = LlamaCpp.embedded_placeholder
@@ -162,9 +168,10 @@ def engine_key(spec: ModelSpec) -> str:
 def resolved_template(spec: ModelSpec) -> Path | None:
     if spec.chat_template:
         return resolve_chat_template(spec.chat_template, "chat_template")
-    if spec.model == EMBEDDED:
+    embedded = embedded_model(spec.model)
+    if embedded is not None and not embedded.own_template:  # a base model: tapir's template
         return chat_template_path()
-    return None
+    return None  # the model's own (an instruct GGUF carries it)
 
 
 def served_name(spec: ModelSpec) -> str:
@@ -228,7 +235,7 @@ class EngineSet:
                 key = f"{key}:ctx{spec.context_length}"
                 engine = self.engines.get(key)
         if engine is None:
-            engine = self._new_engine(key, spec)
+            engine = self._new_engine(key, spec, role)
         self.engines.setdefault(key, engine)
         engine.serves.append(step or role)
         return engine
@@ -240,10 +247,12 @@ class EngineSet:
             engine.command[engine.command.index(flag) + 1] = str(context_length)
         engine.context_length = context_length
 
-    def _new_engine(self, key: str, spec: ModelSpec) -> Engine:
+    def _new_engine(self, key: str, spec: ModelSpec, role: str = "model") -> Engine:
         backend = backend_of(spec.backend)
         if not backend.served:
             raise EndpointError(f"backend {spec.backend!r} is not served by an engine")
+        if wrong := unservable(spec.model, backend, role):
+            raise EndpointError(wrong)
         name = served_name(spec)
         taken = {e.id for e in self.engines.values()}
         engine_id = f"{backend.name}:{name}"
@@ -268,7 +277,9 @@ class EngineSet:
             base_url = (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/")
             return Engine(**common, base_url=base_url, api_key_env=spec.api_key_env, owned=False)
         port = free_port(self.host)
-        model = backend.embedded_placeholder if spec.model == EMBEDDED else spec.model  # made at start
+        model = spec.model
+        if embedded_model(spec.model) is not None and backend.embedded_placeholder:  # made at start
+            model = backend.embedded_placeholder + ("" if spec.model == EMBEDDED else f":{spec.model}")
         launch = Launch(
             name=name,
             host=self.host,
@@ -356,6 +367,8 @@ class EngineSet:
         """The embedded model's placeholders in a command, made real files (once, cached)."""
         if part == EMBEDDED_GGUF:
             return str(embedded_gguf_path(self.cache_dir))
+        if part.startswith(f"{EMBEDDED_GGUF}:"):
+            return str(embedded_gguf_path(self.cache_dir, part.split(":", 1)[1]))
         if part == EMBEDDED_HF:
             from tapir.serving.embedded_student import materialize_embedded_student
 

@@ -19,7 +19,7 @@ from tapir.errors import EndpointError
 from tapir.recipe import ModelSpec
 from tapir.serving.backends import OPENAI_DEFAULT_URL, backend_of
 from tapir.serving.batch_api import LEDGER_FOLDER
-from tapir.serving.embedded import EMBEDDED, EMBEDDED_MODEL_ID
+from tapir.serving.embedded import embedded_model, unservable
 from tapir.serving.engine_client import TapirEngineClient
 from tapir.serving.engines import EngineSet, resolved_template, served_name
 from tapir.serving.llms import TapirTransformersLLM
@@ -87,8 +87,8 @@ class LLMContext:
 def model_id(spec: ModelSpec) -> str:
     """What the model is. A tapir checkpoint adds its run key: a round re-trained into the same
     folder is another model, and the response cache must not answer for it."""
-    if spec.model == EMBEDDED:
-        return EMBEDDED_MODEL_ID
+    if (embedded := embedded_model(spec.model)) is not None:
+        return embedded.model_id
     marker = Path(spec.model).expanduser() / CHECKPOINT_ID
     if marker.is_file():
         key = json.loads(marker.read_text(encoding="utf-8")).get("key", "")
@@ -106,6 +106,7 @@ def build_llm(
     constraint: Constraint | None = None,
     step: str | None = None,
     top_logprobs: int | None = None,
+    turn_stop: bool = True,
 ) -> LLM:
     """A fresh distilabel LLM for one step (each step needs its own instance).
 
@@ -144,7 +145,7 @@ def build_llm(
             grammar=constraint.grammar if constraint else None,
             choices=list(constraint.choices) if constraint and constraint.choices else None,
             regex=constraint.regex if constraint else None,
-            stop=TURN_STOP if resolved_template(spec) and backend.runs_gguf else [],
+            stop=TURN_STOP if turn_stop and resolved_template(spec) and backend.runs_gguf else [],
             seed=seed,
             supports_n=engine.supports_n,
             top_logprobs=top_logprobs,
@@ -194,7 +195,9 @@ def preflight(spec: ModelSpec, role: str, timeout_s: float = 5.0, top_logprobs: 
     backend = backend_of(spec.backend)
     if missing := backend.missing():
         raise EndpointError(f"{role}.backend: {missing}")
-    if spec.model != EMBEDDED and (wrong := backend.check_model(spec.model, role)):
+    if embedded_model(spec.model) is None and (wrong := backend.check_model(spec.model, role)):
+        raise EndpointError(wrong)
+    if wrong := unservable(spec.model, backend, role):
         raise EndpointError(wrong)
     if backend.remote:
         EndpointCheck(spec, role, timeout_s).run(top_logprobs)

@@ -13,7 +13,7 @@ from pathlib import Path
 from tapir.errors import TrainingError
 from tapir.recipe import Recipe
 from tapir.serving.backends import backend_of
-from tapir.serving.embedded import EMBEDDED, embedded_gguf_path
+from tapir.serving.embedded import EMBEDDED, embedded_gguf_path, embedded_model
 
 
 def start_model_name(recipe: Recipe) -> str:
@@ -28,6 +28,11 @@ def base_model(recipe: Recipe) -> str:
         from tapir.serving.embedded_student import materialize_embedded_student
 
         return str(materialize_embedded_student(recipe.cache_dir))
+    if (embedded := embedded_model(name)) is not None:  # only the base model converts for training
+        raise TrainingError(
+            f"training.model: the embedded {name} ships as a GGUF only; to train it set "
+            f"training.model to {embedded.hub_id} (the Hub model it was made from)"
+        )
     if name.endswith(".gguf"):
         raise TrainingError(
             f"training.model: {name} is a GGUF file; TRL trains transformers models "

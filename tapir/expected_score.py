@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tapir.pipelines.parsing import RATING_PATTERNS, Parsed
+from tapir.grades import RATING_PATTERNS, Parsed
 
 TokenLogprobs = list[dict[str, Any]]  # [{"token": str, "top": [[str, float], ...]}, ...]
 
