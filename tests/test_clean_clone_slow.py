@@ -41,6 +41,7 @@ SMALL = [
     "evaluation.alpaca_eval.limit=3",
     "evaluation.alpaca_eval.max_new_tokens=16",
     "evaluation.mt_bench.max_new_tokens=16",
+    "evaluation.mt_bench.per_category=1",
 ]
 
 
@@ -95,7 +96,10 @@ def test_a_clean_clone_runs_data_train_eval_offline(tmp_path):
     assert summary["parse_failures"]["judge grade of teacher"] == 0
     assert summary["parse_failures"]["task label"] == 0
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["schema_version"] == 1 and "gemma-3-270m" in manifest["models"]["teacher"]["model"]
+    assert (
+        manifest["schema_version"] == 1 and "SmolLM2-135M-Instruct" in manifest["models"]["teacher"]["model"]
+    )
+    assert "gemma-3-270m" in manifest["models"]["student"]["model"]  # an instruct teacher, a base student
     assert manifest["data_settings"]["curriculum.hard_share"] == [0.0]
 
     again = _make(clone, "data", 600)  # an unchanged re-run is answered from the caches
@@ -131,6 +135,8 @@ def test_a_clean_clone_runs_data_train_eval_offline(tmp_path):
         assert ours.loc[name, "n_total"] == 3  # the grammar lets the tiny judge answer only m or M
         assert 0 <= ours.loc[name, "win_rate"] <= 100 and 1 <= ours.loc[name, "mt_bench"] <= 10
         assert ours.loc[name, "judge_parse_failures"] == 0
+        assert ours.loc[name, "mt_bench_scoring"] == "expected"  # a judge tapir serves
+        assert 0 <= ours.loc[name, "ae_ends_rate"] <= 1 and ours.loc[name, "ae_mean_tokens"] <= 16
     result = json.loads((out / "summary.json").read_text())["results"]["student"]
     assert result["generation"]["backend"] == "llamacpp:Q4_K_M"
     health = result["alpaca_eval"]["judge_health"]
