@@ -218,6 +218,8 @@ def run_scale(
             requests=sum(role.get("requests", 0) for role in usage.values()),
             answered=stats["answered"],
             retries=sum(role.get("retries", 0) for role in usage.values()),
+            timeout_retries=sum(role.get("timeout_retries", 0) for role in usage.values()),
+            injected_timeouts=stats["faults"].get("timeout", 0),
             failed_calls=sum(role.get("failed_calls", 0) for role in usage.values()),
             injected_faults=sum(stats["faults"].values()),
             difficulty=summary["difficulty"],

@@ -30,8 +30,13 @@ def test_small_api_scale_run_with_faults_accounts_for_everything(tmp_path):
     simulator = result["simulator"]
     assert simulator["max_in_flight"] <= 16  # one cap across all step processes
     assert result["injected_faults"] >= 20, simulator  # the endpoint really was flaky
-    # every fault was retried or ended a call as a counted failure; nothing silent
-    assert result["retries"] + result["failed_calls"] == result["injected_faults"]
+    # every fault was retried or ended a call as a counted failure; nothing silent. A request can
+    # also time out on its own when this machine is busy: such retries are counted as time-outs,
+    # so every other retry matches an injected fault exactly
+    other_retries = result["retries"] - result["timeout_retries"]
+    other_faults = result["injected_faults"] - result["injected_timeouts"]
+    assert other_retries + result["failed_calls"] == other_faults
+    assert result["timeout_retries"] >= result["injected_timeouts"]
     assert simulator["requests"] == result["requests"]  # every HTTP request the endpoint saw
     # every seed (and every expansion) is in the pool: graded hard/easy, or excluded with a reason
     steps = {s["step"]: s for s in result["steps"]}

@@ -372,6 +372,8 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
                 self._count_failure(reason)
                 return f"{reason} (after {attempt + 1} attempts)"
             self._count("retries")
+            if reason == "timeout":  # the endpoint's stall, or this machine too busy to read it
+                self._count("timeout_retries")
             await asyncio.sleep(self._backoff(attempt, retry_after))
         return "no attempt made"
 

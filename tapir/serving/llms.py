@@ -38,6 +38,7 @@ USAGE_TOTALS: dict[str, Any] = {
     "empty_generations": 0,
     "seconds": 0.0,
     "retries": 0,
+    "timeout_retries": 0,  # of the retries, those after a request timed out
     "failed_calls": 0,
     "rejected_prompts": 0,
     "batches": 0,  # Batch API jobs created (batch: true)
