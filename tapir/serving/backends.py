@@ -257,7 +257,7 @@ class OpenAI(Backend):
     batch_api: bool = True
 
     def engine_identity(self, spec: Any, template_hash: str | None) -> list[Any]:
-        return [self.name, (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/"), spec.model]
+        return [self.name, endpoint_url(spec), spec.model]
 
 
 @dataclass(frozen=True)
@@ -283,6 +283,11 @@ BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
 CHECKPOINT_BACKENDS: tuple[str, ...] = tuple(n for n, b in BACKENDS.items() if b.serves_checkpoints)
 LOGPROB_BACKENDS: tuple[str, ...] = tuple(n for n, b in BACKENDS.items() if b.logprobs)
 BATCH_BACKENDS: tuple[str, ...] = tuple(n for n, b in BACKENDS.items() if b.batch_api)
+
+
+def endpoint_url(spec: Any) -> str:
+    """The endpoint a role dials: its ``base_url`` (OpenAI's by default), no trailing slash."""
+    return (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/")
 
 
 def backend_of(name: str) -> Backend:

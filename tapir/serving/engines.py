@@ -46,7 +46,7 @@ from tapir.chat_templates import resolve_chat_template
 from tapir.errors import EndpointError
 from tapir.lifeline import die_with_parent
 from tapir.recipe import ModelSpec
-from tapir.serving.backends import OPENAI_DEFAULT_URL, VLLM, Launch, LlamaCpp, backend_of
+from tapir.serving.backends import VLLM, Launch, LlamaCpp, backend_of, endpoint_url
 from tapir.serving.embedded import (
     EMBEDDED,
     chat_template_path,
@@ -274,7 +274,7 @@ class EngineSet:
             "guided": backend.guided,
         }
         if backend.remote:
-            base_url = (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/")
+            base_url = endpoint_url(spec)
             return Engine(**common, base_url=base_url, api_key_env=spec.api_key_env, owned=False)
         port = free_port(self.host)
         model = spec.model

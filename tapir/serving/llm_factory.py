@@ -17,7 +17,7 @@ from distilabel.models.llms.base import LLM
 from tapir.chat_templates import resolve_chat_template
 from tapir.errors import EndpointError
 from tapir.recipe import ModelSpec
-from tapir.serving.backends import OPENAI_DEFAULT_URL, backend_of
+from tapir.serving.backends import OPENAI_DEFAULT_URL, backend_of, endpoint_url
 from tapir.serving.batch_api import LEDGER_FOLDER
 from tapir.serving.embedded import embedded_model, unservable
 from tapir.serving.engine_client import TapirEngineClient
@@ -180,7 +180,7 @@ def _api_key(spec: ModelSpec, role: str) -> str:
                 "control character; a key is one token (check how the variable was set)"
             )
         return key
-    if (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/") == OPENAI_DEFAULT_URL:
+    if endpoint_url(spec) == OPENAI_DEFAULT_URL:
         raise EndpointError(
             f"{role}.api_key_env: environment variable {spec.api_key_env} is not set "
             f"(needed for {OPENAI_DEFAULT_URL})"
@@ -233,7 +233,7 @@ class EndpointCheck:
 
     def __init__(self, spec: ModelSpec, role: str, timeout_s: float) -> None:
         self.spec, self.role, self.timeout_s = spec, role, timeout_s
-        self.base_url = (spec.base_url or OPENAI_DEFAULT_URL).rstrip("/")
+        self.base_url = endpoint_url(spec)
         self.key = _api_key(spec, role)
         self.attempts = min(max(spec.max_retries + 1, self.MIN_ATTEMPTS), self.MAX_ATTEMPTS)
 
