@@ -2,10 +2,11 @@
 
 Each candidate judge grades the answers six published models gave to MT-Bench
 (``../shared/data/published/mt_bench``: FastChat's ``gpt-4_single.jsonl`` and the graded
-answers) the way ``tapir eval`` grades through a local judge: fschat's judge prompts (with
-reference answers for math, reasoning and coding), a llama.cpp engine, the verdict constrained to
-``Rating: [[n]]``, the grade read as the expected score over the rating tokens (G-Eval, as the
-data pass reads MFD grades). The written number (greedy) is kept beside it.
+answers) through the judge ``tapir eval`` builds for the default recipe, with only the model
+swapped: fschat's judge prompts (with reference answers for math, reasoning and coding), a
+llama.cpp engine, the verdict constrained to ``Rating: [[n]]`` and read by fschat's parser, the
+grade the expected score over the rating tokens (G-Eval, as the data pass reads MFD grades), one
+sampled re-ask of a verdict that does not parse. The written number (greedy) is kept beside it.
 
 Reported against GPT-4's ratings: Spearman's rho and Kendall's tau (tau-b) per graded model
 and pooled, each with a 95 % bootstrap interval (questions resampled, 1000 draws), and how the
@@ -30,13 +31,11 @@ from typing import Any
 
 from tapir.benchmark_sources import resolve
 from tapir.evaluation import mt_bench_metrics
-from tapir.expected_score import expected_score
-from tapir.grades import parse_judge_score
-from tapir.recipe import JudgingSettings, ModelSpec
+from tapir.evaluation.judging import JudgeStats, build_judges
+from tapir.recipe import load_recipe
 from tapir.serving.embedded import EMBEDDED, EMBEDDED_INSTRUCT
 from tapir.serving.engines import EngineSet
-from tapir.serving.llm_factory import LLMContext, build_llm, score_constraint
-from tapir.serving.llms import TOP_LOGPROBS
+from tapir.serving.llm_factory import LLMContext, score_constraint
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO.parent / "shared" / "data" / "published" / "mt_bench"
@@ -86,47 +85,48 @@ def load_items(questions_per_model: int, turns: list[int]) -> list[dict[str, Any
     return sorted(items, key=lambda i: (i["question_id"], i["model"], i["turn"]))
 
 
-def grade(candidate: str, items: list[dict[str, Any]], cache: Path, context_length: int) -> list[dict]:
-    """The candidate's expected and written grade for every item (None, with the reason, when
-    there is none: counted, never scored)."""
-    settings = JudgingSettings()
-    spec = ModelSpec(backend="llamacpp", model=candidate, context_length=context_length)
+def grade(
+    candidate: str, items: list[dict[str, Any]], cache: Path, context_length: int | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The candidate's expected and written grade for every item, through the judge ``tapir
+    eval`` builds (``build_judges`` -> ``JudgeClient(expected=True)``, fschat's ``[[n]]`` parser,
+    one sampled retry for a verdict that does not parse). None, counted, when there is none."""
+    defaults = load_recipe(REPO / "recipes" / "default.yaml")
+    context_length = context_length or defaults.evaluation_judge.context_length
+    spec = defaults.evaluation_judge.model_copy(update={"model": candidate, "context_length": context_length})
+    settings = defaults.evaluation
     graded = []
     with EngineSet(cache, log_dir=cache / "logs") as engines:
         context = LLMContext(cache_dir=cache, engines=engines)
-        llm = build_llm(
+        judge = build_judges(
             spec,
-            "judge",
             context,
-            max_new_tokens=16,
-            temperature=0.0,
-            constraint=score_constraint(),
-            step=f"agreement_{candidate}",
-            top_logprobs=settings.top_logprobs,
-        )
+            {"mt_bench": (settings.mt_bench.judge_max_new_tokens, score_constraint(1, 10))},
+            constrain=settings.constrain_judge,
+            batch_size=BATCH,
+            retries=settings.judge_retries,
+            expected={"mt_bench"},
+            top_logprobs=defaults.judging.top_logprobs,
+        )["mt_bench"]
         engines.start()
-        llm.load()
+        stats = JudgeStats()
         started = time.perf_counter()
         for start in range(0, len(items), BATCH):
             batch = items[start : start + BATCH]
-            outputs = llm.generate_outputs(inputs=[i["messages"] for i in batch], num_generations=1)
-            for item, output in zip(batch, outputs):
-                text = (output.get("generations") or [None])[0]
-                tokens = (output.get(TOP_LOGPROBS) or [None])[0]
-                expected, written = expected_score(tokens), parse_judge_score(text)
+            verdicts = judge.judge([i["messages"] for i in batch], mt_bench_metrics.parse_rating, stats)
+            for item, verdict in zip(batch, verdicts):
                 graded.append(
                     {
                         **{k: v for k, v in item.items() if k != "messages"},
-                        "expected": expected.value.value if expected.ok and expected.value else None,
-                        "expected_error": expected.error,
-                        "written": written.value,
-                        "failure": ((output.get("failures") or [None])[0] or None),
+                        "expected": verdict.value,
+                        "written": verdict.written,
+                        "attempts": verdict.attempts,
                     }
                 )
             done = start + len(batch)
             rate = done / (time.perf_counter() - started)
             print(f"  {candidate}: {done}/{len(items)} graded ({rate:.2f}/s)", flush=True)
-    return graded
+    return graded, stats.health()
 
 
 def correlations(rows: list[dict[str, Any]], column: str) -> dict[str, float | int | None]:
@@ -185,13 +185,13 @@ def system_ranking(rows: list[dict[str, Any]], column: str) -> dict[str, Any]:
     return {"models": ranks, "spearman": None if math.isnan(rho) else rho}
 
 
-def summarize(graded: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(graded: list[dict[str, Any]], health: dict[str, Any]) -> dict[str, Any]:
     models = sorted({r["model"] for r in graded})
     return {
         "items": len(graded),
+        "judge_health": health,  # parse failures, retries, call errors, as `tapir eval` reports them
         "no_expected_score": sum(r["expected"] is None for r in graded),
         "no_written_score": sum(r["written"] is None for r in graded),
-        "call_failures": sum(bool(r["failure"]) for r in graded),
         "expected": {
             "pooled": bootstrap(graded, "expected"),
             "per_model": {m: bootstrap([r for r in graded if r["model"] == m], "expected") for m in models},
@@ -220,7 +220,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=80, help="first N questions by id (default 80)")
     parser.add_argument("--turns", type=int, nargs="+", default=[1], choices=[1, 2])
-    parser.add_argument("--context-length", type=int, default=4096)
+    parser.add_argument(
+        "--context-length", type=int, help="judge context (default: the default recipe's evaluation judge's)"
+    )
     parser.add_argument("--cache", help="response cache folder (default: a fresh temporary one)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -236,9 +238,9 @@ def main() -> None:
     }
     for label, model in CANDIDATES.items():
         begun = time.perf_counter()
-        graded = grade(model, items, cache, args.context_length)
+        graded, health = grade(model, items, cache, args.context_length)
         results["candidates"][label] = {
-            **summarize(graded),
+            **summarize(graded, health),
             "elapsed_s": round(time.perf_counter() - begun, 1),
         }
         (cache / f"graded-{model}.json").write_text(json.dumps(graded, indent=1), encoding="utf-8")

@@ -1,9 +1,10 @@
 """Which models an evaluation covers, and what makes each one the same model next time.
 
-``rounds`` expands to every trained round of the recipe (in curriculum order), ``student`` to
-the model training starts from; anything else is a model folder or a Hub id. A model's key --
-the tapir run key of a round, else the folder's config and weight files, else the Hub id --
-addresses the generation cache, so an unchanged checkpoint is never asked twice.
+``rounds`` expands to every trained round of the recipe (in curriculum order), ``curriculum``
+to the same without the warmup checkpoint (a few rows of training: an evaluation's cost for
+little to read), ``student`` to the model training starts from; anything else is a model folder
+or a Hub id. A model's key -- the tapir run key of a round, else the folder's config and weight
+files, else the Hub id -- addresses the generation cache, so an unchanged checkpoint is never asked twice.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tapir.recipe import Recipe
 from tapir.stage_contract import (
     CHECKPOINT_ID,
     MANIFEST,
+    WARMUP,
     TrainRun,
     curve_position,
     is_curriculum_split,
@@ -26,6 +28,7 @@ from tapir.stage_contract import (
 )
 
 ROUNDS = "rounds"
+CURRICULUM = "curriculum"  # the trained rounds after the warmup
 _NAMED = re.compile(r"^[A-Za-z0-9_.-]+=")
 STUDENT = "student"
 
@@ -105,7 +108,8 @@ def _named(entry: str, kind: str, rounds: list[EvalModel], train_dir: Path, chec
 def resolve_models(
     recipe: Recipe, only: list[str] | None = None, materialize: bool = True
 ) -> list[EvalModel]:
-    """The recipe's models and baselines (or ``only``: names, ``rounds``, ``student``, paths).
+    """The recipe's models and baselines (or ``only``: names, ``rounds``, ``curriculum``,
+    ``student``, paths).
     ``materialize=False`` (dry runs) names the student without converting the embedded GGUF."""
     wanted = only if only else [*recipe.evaluation.models, *recipe.evaluation.baselines]
     baselines = set(recipe.evaluation.baselines) if not only else set()
@@ -118,6 +122,8 @@ def resolve_models(
             )
         if entry == ROUNDS:
             chosen += rounds
+        elif entry == CURRICULUM:
+            chosen += [r for r in rounds if r.name != WARMUP]
         elif entry == STUDENT:
             from tapir.serving.student import base_model, start_model_name
 

@@ -849,8 +849,8 @@ class EvaluationSettings(StrictModel):
 
     models: list[str] = Field(
         default_factory=lambda: ["rounds"],
-        description="'rounds' = every trained round; 'student' = the untrained student; folders; Hub ids; "
-        "name=folder files a folder under that name.",
+        description="'rounds' = every trained round; 'curriculum' = the trained rounds after the warmup; "
+        "'student' = the untrained student; folders; Hub ids; name=folder files a folder under that name.",
     )
     baselines: list[str] = Field(
         default_factory=list, description="More models to evaluate beside ours (folders or Hub ids)."

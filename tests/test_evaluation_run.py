@@ -272,3 +272,22 @@ def test_served_answers_fan_out_to_the_engine_and_a_failed_one_is_an_error_not_a
         assert generator.cached == 3 and generator.generated == 16  # the new one came back, cached
         served.close()
         assert not engines.engines  # this model's engine is stopped; nothing else was running
+
+
+@pytest.mark.unit
+def test_curriculum_selects_the_trained_rounds_after_the_warmup(monkeypatch, tmp_path):
+    from tapir.evaluation import models
+
+    trained = [
+        models.EvalModel(name, str(tmp_path / name), name, "round", stage)
+        for stage, name in enumerate(["warmup", "round_1", "round_2"], start=1)
+    ]
+    monkeypatch.setattr(models, "trained_rounds", lambda recipe: trained)
+    recipe = recipe_from_dict(tiny_recipe_dict(tmp_path))
+    names = lambda only: [m.name for m in models.resolve_models(recipe, only, materialize=False)]  # noqa: E731
+    assert names(["curriculum"]) == ["round_1", "round_2"]
+    assert names(["rounds"]) == ["warmup", "round_1", "round_2"]
+    assert names(["student", "curriculum"])[0] == "student"
+    monkeypatch.setattr(models, "trained_rounds", lambda recipe: trained[:1])  # only the warmup
+    with pytest.raises(models.EvaluationError, match="nothing to evaluate"):
+        names(["curriculum"])
