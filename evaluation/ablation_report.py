@@ -1,7 +1,9 @@
 """The ablation's table, plot and report section, drawn from its one evaluation's leaderboard.
 
 One row per arm (and the untrained student): AlpacaEval 2.0 win rate and LC win rate with their
-standard errors, MT-Bench overall with its standard error over questions, and per category.
+standard errors, MT-Bench overall with its standard error over questions, the judge-free measures
+(answers that end before the cap, their mean length in tokens, answers in the chat format: what
+a small judge cannot blur), and MT-Bench per category.
 Written as ``ablation.csv`` / ``ablation.md`` in the workspace, drawn as ``plots/ablation.png``
 (bars with ±1 s.e.), and added as a section of the evaluation's ``report.html``.
 """
@@ -28,8 +30,16 @@ COLUMNS = [
     ("lc_standard_error", "LC ± s.e.", "f2"),
     ("mt_bench", "MT-Bench", "f2"),
     ("mt_bench_standard_error", "MT ± s.e.", "f2"),
+    ("ae_ends_rate", "AE2 ends", "pct"),
+    ("mt_ends_rate", "MT ends", "pct"),
+    ("ae_mean_tokens", "AE2 tokens", "f0"),
+    ("mt_mean_tokens", "MT tokens", "f0"),
+    ("ae_in_format", "AE2 in format", "pct"),
+    ("mt_in_format", "MT in format", "pct"),
     *[(f"mt_{c}", c, "f2") for c in MT_CATEGORIES],
 ]
+#: The rich console table: the judged columns, then whether the answers end.
+CONSOLE = 10
 
 
 def ablation_table(leaderboard: pd.DataFrame, arms: dict[str, str]) -> pd.DataFrame:
@@ -45,17 +55,25 @@ def ablation_table(leaderboard: pd.DataFrame, arms: dict[str, str]) -> pd.DataFr
     return pd.DataFrame(rows, columns=[k for k, _, _ in COLUMNS])
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, kind: str = "f2") -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
+    if isinstance(value, str) or kind == "text":
+        return str(value)
+    if kind == "pct":
+        return f"{float(value) * 100:.0f} %"
+    return f"{float(value):.{int(kind[1:])}f}"
+
+
+def _present(table: pd.DataFrame, columns: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    return [c for c in columns if c[0] in table.columns and table[c[0]].notna().any()]
 
 
 def markdown(table: pd.DataFrame) -> str:
-    present = [(k, h) for k, h, _ in COLUMNS if k in table.columns and table[k].notna().any()]
-    lines = ["| " + " | ".join(h for _, h in present) + " |", "|" + "---|" * len(present)]
+    present = _present(table, COLUMNS)
+    lines = ["| " + " | ".join(h for _, h, _ in present) + " |", "|" + "---|" * len(present)]
     for _, row in table.iterrows():
-        cells = [_cell(row[k]) for k, _ in present]
+        cells = [_cell(row[k], kind) for k, _, kind in present]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -96,11 +114,11 @@ def plot(table: pd.DataFrame, path: Path) -> Path | None:
 
 def print_table(table: pd.DataFrame, console: Console) -> None:
     shown = Table(title="Ablation at equal training budget", title_justify="left")
-    present = [(k, h) for k, h, _ in COLUMNS[:8] if k in table.columns and table[k].notna().any()]
-    for _, header in present:
+    present = _present(table, COLUMNS[:CONSOLE])
+    for _, header, _ in present:
         shown.add_column(header)
     for _, row in table.iterrows():
-        shown.add_row(*[_cell(row[k]) for k, _ in present])
+        shown.add_row(*[_cell(row[k], kind) for k, _, kind in present])
     console.print(shown)
 
 

@@ -182,3 +182,35 @@ def test_ablation_runs_every_arm_through_one_evaluation(tmp_path):
         if p.stem == "warmup" or p.stem.startswith("round_")
     )
     assert len(random_round) == tapir_rows
+
+
+@pytest.mark.unit
+def test_the_ablation_table_shows_the_judge_free_measures_beside_the_judged_ones():
+    from tapir.evaluation.ablation_report import ablation_table, markdown
+
+    leaderboard = pd.DataFrame(
+        [
+            {
+                "model": "tapir",
+                "win_rate": 50.0,
+                "mt_bench": 4.34,
+                "ae_ends_rate": 0.25,
+                "ae_mean_tokens": 60.4,
+            },
+            {
+                "model": "student",
+                "win_rate": 50.0,
+                "mt_bench": 4.33,
+                "ae_ends_rate": 0.0,
+                "ae_mean_tokens": 64.0,
+            },
+            {"model": "gpt4_1106_preview", "win_rate": 50.0},
+        ]
+    )
+    table = ablation_table(leaderboard, {"tapir": "the recipe as it is"})
+    assert list(table["arm"]) == ["student", "tapir"]  # the untrained student first, no published rows
+    text = markdown(table)
+    header, _, student, tapir = text.splitlines()
+    assert "AE2 ends" in header and "AE2 tokens" in header
+    assert "MT ends" not in header  # a column no arm has is left out
+    assert student.split(" | ")[-2:] == ["0 %", "64 |"] and tapir.split(" | ")[-2:] == ["25 %", "60 |"]
