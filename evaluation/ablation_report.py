@@ -30,12 +30,7 @@ COLUMNS = [
     ("lc_standard_error", "LC ± s.e.", "f2"),
     ("mt_bench", "MT-Bench", "f2"),
     ("mt_bench_standard_error", "MT ± s.e.", "f2"),
-    ("ae_ends_rate", "AE2 ends", "pct"),
-    ("mt_ends_rate", "MT ends", "pct"),
-    ("ae_mean_tokens", "AE2 tokens", "f0"),
-    ("mt_mean_tokens", "MT tokens", "f0"),
-    ("ae_in_format", "AE2 in format", "pct"),
-    ("mt_in_format", "MT in format", "pct"),
+    *html_report.JUDGE_FREE,
     *[(f"mt_{c}", c, "f2") for c in MT_CATEGORIES],
 ]
 #: The rich console table: the judged columns, then whether the answers end.
@@ -55,16 +50,6 @@ def ablation_table(leaderboard: pd.DataFrame, arms: dict[str, str]) -> pd.DataFr
     return pd.DataFrame(rows, columns=[k for k, _, _ in COLUMNS])
 
 
-def _cell(value: Any, kind: str = "f2") -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return ""
-    if isinstance(value, str) or kind == "text":
-        return str(value)
-    if kind == "pct":
-        return f"{float(value) * 100:.0f} %"
-    return f"{float(value):.{int(kind[1:])}f}"
-
-
 def _present(table: pd.DataFrame, columns: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     return [c for c in columns if c[0] in table.columns and table[c[0]].notna().any()]
 
@@ -73,7 +58,7 @@ def markdown(table: pd.DataFrame) -> str:
     present = _present(table, COLUMNS)
     lines = ["| " + " | ".join(h for _, h, _ in present) + " |", "|" + "---|" * len(present)]
     for _, row in table.iterrows():
-        cells = [_cell(row[k], kind) for k, _, kind in present]
+        cells = [html_report.cell_text(row[k], kind) for k, _, kind in present]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -118,7 +103,7 @@ def print_table(table: pd.DataFrame, console: Console) -> None:
     for _, header, _ in present:
         shown.add_column(header)
     for _, row in table.iterrows():
-        shown.add_row(*[_cell(row[k], kind) for k, _, kind in present])
+        shown.add_row(*[html_report.cell_text(row[k], kind) for k, _, kind in present])
     console.print(shown)
 
 

@@ -46,6 +46,16 @@ tr.ours td { background: #f7fbff; }
 figure { margin: 1em 0; } img { max-width: 100%; }
 """
 
+#: What the answers show without a judge (answer_stats), per benchmark: the leaderboard's and
+#: the ablation table's columns.
+JUDGE_FREE = [
+    ("ae_ends_rate", "AE2 ends", "pct"),
+    ("mt_ends_rate", "MT ends", "pct"),
+    ("ae_mean_tokens", "AE2 tokens", "f0"),
+    ("mt_mean_tokens", "MT tokens", "f0"),
+    ("ae_in_format", "AE2 in format", "pct"),
+    ("mt_in_format", "MT in format", "pct"),
+]
 #: Leaderboard columns in reading order: (column, header, format). ``int`` counts, ``f2`` two decimals.
 BOARD = [
     ("model", "model", "text"),
@@ -61,12 +71,7 @@ BOARD = [
     ("mt_bench_turn_1", "turn 1", "f2"),
     ("mt_bench_turn_2", "turn 2", "f2"),
     ("mt_bench_scoring", "MT grades", "text"),
-    ("ae_ends_rate", "AE2 ends", "pct"),
-    ("mt_ends_rate", "MT ends", "pct"),
-    ("ae_mean_tokens", "AE2 tokens", "f0"),
-    ("mt_mean_tokens", "MT tokens", "f0"),
-    ("ae_in_format", "AE2 in format", "pct"),
-    ("mt_in_format", "MT in format", "pct"),
+    *JUDGE_FREE,
     ("judge_parse_failures", "unparsed", "int"),
 ]
 CATEGORIES = [("model", "model", "text")] + [(f"mt_{c}", c, "f2") for c in MT_CATEGORIES]
@@ -90,19 +95,24 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+def cell_text(value: Any, kind: str) -> str:
+    """A value as its column's format shows it (empty when missing): the page's and the
+    ablation table's cells."""
+    if _missing(value):
+        return ""
+    if kind == "int":
+        return f"{round(float(value)):,}"
+    if kind == "pct":
+        return f"{float(value) * 100:.0f} %"
+    if kind.startswith("f"):
+        return f"{float(value):.{int(kind[1:])}f}"
+    return str(value)
+
+
 def _cell(value: Any, kind: str) -> str:
     if kind == "group" and not _missing(value):
         return f"<td><span class=group>{html.escape(str(value))}</span></td>"
-    if _missing(value):
-        text = ""
-    elif kind == "int":
-        text = f"{round(float(value)):,}"
-    elif kind == "pct":
-        text = f"{float(value) * 100:.0f} %"
-    elif kind.startswith("f"):
-        text = f"{float(value):.{int(kind[1:])}f}"
-    else:
-        text = str(value)
+    text = cell_text(value, kind)
     if kind == "text":  # left-aligned; the title repeats the text on hover
         return f'<td class="text" title="{html.escape(text)}">{html.escape(text)}</td>'
     return f"<td>{html.escape(text)}</td>"
