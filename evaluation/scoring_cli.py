@@ -11,6 +11,7 @@ import pandas as pd
 
 from tapir.errors import DataError
 from tapir.evaluation import alpaca_metrics, mt_bench_metrics
+from tapir.json_text import DuplicateKeyError, strict_json
 
 
 def score_alpaca(annotations: str, difficulty: str | None, cache_dir: str) -> dict:
@@ -28,12 +29,10 @@ def score_mt_bench(judgments: str, questions: str | None) -> dict:
     path = Path(judgments)
     if not path.is_file():
         raise DataError(f"--judgments: file not found: {judgments}")
-    try:
-        table = pd.read_json(path, lines=True)
-    except ValueError as exc:
-        raise DataError(f"--judgments: {path} is not JSON lines ({exc})") from None
-    if table.empty:
+    records = _judgment_records(path)
+    if not records:
         raise DataError(f"--judgments: {path} has no records")
+    table = pd.DataFrame.from_records(records)
     for column in ("question_id", "turn"):
         if column not in table.columns:
             raise DataError(f"--judgments: records lack {column!r}")
@@ -68,6 +67,34 @@ def score_mt_bench(judgments: str, questions: str | None) -> dict:
     if "model" in table.columns and table["model"].nunique() > 1:
         return {model: summary(group) for model, group in table.groupby("model", sort=True)}
     return summary(table)
+
+
+def _judgment_records(path: Path) -> list[dict]:
+    """The file's records, read as JSON (not through pandas, which turns ``true`` into 1 and
+    keeps the last of two equal keys): each an object, its ``score`` a number or null."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"--judgments: {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"--judgments: cannot read {path} ({exc.strerror})") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = strict_json(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"--judgments: {path} line {number} is not JSON ({exc.msg})") from None
+        except DuplicateKeyError as exc:
+            raise DataError(f"--judgments: {path} line {number}: {exc}") from None
+        if not isinstance(record, dict):
+            raise DataError(f"--judgments: {path} line {number} is a {type(record).__name__}, not a record")
+        score = record.get("score")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+            raise DataError(f"--judgments: {path} line {number}: score {score!r} is not a number")
+        records.append(record)
+    return records
 
 
 def _check_records(table: pd.DataFrame, path: Path) -> None:

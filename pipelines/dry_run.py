@@ -180,6 +180,7 @@ def check_spend_cap(recipe: Recipe, n_seeds: int) -> dict[str, Any]:
 def refuse_over_cap(recipe: Recipe, cost: dict[str, Any]) -> dict[str, Any]:
     """``cost`` (of ``costs``), or one error line when its upper bound exceeds the cap."""
     cap = recipe.pipeline.max_spend_usd
+    refuse_unpriced_under_cap(recipe, cost)
     if cap is not None and cost["upper_usd"] > cap:
         parts = ", ".join(f"{role} ${c['upper_usd']:,.2f}" for role, c in cost["roles"].items())
         raise DataError(
@@ -188,6 +189,31 @@ def refuse_over_cap(recipe: Recipe, cost: dict[str, Any]) -> dict[str, Any]:
             "less (seeds.limit, expansion, refinement)"
         )
     return cost
+
+
+def unpriced_paid(recipe: Recipe, cost: dict[str, Any] | None = None) -> list[str]:
+    """Roles (the plan calls; without ``cost``, every role) that may cost money but set no
+    price: their spend is unknown."""
+    roles = cost["unpriced"] if cost is not None else ["teacher", "student", "judge"]
+    return [r for r in roles if recipe.role(r).paid and not recipe.role(r).price_per_million_tokens]  # type: ignore[arg-type]
+
+
+def refuse_unpriced_under_cap(recipe: Recipe, cost: dict[str, Any] | None = None) -> None:
+    """One line when a spend cap is set and a paid role has no price: the cap could not see it."""
+    cap = recipe.pipeline.max_spend_usd
+    unpriced = unpriced_paid(recipe, cost)
+    if cap is None or not unpriced:
+        return
+    role = unpriced[0]
+    raise DataError(
+        f"{role}.price_per_million_tokens: {role} is a paid endpoint "
+        f"({_where(recipe.role(role))}) with no price, so the ${cap:g} spend cap cannot count "  # type: ignore[arg-type]
+        "what it costs; set {input: $, output: $} per million tokens, or drop --max-spend"
+    )
+
+
+def _where(spec: Any) -> str:
+    return "Batch API" if spec.batch else (spec.base_url or "https://api.openai.com/v1")
 
 
 def new_instructions(recipe: Recipe, n_seeds: int) -> int:
@@ -293,10 +319,10 @@ def dry_run(recipe: Recipe, console: Console) -> dict[str, Any]:
     console.print(table)
     if cost["roles"]:
         console.print(f"  cost: list prices per million tokens, batch discount applied; {ASSUMPTIONS}")
-    served_by_api = [r for r in cost["unpriced"] if backend_of(recipe.role(r).backend).remote]  # type: ignore[arg-type]
-    if served_by_api:
+    for role in unpriced_paid(recipe, cost):
         console.print(
-            f"[yellow]note: {', '.join(served_by_api)} set no price_per_million_tokens: not in the cost[/]"
+            f"[yellow]warning: {role} is a paid endpoint ({_where(recipe.role(role))}) with no "  # type: ignore[arg-type]
+            "price_per_million_tokens: its cost is unknown, not in the totals, and --max-spend refuses it[/]"
         )
     batched = [r for r in ("teacher", "student", "judge") if recipe.role(r).batch]  # type: ignore[arg-type]
     if batched:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +86,21 @@ class _TapirRunFixes:
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         self._tapir_location = None
+        self.interrupted = False
         try:
             return super().run(*args, **kwargs)  # type: ignore[misc]
         finally:
             self._tapir_location = None
+
+    def _handle_keyboard_interrupt(self) -> Any:
+        """distilabel answers Ctrl-C by stopping the graph and returning what it has, as if the run
+        had ended; tapir must know it was stopped (``interrupted``) to say so and keep nothing."""
+
+        def on_interrupt(signum: int, frame: Any) -> None:
+            self.interrupted = True
+            self._stop()  # type: ignore[attr-defined]
+
+        return signal.signal(signal.SIGINT, on_interrupt)
 
     def _refresh_pipeline_from_cache(self) -> None:
         """A pipeline.yaml that cannot be read (cut short by a kill before its writes were

@@ -18,7 +18,7 @@ from tapir.errors import DataError, IncompleteRunError, TapirError
 from tapir.manifest import now_utc, sha256_file, write_json
 from tapir.pipelines.decontamination import benchmark_texts, write_benchmark_file
 from tapir.pipelines.decontamination import counts as contamination_counts
-from tapir.pipelines.dry_run import check_spend_cap, planned_rows
+from tapir.pipelines.dry_run import check_spend_cap, planned_rows, refuse_unpriced_under_cap, unpriced_paid
 from tapir.pipelines.expansion_plan import plan_summary
 from tapir.pipelines.graph import CURRICULUM, EXPANSION_AUDIT, POOL, SELECTED, build_pipeline, pipeline_name
 from tapir.pipelines.progress import LiveProgress, distilabel_logs_to
@@ -55,7 +55,7 @@ from tapir.stage_contract import (
 from tapir.stage_contract import (
     SELECTED as SELECTED_TABLE,
 )
-from tapir.staging import atomic_folder, claim_output, mark_output
+from tapir.staging import atomic_folder, check_free_space, claim_output, mark_output, swap_into_place
 
 # Columns that only matter inside the graph.
 _INTERNAL = {PLACEHOLDER}
@@ -122,11 +122,18 @@ def run_data(
     out_dir = recipe.resolved_output_dir
     _apart(out_dir, Path(recipe.cache_dir))
     claim_output(out_dir, "data", "output_dir")
+    check_free_space(Path(recipe.cache_dir), "cache_dir")
+    previous_complete = _complete_run(out_dir)
     hold_pipeline_cache(recipe)
     seeds = check_inputs(recipe)
-    check_spend_cap(recipe, len(seeds))
+    cost = check_spend_cap(recipe, len(seeds))
     kind, location = describe_source(recipe.seeds)
     console.print(f"[bold]tapir data[/] {recipe.name}: {len(seeds)} seeds from {kind} {location}")
+    for role in unpriced_paid(recipe, cost):
+        console.print(
+            f"[yellow]warning: {role} is a paid endpoint with no price_per_million_tokens: "
+            "what this run spends on it is not counted[/]"
+        )
     benchmarks_file = _benchmarks_file(recipe)
     corrections = load_corrections(recipe)
     # hashed as read now: a file edited while the run goes makes its data stale, not current
@@ -165,6 +172,8 @@ def run_data(
         finally:
             if owned:
                 engines.stop()
+        if getattr(pipeline, "interrupted", False):
+            raise KeyboardInterrupt  # what came back is a stopped graph's, not a result (exit 130)
         if not use_cache:
             console.print(progress.table(final=True))
         if distiset is None:
@@ -215,13 +224,24 @@ def run_data(
         write_manifest(staging, manifest)
         write_card(run.card_file, recipe, summary, manifest.model_dump(mode="json"))
         mark_output(staging, "data")
+        if disk_full := _disk_full_reason(usage):
+            raise DataError(
+                f"cache_dir: the disk holding {recipe.cache_dir} filled up during the run ({disk_full}); "
+                f"free some space and run again ({out_dir} is as it was)"
+            )
+        kept_beside = None
+        if failed_calls and previous_complete:
+            # never a complete output replaced by a worse one: this run's goes beside it
+            kept_beside = out_dir.with_name(f"{out_dir.name}.incomplete")
+            claim_output(kept_beside, "data", "output_dir")
+            swap_into_place(staging, kept_beside)
     if not failed_calls:
         # distilabel's cache holds the failed rows as they came out; a re-run must instead
         # run the graph afresh, the response cache answering all but the failed requests.
         _mark_completed(pipeline, context)
     print_summary(summary, console)
     console.print(
-        f"[green]wrote[/] {out_dir} in {summary['elapsed_s']:.0f}s "
+        f"[green]wrote[/] {kept_beside or out_dir} in {summary['elapsed_s']:.0f}s "
         f"({summary['llm_calls_this_run']} LLM calls this run)"
     )
     capped = spend_capped(usage)
@@ -232,6 +252,16 @@ def run_data(
             f"is cached and not paid again: rerun `tapir data` (raise --max-spend to finish); {out_dir} "
             "holds the rows done, marked incomplete"
         )
+    if refused := _batch_refused(usage):
+        raise DataError(
+            f"llm calls: {refused}; a rerun would send the same request: fix what it names "
+            f"({kept_beside or out_dir} holds this incomplete run)"
+        )
+    if failed_calls and kept_beside is not None:
+        raise IncompleteRunError(
+            f"llm calls: {failed_calls_line(usage)}; {out_dir} keeps the previous complete run, "
+            f"this incomplete one is in {kept_beside}; rerun `tapir data` to ask exactly those again"
+        )
     if failed_calls:
         raise IncompleteRunError(
             f"llm calls: {failed_calls_line(usage)}; {out_dir} holds the rows that did not need them "
@@ -239,6 +269,37 @@ def run_data(
             "rerun `tapir data` to ask exactly those again"
         )
     return out_dir
+
+
+def _complete_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished data run whose every call was answered."""
+    from tapir.stage_contract import read_data_manifest
+
+    try:
+        manifest = read_data_manifest(folder)
+    except TapirError:
+        return False
+    return manifest is not None and not manifest.failed_calls
+
+
+def _batch_refused(usage: dict[str, dict[str, Any]]) -> str | None:
+    """``role: why`` when the Batch API refused a call for good (a 4xx of its files/batches
+    endpoints): the input is wrong, and a rerun is not the cure (exit 2, not 3)."""
+    for role, numbers in sorted(usage.items()):
+        for reason in numbers.get("failure_reasons") or {}:
+            if reason.startswith("batch API refused"):
+                return f"{role}: {reason}"
+    return None
+
+
+def _disk_full_reason(usage: dict[str, dict[str, Any]]) -> str | None:
+    """A failure reason that is the disk filling up (the response cache could not store an
+    answer), which no rerun fixes until space is freed."""
+    for numbers in usage.values():
+        for reason in numbers.get("failure_reasons") or {}:
+            if "disk is full" in reason.lower() or "no space left" in reason.lower():
+                return reason
+    return None
 
 
 def unit_prices(recipe: Recipe) -> dict[str, dict[str, float]]:
@@ -295,8 +356,10 @@ def _apart(out_dir: Path, cache: Path) -> None:
 
 
 def check_inputs(recipe: Recipe) -> list[dict[str, Any]]:
-    """What can be checked before anything is written: every role's model or endpoint (retried
-    like any call), then the seeds; returns the seed rows."""
+    """What can be checked before anything is written: a spend cap that could not see a paid
+    role, every role's model or endpoint (retried like any call), then the seeds; returns the
+    seed rows."""
+    refuse_unpriced_under_cap(recipe)
     check_ray(recipe)
     expected = recipe.judging.top_logprobs if recipe.judge_scoring == "expected" else None
     for role in ("teacher", "student", "judge"):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tapir.errors import DataError
+from tapir.json_text import DuplicateKeyError, strict_json
 from tapir.recipe import SeedSource
 
 LOCAL_SUFFIXES = frozenset({".json", ".jsonl", ".parquet"})
@@ -48,6 +49,8 @@ def read_local(path: Path, location: str, field: str = "seeds.source") -> list[d
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{field}: {location} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"{field}: cannot read {location} ({exc.strerror or type(exc).__name__})") from None
     if suffix == ".json" and text.lstrip().startswith("{"):
         try:
             whole = json.loads(text)
@@ -64,14 +67,18 @@ def read_local(path: Path, location: str, field: str = "seeds.source") -> list[d
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                rows.append(strict_json(line))
             except json.JSONDecodeError as exc:
                 raise DataError(f"{field}: {location} line {number} is not valid JSON ({exc.msg})") from None
+            except DuplicateKeyError as exc:
+                raise DataError(f"{field}: {location} line {number}: {exc}") from None
     else:
         try:
-            rows = json.loads(text)
+            rows = strict_json(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{field}: {location} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        except DuplicateKeyError as exc:
+            raise DataError(f"{field}: {location}: {exc}") from None
     if not isinstance(rows, list):
         raise DataError(f"{field}: {location} must hold a list of JSON objects")
     for number, row in enumerate(rows):
@@ -82,12 +89,25 @@ def read_local(path: Path, location: str, field: str = "seeds.source") -> list[d
     return rows
 
 
+def check_seed_file(path: Path, location: str) -> None:
+    """A regular file: a pipe (``<(...)``, /dev/stdin) is refused as such, since a data pass reads
+    its seeds more than once and records their sha256 in the manifest."""
+    if "\x00" in location:
+        raise DataError("seeds.source: the path holds a NUL byte")
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise DataError(
+            f"seeds.source: {location} is a pipe or device, not a file; tapir reads the seeds more "
+            "than once and records their sha256, so save them to a file first"
+        )
+    if not path.is_file():
+        raise DataError(f"seeds.source: file not found: {location}")
+
+
 def _read_rows(source: SeedSource) -> list[dict[str, Any]]:
     kind, location = describe_source(source)
     if kind in ("embedded", "local"):
         path = Path(location)
-        if not path.is_file():
-            raise DataError(f"seeds.source: file not found: {location}")
+        check_seed_file(path, location)
         if path.suffix.lower() not in LOCAL_SUFFIXES:
             raise DataError(f"seeds.source: {location}: unsupported format (use .json, .jsonl or .parquet)")
         return read_local(path, location)
@@ -113,13 +133,14 @@ def _input_of(row: dict[str, Any], column: str | None) -> str:
 
 
 # Characters that show nothing: an instruction of only these is empty, whatever its length.
-_BLANK_CATEGORIES = {"Cc", "Cf", "Cn", "Co", "Cs", "Zs", "Zl", "Zp"}
+# Combining marks (Mn, Mc, Me) only decorate a character before them: alone they say nothing.
+_BLANK_CATEGORIES = {"Cc", "Cf", "Cn", "Co", "Cs", "Zs", "Zl", "Zp", "Mn", "Mc", "Me"}
 _FILLERS = {"\u115f", "\u1160", "\u2800", "\u3164", "\uffa0"}
 
 
 def visible(text: str) -> bool:
     """Whether ``text`` has a character a reader would see (not only spaces, zero-width
-    characters, control characters or Hangul/Braille fillers)."""
+    characters, control characters, combining marks or Hangul/Braille fillers)."""
     return any(
         not ch.isspace() and ch not in _FILLERS and unicodedata.category(ch) not in _BLANK_CATEGORIES
         for ch in text
@@ -231,8 +252,7 @@ def count_seeds_offline(source: SeedSource) -> tuple[int | None, str]:
         note = "from seeds.expected_rows" if count else "unknown (set seeds.expected_rows)"
     else:
         path = Path(location)
-        if not path.is_file():
-            raise DataError(f"seeds.source: file not found: {location}")
+        check_seed_file(path, location)
         count = len(load_seeds(source.model_copy(update={"limit": None}), seed=0))
         note = f"counted in {location}"
     if count is not None and source.limit is not None:

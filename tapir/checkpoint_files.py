@@ -49,3 +49,49 @@ def damaged_weights(folder: Path) -> str | None:
         if problem:
             return f"{path}: {problem}"
     return None
+
+
+#: The weight files a transformers (or PEFT adapter) folder may hold, in the order loaders look.
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.pt", "*.pth")
+SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def model_folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a whole model folder (``file: why``), or None: a config that parses
+    as a model's, weight files present, every shard an index names present, every safetensors
+    file as long as its header says. What a push or an evaluation would otherwise find after
+    uploading or loading half of it."""
+    config = folder / "config.json"
+    adapter = folder / "adapter_config.json"
+    if not config.is_file() and not adapter.is_file():
+        return f"{folder}: not a transformers model folder (no config.json)"
+    for path in (config, adapter):
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            return f"{path}: unreadable ({type(exc).__name__}: truncated or not JSON)"
+        if not isinstance(data, dict) or not data:
+            return f"{path}: not a model configuration (an empty or non-object JSON)"
+        if path == config and "model_type" not in data and "architectures" not in data:
+            return f"{path}: not a model configuration (no model_type or architectures)"
+    for index_name in SHARD_INDEXES:
+        index = folder / index_name
+        if not index.is_file():
+            continue
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return f"{index}: unreadable shard index ({type(exc).__name__})"
+        missing = [name for name in shards if not (folder / name).is_file()]
+        if missing:
+            return f"{index}: names {len(missing)} shard(s) that are not there ({missing[0]}, ...)"
+    weights = [p for pattern in WEIGHT_GLOBS for p in sorted(folder.glob(pattern))]
+    if not weights:
+        return f"{folder}: no weight files (*.safetensors, pytorch_model*.bin)"
+    empty = [p for p in weights if p.stat().st_size == 0]
+    if empty:
+        return f"{empty[0]}: empty (0 bytes)"
+    return damaged_weights(folder)

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from tapir import __version__
 from tapir.commands import ablate, data, distill, evaluate, init, push, recipe, review, train
-from tapir.errors import TapirError
+from tapir.errors import TapirError, is_disk_full, os_error_line
 from tapir.lifeline import children_die_with_this_process
 from tapir.redaction import scrub_standard_streams
 from tapir.run_lock import release_all
@@ -90,6 +90,17 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("tapir: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    except OSError as error:
+        line = os_error_line(error)
+        if line is None:
+            raise
+        print(f"tapir: error: {line}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    except Exception as error:  # sqlite3 (the response cache) says "disk is full" its own way
+        if not is_disk_full(error):
+            raise
+        print(f"tapir: error: {os_error_line(error)}", file=sys.stderr)
+        code = EXIT_USER_ERROR
     finally:
         release_all()  # the locks on this command's outputs (the kernel would, at exit)
     sys.exit(code)

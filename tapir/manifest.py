@@ -36,6 +36,21 @@ _SECRET_PATTERNS = [
     re.compile(r"hf_[A-Za-z0-9]{20,}"),
     re.compile(r"sk-[A-Za-z0-9_\-]{16,}"),
 ]
+#: Credentials by where they stand rather than their shape, scrubbed wherever text is written
+#: (the group before the secret is kept): a URL's user-info, a key-like query parameter, an
+#: ``Authorization: Bearer …`` value, a key-like header or option printed as ``name: value``.
+_SECRET_CONTEXTS = [
+    re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://)[^/\s:@'\"]*:[^/\s@'\"]+(?=@)"),
+    re.compile(
+        r"(?i)([?&#](?:[a-z0-9_\-]*api[_\-]?key|apikey|key|code|sig|signature|token|access_token|"
+        r"id_token|refresh_token|auth|password|secret|x-amz-[a-z\-]+|x-goog-[a-z\-]+)=)[^&#\s'\"]+"
+    ),
+    re.compile(r"(?i)(\bbearer\s+)(?=[A-Za-z0-9._~+/=\-]*[0-9])[A-Za-z0-9._~+/=\-]{16,}"),
+    re.compile(  # quoted values only: "api_key: holds a credential" in a message is prose
+        r"(?i)([\"']?[a-z0-9_\-]*(?:api[_\-]?key|subscription[_\-]key|password|secret|authorization|"
+        r"cookie|access[_\-]token|auth[_\-]token)[\"']?\s*[:=]\s*[\"'])(?!\*\*\*)[^\s'\"]{4,}(?=[\"'])"
+    ),
+]
 
 
 def library_versions() -> dict[str, str]:
@@ -81,7 +96,14 @@ def scrub(text: str) -> str:
         text = text.replace(value, "***")
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub("***", text)
+    for pattern in _SECRET_CONTEXTS:
+        text = pattern.sub(r"\1***", text)
     return text
+
+
+def looks_like_secret(text: str) -> bool:
+    """Whether ``text`` is shaped like a key or token (``sk-…``, ``hf_…``, ``Bearer …``)."""
+    return any(p.search(text) for p in _SECRET_PATTERNS) or bool(_SECRET_CONTEXTS[2].search(text))
 
 
 def error_line(error: BaseException) -> str:
@@ -95,6 +117,7 @@ def contains_secret(blob: bytes) -> bool:
     if any(value.encode() in blob for value in secret_values()):
         return True
     text = blob.decode("latin-1")
+    # shapes only: the contexts would also match a dataset's code answers (``password = "…"``)
     return any(pattern.search(text) for pattern in _SECRET_PATTERNS)
 
 

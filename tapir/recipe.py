@@ -9,9 +9,12 @@ exactly like a typo in the file. Field descriptions double as the reference docu
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -33,12 +36,20 @@ Backend = Literal[BACKEND_NAMES]  # type: ignore[valid-type]  # the adapters in 
 Role = Literal["teacher", "student", "judge"]
 #: numpy's seeds (and so the Trainer's and datasets' shuffles) are 32-bit.
 MAX_SEED = 2**32 - 1
-#: Recipe keys whose value would be a credential itself (the recipe names variables: ``*_env``).
+#: Recipe keys (and header names, at any depth of ``options``) whose value would be a credential
+#: itself, matched after lower-casing and turning every run of other characters into ``_``
+#: (``X-API-Key``, ``api-key`` and ``Ocp-Apim-Subscription-Key`` alike). The recipe names
+#: variables instead: ``*_env``.
 CREDENTIAL_KEY = re.compile(
-    r"(?:^|_)(?:api_?key|password|passwd|secret|credentials?|authorization)$"
-    r"|^(?:token|hub_token|hf_token|access_token|auth_token|bearer_token|api_token)$",
+    r"(?:^|_)(?:api_?key|apikey|subscription_key|access_key|secret_key|private_key|password|passwd"
+    r"|secret|credentials?|authorization|cookie|session_token|security_token|signature)$"
+    r"|^(?:token|hub_token|hf_token|access_token|auth_token|bearer_token|api_token|refresh_token"
+    r"|id_token|auth|x_auth_token)$",
     re.IGNORECASE,
 )
+#: URL query parameters that carry a credential, besides the key names above (Google's ``key``,
+#: OAuth's ``code``, signed URLs' ``sig`` and ``X-Amz-*``).
+CREDENTIAL_QUERY = re.compile(r"^(?:key|code|sig|x_amz_\w+|x_goog_\w+)$")
 #: Nesting a recipe may have (its schema needs five levels; engine options a few more).
 MAX_YAML_DEPTH = 32
 #: Values a YAML recipe may expand to through anchors and aliases (a "billion laughs" stops here).
@@ -257,9 +268,17 @@ class ModelSpec(StrictModel):
     @field_validator("price_per_million_tokens")
     @classmethod
     def _price_keys(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value is not None and (set(value) - {"input", "output"} or min(value.values(), default=0) < 0):
-            raise ValueError("keys are input and output, each a price >= 0 in $ per million tokens")
-        return value
+        return check_price(value)
+
+    @property
+    def paid(self) -> bool:
+        """Whether its calls may cost money: the Batch API, or an endpoint somebody else runs at
+        an address off this machine (a server on loopback is the user's own)."""
+        if self.batch:
+            return True
+        if not backend_of(self.backend).remote:
+            return False
+        return not is_loopback_url(self.base_url or "https://api.openai.com/v1")
 
     def unit_price(self) -> dict[str, float] | None:
         """$ per million tokens as this role's requests are billed (the batch discount applied)."""
@@ -267,6 +286,35 @@ class ModelSpec(StrictModel):
             return None
         factor = self.batch_discount if self.batch else 1.0
         return {k: v * factor for k, v in self.price_per_million_tokens.items()}
+
+
+def check_price(value: dict[str, float] | None) -> dict[str, float] | None:
+    """A price names both input and output (a missing one would make those tokens free)."""
+    if value is None:
+        return value
+    if set(value) != {"input", "output"} or min(value.values()) < 0:
+        raise ValueError(
+            "give both input and output, each a price >= 0 in $ per million tokens "
+            f"(got {', '.join(sorted(map(str, value))) or 'no keys'})"
+        )
+    return value
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url``'s host is this machine's loopback (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_devices_fit(devices: list[int] | None, backend: str, options: dict[str, Any], field: str) -> None:
@@ -910,8 +958,10 @@ class EvaluationSettings(StrictModel):
             "alpaca_eval:"
         ):
             raise ValueError("alpaca_eval.annotator: 'judge' or 'alpaca_eval:<annotator config>'")
-        if self.price_per_million_tokens and set(self.price_per_million_tokens) - {"input", "output"}:
-            raise ValueError("price_per_million_tokens: keys are input and output")
+        try:
+            check_price(self.price_per_million_tokens)
+        except ValueError as exc:
+            raise ValueError(f"price_per_million_tokens: {exc}") from None
         check_devices_fit(self.devices, self.backend, self.backend_options, "backend_options")
         return self
 
@@ -1205,10 +1255,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise RecipeError(f"--set {text!r}: empty key")
+    if "\x00" in raw:
+        raise RecipeError(f"--set {key}: holds a NUL byte, which no name, path or prompt may")
     try:
         value = read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise RecipeError(f"--set {key}: value is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+        raise RecipeError(f"--set {key}: value is not valid YAML ({problem})") from None
     except RecipeError as exc:
         raise RecipeError(f"--set {key}: {exc}") from None
     return path, value
@@ -1298,29 +1351,56 @@ def _expanded_size(value: Any, seen: dict[int, int]) -> int:
     return seen[id(value)]
 
 
-def credential_fields(data: Any, prefix: str = "") -> list[str]:
-    """Recipe fields that hold a credential itself: a key-like option, or a URL with user-info.
-    A recipe is copied into manifests, dataset cards and logs; keys live in the environment."""
-    from urllib.parse import urlsplit
+def credential_name(key: str) -> bool:
+    """Whether a key or header named ``key`` would hold a credential (``*_env`` names a variable)."""
+    name = re.sub(r"[^a-z0-9]+", "_", key.lower()).strip("_")
+    return bool(CREDENTIAL_KEY.search(name)) and not name.endswith("_env")
 
-    found: list[str] = []
+
+def url_credential(value: str) -> str | None:
+    """What in URL ``value`` is a credential (user-info, a key-like query parameter), or None."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        parts = urlsplit(value.strip())
+        username, password = parts.username, parts.password
+    except ValueError:
+        return None
+    if username or password:
+        return "user-info (user:password@)"
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True) + parse_qsl(
+        parts.fragment, keep_blank_values=True
+    ):
+        plain = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+        if credential_name(name) or CREDENTIAL_QUERY.match(plain):
+            return f"query parameter {name!r}"
+    return None
+
+
+def credential_fields(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(field, what) for every recipe field that holds a credential itself: a key-like option or
+    header of any spelling at any depth, a URL with user-info or a key in its query, a value
+    shaped like a token. A recipe is copied into manifests, dataset cards and logs; keys live in
+    the environment."""
+    from tapir.manifest import looks_like_secret
+
+    found: list[tuple[str, str]] = []
     if isinstance(data, dict):
         for key, value in data.items():
             field = f"{prefix}{key}"
-            if isinstance(key, str) and CREDENTIAL_KEY.search(key) and not key.endswith("_env") and value:
-                found.append(field)
+            if isinstance(key, str) and credential_name(key) and value not in (None, "", {}, []):
+                found.append((field, f"{key!r} names a credential"))
             else:
                 found += credential_fields(value, f"{field}.")
     elif isinstance(data, list):
         for index, value in enumerate(data):
             found += credential_fields(value, f"{prefix}{index}.")
-    elif isinstance(data, str) and data.strip().lower().startswith(("http://", "https://")):
-        try:
-            parts = urlsplit(data.strip())
-        except ValueError:
-            return found
-        if parts.username or parts.password:
-            found.append(prefix.rstrip("."))
+    elif isinstance(data, str):
+        field = prefix.rstrip(".")
+        if data.strip().lower().startswith(("http://", "https://")) and (what := url_credential(data)):
+            found.append((field, f"a URL with a credential in its {what}"))
+        elif looks_like_secret(data):
+            found.append((field, "a value shaped like a key or token"))
     return found
 
 
@@ -1328,12 +1408,12 @@ def _refuse_credentials(data: dict[str, Any], origin: str) -> None:
     fields = credential_fields(data)
     if not fields:
         return
-    field = fields[0]
+    field, what = fields[0]
     role = field.split(".")[0]
     hint = f"{role}.api_key_env" if role in ("teacher", "student", "judge") else "the section's *_env field"
     raise RecipeError(
-        f"{origin}: {field}: holds a credential, which would be copied into manifests, cards and "
-        f"logs; put it in an environment variable and name that variable in {hint}"
+        f"{origin}: {field}: holds a credential ({what}), which would be copied into manifests, cards "
+        f"and logs; put it in an environment variable and name that variable in {hint}"
     )
 
 
@@ -1348,8 +1428,10 @@ def packaged_recipes() -> dict[str, Path]:
 def resolve_recipe_path(value: str | Path) -> Path:
     """A recipe file, or the name of one tapir ships (``default``, ``paper-llama2-7b``): a file
     of that name in the working folder wins, so an edited copy is never shadowed."""
+    if "\x00" in str(value):
+        raise RecipeError("--recipe: the path holds a NUL byte")
     path = Path(value).expanduser()
-    if path.is_file():
+    if path.exists() and not path.is_dir():  # a file, or a pipe (`--recipe <(...)`, /dev/stdin)
         return path
     text = str(value)
     if "/" not in text and "\\" not in text:
@@ -1368,18 +1450,48 @@ def init_recipe(name: str, to: str | None = None) -> Path:
     source = packaged_recipes().get(name.removesuffix(".yaml"))
     if source is None:
         raise RecipeError(f"init: tapir ships no recipe {name!r} (it ships {', '.join(packaged_recipes())})")
+    if to is not None and "\x00" in to:
+        raise RecipeError("init: --to holds a NUL byte")
     target = Path(to).expanduser() if to else Path(f"{source.stem}.yaml")
-    if target.exists():
+    if target.exists() or target.is_symlink():
         raise RecipeError(f"init: {target} exists; tapir never replaces it (give --to another file)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(source.read_bytes())
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(source.read_bytes())
+        try:
+            os.link(partial, target)  # whole or absent, and never over a file that appeared meanwhile
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV) or target.exists():
+                raise
+            os.replace(partial, target)  # a file system without hard links
+    except FileExistsError as exc:
+        if Path(exc.filename or "") == target:
+            raise RecipeError(
+                f"init: {target} exists; tapir never replaces it (give --to another file)"
+            ) from None
+        raise RecipeError(
+            f"init: cannot write {target}: a part of the path is a file, not a folder"
+        ) from None
+    except NotADirectoryError:
+        raise RecipeError(
+            f"init: cannot write {target}: a part of the path is a file, not a folder"
+        ) from None
+    except OSError as exc:
+        why = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+        raise RecipeError(f"init: cannot write {target}: {why}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink()
     return target
 
 
 def load_recipe_dict(path: str | Path) -> dict[str, Any]:
     path = resolve_recipe_path(path)
     try:
-        data = read_yaml(path.read_text(encoding="utf-8"))
+        data = read_yaml(path.read_text(encoding="utf-8"))  # once: a pipe can be read only once
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
     except UnicodeDecodeError as exc:
         byte = exc.object[exc.start]
         raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start} is {byte:#04x})") from None
@@ -1397,7 +1509,27 @@ def load_recipe_dict(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _nul_field(data: Any, prefix: str = "") -> str | None:
+    """The first field whose key or text holds a NUL byte (no path, name or prompt can)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            field = f"{prefix}{key}"
+            if "\x00" in str(key):
+                return field
+            if found := _nul_field(value, f"{field}."):
+                return found
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            if found := _nul_field(value, f"{prefix}{index}."):
+                return found
+    elif isinstance(data, str) and "\x00" in data:
+        return prefix.rstrip(".") or "recipe"
+    return None
+
+
 def recipe_from_dict(data: dict[str, Any], origin: str = "recipe") -> Recipe:
+    if field := _nul_field(data):
+        raise RecipeError(f"{origin}: {field}: holds a NUL byte, which no name, path or prompt may")
     _refuse_credentials(data, origin)
     try:
         recipe = Recipe.model_validate(data)

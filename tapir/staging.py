@@ -89,6 +89,7 @@ def claim_output(folder: Path, stage: str, field: str) -> None:
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise DataError(f"{field}: {folder} is a file, not a folder tapir wrote; not replacing it")
     _check_creatable(folder, field)
+    check_free_space(folder, field)
     hold(lock_file_for(folder), field, str(folder))
     if not folder.exists() or not any(folder.iterdir()):
         return
@@ -142,6 +143,28 @@ def _check_creatable(folder: Path, field: str) -> None:
         pass
     except OSError as exc:
         raise DataError(f"{field}: cannot write into {parent} ({exc.strerror or exc})") from None
+
+
+#: Free space a run needs where it writes before it starts; below it the run is refused up front
+#: instead of failing when its output (or the cache) is written, after the whole run.
+MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+def check_free_space(folder: Path, field: str, needed: int = MIN_FREE_BYTES) -> None:
+    """One line before the run when the disk that will hold ``folder`` is (nearly) full."""
+    existing = folder.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        stats = os.statvfs(existing)
+    except OSError:
+        return  # not a file system that says (the write itself will tell)
+    free = stats.f_bavail * stats.f_frsize
+    if free < needed:
+        raise DataError(
+            f"{field}: the disk holding {folder} is full ({free / 2**20:.1f} MiB free; a run needs "
+            f"at least {needed / 2**20:.0f} MiB): free some space and run again"
+        )
 
 
 def mark_output(folder: Path, stage: str) -> None:
@@ -249,7 +272,8 @@ def atomic_folder(target: Path) -> Iterator[Path]:
     staging.mkdir(parents=True)
     try:
         yield staging
-        swap_into_place(staging, target)
+        if staging.exists():  # the caller may have put it elsewhere (``swap_into_place``)
+            swap_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -156,8 +156,10 @@ def _set(w: World, *overrides: str) -> dict[str, Any]:
     return _data(w, None, *argv)
 
 
-def _data_with(w: World, name: str, changes: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return _data(w, w.variant(name, changes), **extra)
+def _data_with(
+    w: World, name: str, changes: dict[str, Any], argv_extra: list[str] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return _data(w, w.variant(name, changes), *(argv_extra or []), **extra)
 
 
 def _seeds(w: World, name: str, content: str | bytes, **seed_fields: Any) -> dict[str, Any]:
@@ -1241,6 +1243,243 @@ ISSUE_22_CASES += [
     ),
 ]
 CASES += ISSUE_22_CASES
+
+
+def _model_folder(w: World, name: str, files: dict[str, str | bytes]) -> Path:
+    folder = w.root / "models" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for relative, content in files.items():
+        path = folder / relative
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return folder
+
+
+def _fifo(w: World, name: str) -> Path:
+    path = w.root / "files" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.mkfifo(path)
+    return path
+
+
+def _swap_rounds(folder: Path) -> None:
+    """Round 1's file replaced by another valid round file (round 2's): same shape, other rows."""
+    data = folder / "data"
+    (data / "round_1.parquet").write_bytes((data / "round_2.parquet").read_bytes())
+
+
+_PAID = {"backend": "openai", "model": "gpt-x", "base_url": "https://api.example.invalid/v1"}
+
+# Issue 34: secrets in any field, money without a price, a push of half a model, inputs that
+# changed or repeat themselves, pipes, NUL bytes, impossible places.
+ISSUE_34_CASES: list[Case] = [
+    (
+        "secret-url-query",
+        "teacher.base_url: holds a credential (a URL with a credential in its query parameter 'api-key')",
+        lambda w: _data_with(w, "urlkey", w.endpoint("teacher", w.urls["sim"] + "?api-key=planted-q-4711")),
+    ),
+    (
+        "secret-url-query-google-key",
+        "judge.base_url: holds a credential",
+        lambda w: _data_with(w, "urlgkey", w.endpoint("judge", w.urls["sim"] + "?key=planted-g-4711")),
+    ),
+    (
+        "secret-url-userinfo",
+        "teacher.base_url: holds a credential (a URL with a credential in its user-info",
+        lambda w: _data_with(w, "urluser", w.endpoint("teacher", "http://me:planted-p-4711@127.0.0.1:9/v1")),
+    ),
+    (
+        "secret-header-hyphenated",
+        "teacher.options.default_headers.api-key: holds a credential",
+        lambda w: _data_with(
+            w, "hdr1", {"teacher.options": {"default_headers": {"api-key": "planted-h-4711"}}}
+        ),
+    ),
+    (
+        "secret-header-x-api-key",
+        "student.options.default_headers.X-API-Key",
+        lambda w: _data_with(
+            w, "hdr2", {"student.options": {"default_headers": {"X-API-Key": "planted-h-4712"}}}
+        ),
+    ),
+    (
+        "secret-header-subscription-key",
+        "Ocp-Apim-Subscription-Key",
+        lambda w: _data_with(
+            w, "hdr3", {"judge.options": {"headers": {"Ocp-Apim-Subscription-Key": "planted-h-4713"}}}
+        ),
+    ),
+    (
+        "secret-deep-in-options",
+        "teacher.options.a.b.c.Authorization",
+        lambda w: _data_with(w, "deep", {"teacher.options": {"a": {"b": {"c": {"Authorization": "x y"}}}}}),
+    ),
+    (
+        "secret-bearer-value",
+        "a value shaped like a key or token",
+        lambda w: _data_with(
+            w, "bearer", {"teacher.options": {"headers": {"X-Custom": "Bearer abcdef0123456789abcd"}}}
+        ),
+    ),
+    (
+        "secret-eval-backend-options",
+        "evaluation.backend_options.client.api_key",
+        lambda w: _eval(w, {"evaluation.backend_options": {"client": {"api_key": "planted"}}}, name="sec"),
+    ),
+    (
+        "secret-set-url-query",
+        "teacher.base_url: holds a credential",
+        lambda w: _set(w, "teacher.base_url=http://127.0.0.1:9/v1?access_token=planted-s-4711"),
+    ),
+    # --- money ------------------------------------------------------------------------------------
+    (
+        "price-without-output",
+        "teacher.price_per_million_tokens: give both input and output",
+        lambda w: _set(w, "teacher.price_per_million_tokens={input: 1}"),
+    ),
+    (
+        "eval-price-without-input",
+        "price_per_million_tokens: give both input and output",
+        lambda w: _eval(w, {"evaluation.price_per_million_tokens": {"output": 2}}, name="price"),
+    ),
+    (
+        "paid-unpriced-under-a-cap",
+        "teacher.price_per_million_tokens: teacher is a paid endpoint (https://api.example.invalid/v1)",
+        lambda w: _data_with(w, "paid", {"teacher": _PAID}, argv_extra=["--max-spend", "5"]),
+    ),
+    (
+        "paid-unpriced-under-a-cap-dry-run",
+        "teacher is a paid endpoint",
+        lambda w: _data_with(w, "paiddry", {"teacher": _PAID}, argv_extra=["--max-spend", "5", "--dry-run"]),
+    ),
+    (
+        "batch-unpriced-under-a-cap",
+        "judge is a paid endpoint (Batch API)",
+        lambda w: _data_with(w, "batchpaid", {"judge.batch": True}, argv_extra=["--max-spend", "5"]),
+    ),
+    # --- push what is whole -----------------------------------------------------------------------
+    ("push-model-empty", "--model: empty", lambda w: _push(w, "--dry-run", "--model", "")),
+    (
+        "push-model-no-weights",
+        "no weight files",
+        lambda w: _push(
+            w,
+            "--dry-run",
+            "--model",
+            _model_folder(w, "noweights", {"config.json": '{"model_type": "gpt2"}'}),
+        ),
+    ),
+    (
+        "push-model-truncated-config",
+        "config.json: unreadable",
+        lambda w: _push(
+            w,
+            "--dry-run",
+            "--model",
+            _model_folder(w, "cutconfig", {"config.json": '{"model_ty', "model.safetensors": b"\0" * 16}),
+        ),
+    ),
+    (
+        "push-model-missing-shard",
+        "names 1 shard(s) that are not there (model-00002-of-00002.safetensors",
+        lambda w: _push(
+            w,
+            "--dry-run",
+            "--model",
+            _model_folder(
+                w,
+                "shards",
+                {
+                    "config.json": '{"model_type": "gpt2"}',
+                    "model.safetensors.index.json": json.dumps(
+                        {
+                            "weight_map": {
+                                "a": "model-00001-of-00002.safetensors",
+                                "b": "model-00002-of-00002.safetensors",
+                            }
+                        }
+                    ),
+                    "model-00001-of-00002.safetensors": b"\x02\0\0\0\0\0\0\0{}",
+                },
+            ),
+        ),
+    ),
+    (
+        "push-model-empty-weights",
+        "empty (0 bytes)",
+        lambda w: _push(
+            w,
+            "--dry-run",
+            "--model",
+            _model_folder(w, "zero", {"config.json": '{"model_type": "gpt2"}', "model.safetensors": b""}),
+        ),
+    ),
+    # --- inputs verified --------------------------------------------------------------------------
+    (
+        "train-round-replaced-by-another-valid-file",
+        "round_1.parquet: changed since `tapir data` wrote it",
+        lambda w: _broken_data_run(w, "swapped", _swap_rounds),
+    ),
+    (
+        "seeds-combining-marks-only",
+        "has an empty 'instruction'",
+        lambda w: _seeds(w, "marks.jsonl", _jsonl([{"instruction": "\u0301\u0302\u20dd"}])),
+    ),
+    (
+        "seeds-duplicate-key",
+        "line 1: key 'instruction' appears twice",
+        lambda w: _seeds(w, "dupkey.jsonl", '{"instruction": "a", "instruction": "b"}\n'),
+    ),
+    (
+        "seeds-duplicate-key-array",
+        "key 'instruction' appears twice",
+        lambda w: _seeds(w, "dupkey.json", '[{"instruction": "a", "instruction": "b"}]'),
+    ),
+    (
+        "seeds-a-pipe",
+        "is a pipe or device, not a file",
+        lambda w: _data_with(w, "fifo", {"seeds.source": str(_fifo(w, "seeds-pipe.jsonl"))}),
+    ),
+    (
+        "mt-score-true-among-numbers",
+        "line 2: score True is not a number",
+        lambda w: _score_mt(
+            w, "m20.jsonl", _judgments([{"score": 5, "question_id": 81}, {"score": True, "question_id": 82}])
+        ),
+    ),
+    (
+        "mt-duplicate-key",
+        "key 'score' appears twice",
+        lambda w: _score_mt(w, "m21.jsonl", '{"question_id": 81, "turn": 1, "score": 2, "score": 9}\n'),
+    ),
+    # --- one line, never a traceback --------------------------------------------------------------
+    (
+        "recipe-nul-in-name",
+        "name: holds a NUL byte",
+        lambda w: _recipe_text(w, "nul.yaml", 'name: "a\\0b"\n'),
+    ),
+    ("set-nul-in-output", "output_dir: holds a NUL byte", lambda w: _set(w, "output_dir=out\x00put")),
+    ("recipe-path-nul", "NUL byte", lambda w: _cmd("data", "--recipe", "re\x00cipe.yaml")),
+    (
+        "init-under-a-file",
+        "a part of the path is a file",
+        lambda w: _cmd("init", "--to", str(w.file("plainfile", "x")) + "/default.yaml"),
+    ),
+    ("init-in-proc", "init:", lambda w: _cmd("init", "--to", "/proc/tapir-default.yaml")),
+    # a file that exists but cannot be read (as root, permissions never stop a read: /proc's memory
+    # file answers every read with EIO)
+    (
+        "recipe-unreadable",
+        "/proc/self/mem: cannot read it",
+        lambda w: _cmd("data", "--recipe", "/proc/self/mem"),
+    ),
+    (
+        "train-model-hub-id-offline",
+        "training.model: 'nosuchorg/nosuchmodel' is not a local folder and cannot be loaded",
+        lambda w: _train(w, {"training.model": "nosuchorg/nosuchmodel"}, name="hubid"),
+    ),
+]
+CASES += ISSUE_34_CASES
 
 
 def _user_files(w: World, name: str, files: dict[str, str]) -> Path:

@@ -171,3 +171,85 @@ def test_an_endpoint_without_a_batch_api_is_one_line_before_the_run(tmp_path):
 def test_batch_is_refused_for_a_backend_without_the_api():
     with pytest.raises(ValueError, match="batch: the Batch API is an endpoint's"):
         ModelSpec(backend="llamacpp", batch=True)
+
+
+# --- nothing stuck for good, nothing taken silently (issue 34) ----------------------------------
+
+
+def _ledger_events(context, event: str) -> list[dict]:
+    found = []
+    for path in context.cache_dir.joinpath("batches").glob("*.jsonl"):
+        found += [r for line in path.read_bytes().splitlines() if (r := _json_or_none(line))]
+    return [r for r in found if r.get("event") == event]
+
+
+def _json_or_none(line: bytes) -> dict | None:
+    try:
+        return json.loads(line.decode())
+    except ValueError:
+        return None
+
+
+def test_a_batch_whose_results_are_gone_is_abandoned_once_and_its_requests_asked_again(context):
+    options = {"batch_delay_s": 0.05, "batch_output_gone_first": 1}
+    llm = _client(context, batch=True, options=options)
+    llm.generation_kwargs = {"max_new_tokens": 128, "temperature": 1.0, "top_p": 1.0}
+    prompts = _prompts(4)
+    gone = _submit_only(llm, prompts)  # a killed run's batch: its results will be gone (404)
+
+    rerun = _client(context, batch=True, options=options)
+    out = rerun.generate_outputs(prompts, **llm.generation_kwargs)
+    assert all(o["generations"][0].startswith("[teacher] answer") for o in out)
+    usage = read_usage(context.usage_dir)["teacher"]
+    assert usage["batches_abandoned"] == 1 and usage["failed_calls"] == 0
+    assert [r["batch_id"] for r in _ledger_events(context, "abandoned")] == [gone]
+    # a later run never polls the abandoned batch again (and the cache answers anyway)
+    again = _client(context, batch=True, options=options)
+    ledger = BatchLedger(context.cache_dir / "batches", "teacher", again.base_url)
+    import asyncio
+
+    from tapir.serving.batch_api import BatchRound
+
+    round_ = BatchRound(again, 1, ledger)
+    cids = {cid for r in _ledger_events(context, "created") for cid in r["custom_ids"]}
+    known = asyncio.run(round_._known_batches(cids))
+    assert gone not in known and known
+
+
+def test_a_batch_status_tapir_does_not_know_is_not_polled_forever(context):
+    llm = _client(context, batch=True, options={"batch_delay_s": 0.05, "batch_unknown_status_first": 1})
+    out = llm.generate_outputs(_prompts(3))
+    assert all(o["generations"][0].startswith("[teacher] answer") for o in out)
+    usage = read_usage(context.usage_dir)["teacher"]
+    assert usage["batches_abandoned"] == 1 and usage["batches"] == 2 and usage["failed_calls"] == 0
+    assert "unknown to tapir" in _ledger_events(context, "abandoned")[0]["reason"]
+
+
+def test_a_repeated_id_in_a_batch_output_is_counted_and_the_first_line_kept(context):
+    apart = LLMContext(cache_dir=context.cache_dir.with_name("online-cache"), engines=context.engines)
+    online = _client(apart, batch=False, options={}).generate_outputs(_prompts(3))
+    llm = _client(context, batch=True, options={"batch_delay_s": 0.05, "batch_duplicate_lines": True})
+    out = llm.generate_outputs(_prompts(3))
+    assert [o["generations"] for o in out] == [o["generations"] for o in online]
+    assert read_usage(context.usage_dir)["teacher"]["batch_duplicate_ids"] == 3
+
+
+def test_an_unreadable_ledger_line_is_named_and_skipped_not_fatal(context):
+    llm = _client(context, batch=True, options={"batch_delay_s": 0.05})
+    ledger = context.cache_dir / "batches"
+    ledger.mkdir(parents=True, exist_ok=True)
+    (ledger / "teacher.1.jsonl").write_bytes(b'{"event": "created", "batch_id": "x\xff"}\nnot json\n')
+    out = llm.generate_outputs(_prompts(2))
+    assert all(o["generations"][0].startswith("[teacher] answer") for o in out)
+    usage = read_usage(context.usage_dir)["teacher"]
+    assert usage["ledger_lines_skipped"] == 2 and usage["failed_calls"] == 0
+    _, skipped = BatchLedger(ledger, "teacher", llm.base_url).read()
+    assert skipped == [f"{ledger / 'teacher.1.jsonl'} line 1", f"{ledger / 'teacher.1.jsonl'} line 2"]
+
+
+def test_a_batch_upload_refused_for_good_is_a_refusal_not_a_retry(context):
+    llm = _client(context, batch=True, options={"batch_delay_s": 0.05, "batch_refuse_files": 413})
+    out = llm.generate_outputs(_prompts(2))
+    assert all(o["generations"] == [None] for o in out)
+    reasons = read_usage(context.usage_dir)["teacher"]["failure_reasons"]
+    assert list(reasons) == ["batch API refused: upload the batch file: HTTP 413: the file is too large"]

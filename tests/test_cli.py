@@ -246,3 +246,20 @@ def test_piped_tables_never_cut_a_name_short():
         assert "…" not in piped.stdout, [line for line in piped.stdout.splitlines() if "…" in line]
         if verb == "ablate":
             assert "│ no_rebalance " in piped.stdout  # the arm's whole name
+
+
+def test_a_recipe_read_from_a_pipe_is_read_once_and_planned(tmp_path):
+    import os
+
+    text = yaml.safe_dump(tiny_recipe_dict(tmp_path, name="from-a-pipe"))
+    result = subprocess.run(
+        [sys.executable, "-m", "tapir.cli", "data", "--recipe", "/dev/stdin", "--dry-run"],
+        cwd=REPO,
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "from-a-pipe" in result.stdout and "recipe valid" in result.stdout

@@ -492,3 +492,47 @@ def test_kill_9_leaves_no_temporary_folder_behind_once_the_next_run_starts(tmp_p
         endpoint.close()
     assert list(scratch.iterdir()) == []  # the killed run's folder went with the next run
     scratch.rmdir()
+
+
+def test_ctrl_c_during_a_data_run_says_interrupted_and_writes_nothing(tmp_path):
+    work = tmp_path / "run"
+    endpoint = Endpoint(work, latency_ms=300)
+    try:
+        process = _start(_recipe(work, endpoint, seeds=FEW), work / "tapir.log")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and endpoint.stats()["requests"] < 5:
+            time.sleep(0.2)
+        os.kill(process.pid, signal.SIGINT)  # what Ctrl-C sends tapir's main process
+        code = process.wait(timeout=300)
+    finally:
+        endpoint.close()
+        os.killpg(process.pid, signal.SIGKILL) if _group_alive(process.pid) else None
+    log = (work / "tapir.log").read_text()
+    assert code == 130, log[-3000:]
+    assert log.rstrip().endswith("tapir: interrupted") and "nothing to train on" not in log, log[-2000:]
+    assert not (work / "out").exists()  # no folder that looks finished, nor a half-written one
+
+
+def test_a_run_whose_every_call_fails_keeps_the_previous_complete_output(tmp_path, never_faulted):
+    work = tmp_path / "run"
+    shutil.copytree(never_faulted["work"], work)  # a finished, complete run
+    before = _data_files(work)
+    manifest_before = (work / "out" / "manifest.json").read_bytes()
+    broken = Endpoint(work, faults={"rate_5xx": 1.0})  # answers every chat request with a 500
+    try:
+        recipe = _recipe(work, broken, max_retries=0)
+        body = yaml.safe_load(recipe.read_text())
+        BENCH.write_seeds(work / "other.jsonl", SEEDS + 4)  # new prompts: nothing is cached
+        lines = (work / "other.jsonl").read_text().splitlines()[-4:]
+        (work / "other.jsonl").write_text("\n".join(lines) + "\n")
+        body["seeds"]["source"] = str(work / "other.jsonl")
+        recipe.write_text(yaml.safe_dump(body))
+        code = _run(recipe, work / "tapir.log")
+    finally:
+        broken.close()
+    log = (work / "tapir.log").read_text()
+    assert code == 3, log[-3000:]
+    assert "keeps the previous complete run" in log and "out.incomplete" in log, log[-2000:]
+    assert _data_files(work) == before and (work / "out" / "manifest.json").read_bytes() == manifest_before
+    beside = json.loads((work / "out.incomplete" / "manifest.json").read_text())
+    assert beside["failed_calls"] > 0

@@ -139,6 +139,22 @@ def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
         (["student.options={password: hunter2}"], "student.options.password"),
         (["training.sft_options={hub_token: hf_abc}"], "training.sft_options.hub_token"),
         (["review.argilla.api_url=https://u:p@argilla.example/"], "review.argilla.api_url"),
+        (["teacher.base_url=http://host:8000/v1?api-key=hunter2"], "teacher.base_url"),
+        (["teacher.base_url=http://host:8000/v1?x=1&key=hunter2"], "teacher.base_url"),
+        (["judge.base_url=https://host/v1?sig=hunter2"], "judge.base_url"),
+        (["judge.options={default_headers: {api-key: hunter2}}"], "judge.options.default_headers.api-key"),
+        (["student.options={headers: {X-Api-Key: hunter2}}"], "student.options.headers.X-Api-Key"),
+        (
+            ["student.options={a: [{b: {Proxy-Authorization: hunter2}}]}"],
+            "student.options.a.0.b.Proxy-Authorization",
+        ),
+        (["teacher.options={cookie: hunter2}"], "teacher.options.cookie"),
+        (
+            ["teacher.options={headers: {X-Id: 'Bearer hunter2hunter2hunter2'}}"],
+            "teacher.options.headers.X-Id",
+        ),
+        (["evaluation.backend_options={api_key: hunter2}"], "evaluation.backend_options.api_key"),
+        (["training.rescore_options={client_secret: hunter2}"], "training.rescore_options.client_secret"),
     ],
 )
 def test_a_credential_written_into_the_recipe_is_refused_not_copied(tmp_path, overrides, field):
@@ -148,6 +164,20 @@ def test_a_credential_written_into_the_recipe_is_refused_not_copied(tmp_path, ov
     message = str(error.value)
     assert f"{field}: holds a credential" in message and "environment variable" in message
     assert not any(secret in message for secret in ("pw@", "sk-123", "hunter2", "hf_abc", "u:p@"))
+
+
+def test_the_scrubber_knows_credentials_by_where_they_stand():
+    from tapir.manifest import scrub
+
+    text = (
+        "GET http://u:pass1234@h/v1?api-key=k1k1k1&model=m https://h/v1?key=k2k2k2#x "
+        "Authorization: Bearer tok3tok3tok3tok3tok3 headers={'X-API-Key': 'k4k4k4'} api_key=\"k5k5k5\""
+    )
+    clean = scrub(text)
+    assert not any(s in clean for s in ("pass1234", "k1k1k1", "k2k2k2", "tok3tok3", "k4k4k4", "k5k5k5"))
+    assert "model=m" in clean and "http://***@h/v1" in clean
+    prose = "A basic understanding of the token budget; judge.options.api_key: holds a credential."
+    assert scrub(prose) == prose
 
 
 def test_names_that_merely_contain_token_are_not_credentials(tmp_path):

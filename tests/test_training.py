@@ -16,6 +16,7 @@ from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from tapir.errors import DataError, TrainingError
+from tapir.manifest import sha256_file
 from tapir.pipelines.tasks import NOT_GRADED
 from tapir.recipe import Recipe, recipe_from_dict
 from tapir.stage_contract import DataManifest, data_settings, header, write_manifest
@@ -59,8 +60,13 @@ def data_run(folder: Path, rounds: dict[str, int], recipe: Recipe) -> Path:
             continue
         datasets.Dataset.from_list(table).to_parquet(str(folder / "data" / f"{split}.parquet"))
     settings = data_settings(recipe)
+    files = {  # as `tapir data` records them: training checks each round file against its sha256
+        f"data/{split}.parquet": {"rows": rows, "sha256": sha256_file(folder / "data" / f"{split}.parquet")}
+        for split, rows in rounds.items()
+    }
     write_manifest(
-        folder, DataManifest(**header("data", recipe, None), seed=recipe.seed, data_settings=settings)
+        folder,
+        DataManifest(**header("data", recipe, None), seed=recipe.seed, data_settings=settings, files=files),
     )
     return folder
 

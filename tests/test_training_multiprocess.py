@@ -243,3 +243,52 @@ def test_machine_rank_needs_a_multi_machine_config(tmp_path, tiny_model):
     recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
     result = tapir("train", "--recipe", recipe_file, "--machine-rank", "1")
     assert_one_line_error(result, "--machine-rank: 1", "num_machines 1")
+
+
+def _two_machine_recipe(tmp_path: Path, model: Path) -> Path:
+    config = yaml.safe_load(TWO_CPUS.read_text())
+    config.update(num_machines=2, main_process_port=free_port())
+    machines = tmp_path / "two_machines.yaml"
+    machines.write_text(yaml.safe_dump(config))
+    recipe = recipe_for(
+        tmp_path, model, rounds=1, max_steps=1, launcher="accelerate", accelerate_config=str(machines)
+    )
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
+    return recipe_file
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("machine_zero", ["never-started", "killed-while-running"])
+def test_a_follower_waits_a_bounded_time_and_names_what_it_waited_for(tmp_path, tiny_model, machine_zero):
+    from tapir.recipe import load_recipe
+
+    from .test_cli import assert_one_line_error, tapir
+
+    recipe_file = _two_machine_recipe(tmp_path, tiny_model)
+    expected = "machine 0 has not started"
+    if machine_zero == "killed-while-running":  # what a kill -9 of machine 0 leaves behind
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        train_dir = load_recipe(recipe_file).resolved_train_dir
+        train_dir.mkdir(parents=True)
+        state = {"run": "r1", "machines": 2, "pid": dead.pid, "state": "running", "heartbeat": time.time()}
+        (train_dir / "machines.json").write_text(json.dumps({**state, "host": os.uname().nodename}))
+        expected = f"(pid {dead.pid} on {os.uname().nodename}) is gone but its machines.json says running"
+    started = time.monotonic()
+    result = tapir("train", "--recipe", recipe_file, "--machine-rank", "1", "--wait-s", "2", timeout=120)
+    assert_one_line_error(result, "--machine-rank 1: waited 2s for machine 0", expected)
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.unit
+def test_machine_zero_is_taken_for_dead_once_its_heartbeat_stops():
+    from tapir.training.launch import STALE_AFTER_S, machine_zero_alive
+
+    now = 1_000_000.0
+    state = {"state": "running", "pid": 1, "host": "another-host", "heartbeat": now - 1}
+    assert machine_zero_alive(state, now) == (True, "running")
+    alive, why = machine_zero_alive({**state, "heartbeat": now - STALE_AFTER_S - 1}, now)
+    assert not alive and "stopped its heartbeat" in why
+    assert machine_zero_alive({**state, "state": "finished"}, now)[0] is False
+    assert machine_zero_alive(None, now) == (False, "no machines.json (machine 0 has not started)")

@@ -18,11 +18,23 @@ from rich.console import Console
 
 from tapir.errors import IncompleteRunError, TrainingError
 from tapir.recipe import Recipe
-from tapir.training.launch import JOB, RUN_STATE, read_cluster, read_run_state, run_launcher
+from tapir.training.launch import (
+    JOB,
+    RUN_STATE,
+    machine_zero_alive,
+    read_cluster,
+    read_run_state,
+    run_launcher,
+)
 from tapir.training.sft import RoundSpec
 
 
-def follow_machine_zero(recipe: Recipe, console: Console, machine_rank: int, poll_s: float = 0.5) -> None:
+def follow_machine_zero(
+    recipe: Recipe, console: Console, machine_rank: int, poll_s: float = 0.5, wait_s: float = 600.0
+) -> None:
+    """Start this machine's ranks for each round machine 0 launches, until its run ends. Waits at
+    most ``wait_s`` for machine 0 to start, or to be seen alive again (its heartbeat): a machine 0
+    that never came, or died, ends this with one line saying which."""
     settings = recipe.training
     if settings.launcher != "accelerate":
         raise TrainingError("--machine-rank: needs training.launcher: accelerate (one machine trains alone)")
@@ -40,12 +52,22 @@ def follow_machine_zero(recipe: Recipe, console: Console, machine_rank: int, pol
     )
     joined: set[str] = set()
     rounds = 0
+    last_alive = began
     while True:
         state = read_run_state(train_dir)
         ended = state is not None and state.get("state") != "running"
         if ended and (train_dir / RUN_STATE).stat().st_mtime >= began:
             break  # machine 0's run, which began after this follower or while it waited, is over
-        run = state.get("run") if state and not ended else None
+        alive, why = machine_zero_alive(state)
+        if alive:
+            last_alive = time.time()
+        elif time.time() - last_alive > wait_s:
+            raise TrainingError(
+                f"--machine-rank {machine_rank}: waited {wait_s:g}s for machine 0 through "
+                f"{train_dir / RUN_STATE}: {why}; start (or restart) `tapir train` on machine 0, "
+                "then this command again (--wait-s waits longer)"
+            )
+        run = state.get("run") if state and alive else None
         for job_path in sorted(train_dir.glob(f"*/{JOB}")) if run else []:
             job = _read(job_path)
             if not job or job.get("run") != run or job.get("launch") in joined:

@@ -9,13 +9,16 @@ failed round ends with one line naming the rank that died and how.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +36,10 @@ from tapir.serving.engines import free_port
 from tapir.training.progress import read_log
 from tapir.training.sft import LOG_FILE, RoundSpec, last_checkpoint
 
+#: Machine 0 rewrites machines.json this often while it runs; a follower takes it for dead once
+#: the heartbeat is this old (machines' clocks are assumed in step, as torch's rendezvous does).
+HEARTBEAT_S = 5.0
+STALE_AFTER_S = 60.0
 JOB = "round_job.json"
 METRICS = "metrics.json"
 LAUNCH_LOG = "launch.log"
@@ -185,14 +192,61 @@ def machines_informed(recipe: Recipe) -> Iterator[None]:
         yield
         return
     train_dir = recipe.resolved_train_dir
-    run = {"run": uuid.uuid4().hex, "machines": cluster.num_machines, "pid": os.getpid()}
-    write_json(train_dir / RUN_STATE, {**run, "state": "running"})
+    run = {
+        "run": uuid.uuid4().hex,
+        "machines": cluster.num_machines,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
+    stop = threading.Event()
+
+    def beat() -> None:  # "running" with a fresh heartbeat: a killed machine 0 stops beating
+        while True:
+            with contextlib.suppress(OSError):
+                write_json(train_dir / RUN_STATE, {**run, "state": "running", "heartbeat": time.time()})
+            if stop.wait(HEARTBEAT_S):
+                return
+
+    beat_once = threading.Thread(target=beat, name="machines-heartbeat", daemon=True)
+    beat_once.start()
     try:
         yield
     except BaseException as exc:
+        stop.set()
+        beat_once.join()
         write_json(train_dir / RUN_STATE, {**run, "state": "failed", "error": str(exc)[:300]})
         raise
+    stop.set()
+    beat_once.join()
     write_json(train_dir / RUN_STATE, {**run, "state": "finished"})
+
+
+def machine_zero_alive(state: dict[str, Any] | None, now: float | None = None) -> tuple[bool, str]:
+    """Whether ``machines.json`` shows a machine 0 that runs now, and if not, why: no run, a run
+    that ended, one whose process is gone (same host), or one whose heartbeat stopped."""
+    now = time.time() if now is None else now
+    if state is None:
+        return False, "no machines.json (machine 0 has not started)"
+    if state.get("state") != "running":
+        return False, f"machine 0's last run is {state.get('state')!r}"
+    pid, host = state.get("pid"), state.get("host")
+    if host == socket.gethostname() and isinstance(pid, int) and not _process_alive(pid):
+        return False, f"machine 0's run (pid {pid} on {host}) is gone but its machines.json says running"
+    beat = state.get("heartbeat")
+    if not isinstance(beat, (int, float)) or now - beat > STALE_AFTER_S:
+        when = time.strftime("%H:%M:%S", time.localtime(beat)) if isinstance(beat, (int, float)) else "never"
+        return False, f"machine 0's run (pid {pid} on {host}) stopped its heartbeat (last {when})"
+    return True, "running"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def train_round_with_accelerate(

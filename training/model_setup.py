@@ -34,6 +34,20 @@ def template_file(recipe: Recipe) -> Path | None:
     return None
 
 
+def model_unreachable(model: str, what: str, error: BaseException) -> str:
+    """One line for a model that cannot be read: a local folder that is not one, or a Hub id the
+    Hub cannot serve now (offline, or no such repo)."""
+    first = (str(error).splitlines() or [type(error).__name__])[0][:200]
+    if Path(model).expanduser().exists():
+        return f"training.model: cannot load {what} from {model} ({first})"
+    offline = "connect" in first.lower() or "offline" in first.lower()
+    why = "the Hub cannot be reached from here (offline)" if offline else first
+    return (
+        f"training.model: {model!r} is not a local folder and cannot be loaded from the Hugging Face "
+        f"Hub: {why}; download it first (`hf download {model}`) or give a local path"
+    )
+
+
 def load_tokenizer(model: str, recipe: Recipe) -> Any:
     """The tokenizer with the chat template training will use, checked (see module docstring)."""
     from transformers import AutoTokenizer
@@ -41,7 +55,7 @@ def load_tokenizer(model: str, recipe: Recipe) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
     except OSError as exc:
-        raise TrainingError(f"training.model: cannot load a tokenizer from {model} ({exc})") from None
+        raise TrainingError(model_unreachable(model, "a tokenizer", exc)) from None
     template = template_file(recipe)
     field = "training.chat_template"
     if template is not None:
@@ -97,7 +111,10 @@ def check_context(model: str, max_length: int) -> None:
     """Refuse a sequence length beyond the model's context before loading any weights."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model)
+    try:
+        config = AutoConfig.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(model_unreachable(model, "a model configuration", exc)) from None
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     context = getattr(text_config, "max_position_embeddings", None)
     if context and max_length > context:

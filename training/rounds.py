@@ -106,7 +106,29 @@ def check_data(
     for index, name in enumerate(names):
         if data_round(index, points) is not None:
             continue  # built by a re-score after an earlier round
-        check_round_file(DataRun(data_dir).split_file(name), name)
+        path = DataRun(data_dir).split_file(name)
+        check_round_file(path, name)
+        if not allow_stale_data:
+            check_round_hash(manifest, data_dir, path)
+
+
+def check_round_hash(manifest: Any, data_dir: Path, path: Path) -> None:
+    """The round file is the one ``tapir data`` wrote: its sha256 is the manifest's. A file
+    replaced since (by hand, a copy from another run, a disk fault) is named, not trained on."""
+    relative = DataRun.relative(path.name.removesuffix(".parquet"))
+    entry = (manifest.files or {}).get(relative) or {}
+    expected = entry.get("sha256") if isinstance(entry, dict) else None
+    if not expected:
+        raise DataError(
+            f"{path}: the data run's manifest ({data_dir / 'manifest.json'}) records no sha256 for it; "
+            "run `make data` again (or `tapir train --allow-stale-data` to train on it as it is)"
+        )
+    if sha256_file(path) != expected:
+        raise DataError(
+            f"{path}: changed since `tapir data` wrote it (its sha256 is not the one in "
+            f"{data_dir / 'manifest.json'}); "
+            "run `make data` again (or `tapir train --allow-stale-data` to train on it as it is)"
+        )
 
 
 def run_training(

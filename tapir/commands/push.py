@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, console: Console, as_json: bool) -> int:
     recipe = load(args)
-    if args.model:
+    if args.model is not None:  # '' is an error there, never the dataset push
         from tapir.publishing.model_push import push_model
 
         push_model(recipe, console, args.model, dry_run=args.dry_run, to=args.to, private=args.private)

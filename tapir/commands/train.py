@@ -31,6 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="on machine N > 0 of a multi-machine accelerate config: start this machine's ranks for "
         "each round machine 0's `tapir train` launches (shared filesystem)",
     )
+    train.add_argument(
+        "--wait-s",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="with --machine-rank: how long to wait for machine 0's run to start, or to show it is "
+        "alive again, before giving up with one line (default: %(default)s)",
+    )
     train.add_argument("--dry-run", action="store_true", help="print the training plan; load nothing")
     add_json(train)
 
@@ -54,7 +62,7 @@ def run(args: argparse.Namespace, console: Console, as_json: bool) -> int:
     if args.machine_rank:
         from tapir.training.follower import follow_machine_zero
 
-        follow_machine_zero(recipe, console, args.machine_rank)
+        follow_machine_zero(recipe, console, args.machine_rank, wait_s=args.wait_s)
         return 0
     from tapir.training.rounds import run_training
 

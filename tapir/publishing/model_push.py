@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.console import Console
 
-from tapir.checkpoint_files import damaged_weights
+from tapir.checkpoint_files import model_folder_problem
 from tapir.errors import DataError, RecipeError
 from tapir.manifest import scrub
 from tapir.publishing.card import TEMPLATES, markdown_table
@@ -36,6 +36,8 @@ _HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 def resolve_checkpoint(recipe: Recipe, which: str) -> tuple[Path, dict[str, Any] | None]:
     """The model folder ``which`` names (a round of the recipe's training, or a folder) and its
     round manifest when it has one."""
+    if not which.strip():
+        raise DataError("--model: empty; name a trained round (1, round_1, warmup) or a model folder")
     name = f"round_{which}" if which.isdigit() else which
     train = TrainRun(recipe.resolved_train_dir)
     folder = train.model_dir(name)
@@ -49,10 +51,8 @@ def resolve_checkpoint(recipe: Recipe, which: str) -> tuple[Path, dict[str, Any]
                 f"--model: {which!r} is neither a trained round of {train.root} "
                 f"({', '.join(rounds) or 'none trained yet'}) nor a model folder"
             )
-    if not (folder / "config.json").is_file():
-        raise DataError(f"--model: {folder} is not a transformers model folder (no config.json)")
-    if problem := damaged_weights(folder):
-        raise DataError(f"--model: {folder}: {problem}")
+    if problem := model_folder_problem(folder):
+        raise DataError(f"--model: {problem}; nothing was uploaded")
     manifest = read_round_manifest(folder.parent)
     return folder, manifest.model_dump(mode="json") if manifest else None
 

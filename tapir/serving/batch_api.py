@@ -23,6 +23,7 @@ and distilabel's Ray runner refuses it. tapir's client works the same under both
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
+#: OpenAI's statuses of a batch still on its way; any other is unknown to tapir.
+RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
+#: Polls of a batch whose status tapir does not know before it is abandoned (cancelled, best
+#: effort) and its requests go in a new batch: a status is never polled forever.
+UNKNOWN_STATUS_POLLS = 10
 #: OpenAI's limit on requests per batch file.
 MAX_REQUESTS_PER_BATCH = 50_000
 SUBMISSION_KEY = "tapir_submission"
@@ -77,16 +83,32 @@ class BatchLedger:
             os.close(fd)
 
     def records(self) -> list[dict[str, Any]]:
-        found = []
+        return self.read()[0]
+
+    def read(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """This role's records at this endpoint, and ``file line N`` for every line that could
+        not be read (cut by a kill mid-write, or damaged: a bad byte, not JSON, not a record),
+        which is skipped -- one bad line never blocks the batches the others describe."""
+        found, skipped = [], []
         for path in sorted(self.folder.glob(f"{self.role}.*.jsonl")):
-            for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                skipped.append(f"{path} ({exc.strerror})")
+                continue
+            for number, line in enumerate(raw.splitlines(), start=1):
+                if not line.strip():
+                    continue
                 try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # cut by a kill mid-write
+                    record = json.loads(line.decode("utf-8"))
+                    if not isinstance(record, dict) or not isinstance(record.get("custom_ids", []), list):
+                        raise ValueError("not a ledger record")
+                except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                    skipped.append(f"{path} line {number}")
+                    continue
                 if record.get("base_url") == self.base_url:
                     found.append(record)
-        return sorted(found, key=lambda r: r.get("time", 0))
+        return sorted(found, key=lambda r: r.get("time", 0)), skipped
 
 
 class BatchRound:
@@ -121,8 +143,12 @@ class BatchRound:
             await self._run()
         except BaseException as error:  # every ask must end: a broken round fails its requests
             reason = f"batch API: {type(error).__name__}: {error}"
+            refused = getattr(error, "status_code", None)
+            # a 4xx of the files/batches endpoints is final (the request is wrong: a rerun asks the
+            # same); anything else may pass on a rerun
+            kind = self.client._scrub(f"batch API refused: {error}")[:200] if refused else "batch API error"
             for cid in list(self.waiting):
-                self.client._count_failure("batch API error")
+                self.client._count_failure(kind)
                 self._resolve(cid, self.client._scrub(reason)[:300])
             if not isinstance(error, Exception):
                 raise
@@ -192,7 +218,15 @@ class BatchRound:
 
     async def _known_batches(self, todo: set[str]) -> dict[str, list[str]]:
         """Batches an earlier (killed) run submitted for any of ``todo``: the newest per request."""
-        records = self.ledger.records()
+        records, skipped = self.ledger.read()
+        if skipped:
+            self.client._count("ledger_lines_skipped", len(skipped))
+            self.client._warn(
+                f"batch ledger: skipped {len(skipped)} unreadable line(s): {', '.join(skipped[:3])}"
+                + (" ..." if len(skipped) > 3 else "")
+            )
+        abandoned = {r.get("batch_id") for r in records if r.get("event") == "abandoned"}
+        records = [r for r in records if "submission" in r and r.get("batch_id") not in abandoned]
         created = {r["submission"]: r for r in records if r.get("event") == "created"}
         orphans = [r for r in records if r.get("event") == "submitting" and r["submission"] not in created]
         if orphans and any(set(r["custom_ids"]) & todo for r in orphans):
@@ -265,28 +299,69 @@ class BatchRound:
 
         client = self.client
         aclient = client._aclient
+        unknown_polls = 0
         while True:
             try:
                 batch = await client._batch_call("poll the batch", lambda: aclient.batches.retrieve(batch_id))
             except openai.NotFoundError:  # not this endpoint's (or purged): asked again
-                return {cid: ("retry", f"batch {batch_id} not found") for cid in cids}
+                return await self._abandon(batch_id, cids, f"batch {batch_id} not found")
             if batch.status in TERMINAL:
                 break
+            if batch.status not in RUNNING:
+                unknown_polls += 1
+                if unknown_polls >= UNKNOWN_STATUS_POLLS:
+                    return await self._abandon(
+                        batch_id, cids, f"batch status {batch.status!r} unknown to tapir", cancel=True
+                    )
             await asyncio.sleep(client.batch_poll_s)
         outcomes: dict[str, tuple[str, Any]] = {}
+        wanted = set(cids)
+        duplicates: list[str] = []
+        unknown: list[str] = []
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            response = await client._batch_call(
-                "download the batch's results", lambda file_id=file_id: aclient.files.content(file_id)
-            )
+            try:
+                response = await client._batch_call(
+                    "download the batch's results", lambda file_id=file_id: aclient.files.content(file_id)
+                )
+            except openai.NotFoundError:  # the results are gone (deleted, purged): asked again
+                return await self._abandon(batch_id, cids, f"batch {batch_id}'s results file is gone")
             for line in response.text.splitlines():
                 try:
                     entry = json.loads(line)
-                except ValueError:
+                    cid = entry.get("custom_id")
+                except (ValueError, AttributeError):
+                    unknown.append("(a line that is not a JSON record)")
                     continue
-                if entry.get("custom_id") in cids:
-                    outcomes[entry["custom_id"]] = client._batch_outcome(entry)
-        for cid in cids:
-            outcomes.setdefault(cid, ("retry", f"batch {batch.status}"))
+                if cid not in wanted:
+                    unknown.append(str(cid))
+                elif cid in outcomes:
+                    duplicates.append(cid)  # the first line stands; the repeat is counted
+                else:
+                    outcomes[cid] = client._batch_outcome(entry)
+        missing = [cid for cid in cids if cid not in outcomes]
+        for name, ids in (("duplicate", duplicates), ("unknown", unknown), ("missing", missing)):
+            if ids:
+                client._count(f"batch_{name}_ids", len(ids))
+                client._warn(
+                    f"batch {batch_id} ({batch.status}): {len(ids)} {name} request id(s) in its "
+                    f"output: {', '.join(ids[:3])}" + (" ..." if len(ids) > 3 else "")
+                )
+        for cid in missing:
+            done = batch.status == "completed"
+            outcomes[cid] = ("retry", "missing from the batch's output" if done else f"batch {batch.status}")
         return outcomes
+
+    async def _abandon(
+        self, batch_id: str, cids: list[str], why: str, cancel: bool = False
+    ) -> dict[str, tuple[str, Any]]:
+        """Give up on ``batch_id`` for good: the ledger says so (no later run resumes it), it is
+        cancelled where it may still run, and its requests are asked again in a new batch."""
+        if cancel:
+            with contextlib.suppress(Exception):  # best effort: the batch may be beyond it
+                await self.client._aclient.batches.cancel(batch_id)
+        self.ledger.append({"event": "abandoned", "batch_id": batch_id, "reason": why})
+        self.client._count("batches_abandoned")
+        self.client._warn(f"{why}: its {len(cids)} request(s) go in a new batch")
+        return {cid: ("retry", why) for cid in cids}

@@ -419,6 +419,11 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
             stats["batch_ids"], self._batch_ids = self._batch_ids, []
         return stats
 
+    def _warn(self, message: str) -> None:
+        """A line for the run's log (distilabel's), scrubbed."""
+        if self._logger is not None:
+            self._logger.warning(f"{self.role}: {self._scrub(message)}")
+
     def _headers(self) -> dict[str, str]:
         return {ROLE_HEADER: self.role}
 
@@ -508,11 +513,21 @@ class TapirEngineClient(UsageLoggingMixin, OpenAILLM):
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 reason = type(exc).__name__
             except openai.APIStatusError as exc:
-                raise RuntimeError(f"{what}: HTTP {exc.status_code}: {self._scrub(_message(exc))}") from None
+                message = f"{what}: HTTP {exc.status_code}: {self._scrub(_message(exc))}"
+                raise BatchRefused(exc.status_code, message) from None
             if attempt == self.max_retries:
                 raise RuntimeError(f"{what}: {reason} (after {attempt + 1} attempts)")
             await asyncio.sleep(self._backoff(attempt, retry_after))
         raise RuntimeError(f"{what}: no attempt made")
+
+
+class BatchRefused(RuntimeError):
+    """The Batch API's files/batches endpoint refused a call with a 4xx: the request is wrong,
+    and asking it again on a rerun would be refused the same way."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 def _token_logprobs(choice: Any) -> list[dict[str, Any]] | None:

@@ -43,6 +43,11 @@ USAGE_TOTALS: dict[str, Any] = {
     "rejected_prompts": 0,
     "batches": 0,  # Batch API jobs created (batch: true)
     "batches_resumed": 0,  # ... and those a killed run had created, polled again instead
+    "batches_abandoned": 0,  # ... whose output was gone, status unknown, or never ended in time
+    "batch_duplicate_ids": 0,  # output lines that repeated a request's id (the first kept)
+    "batch_unknown_ids": 0,  # output lines naming no request of the batch (ignored)
+    "batch_missing_ids": 0,  # requests the batch's output and error files did not answer
+    "ledger_lines_skipped": 0,  # unreadable lines of the batch ledger (named in the log)
 }
 
 

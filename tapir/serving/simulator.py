@@ -133,6 +133,10 @@ class SimulatorSettings:
     batch_delay_s: float = 0.5  # a batch is done this long after it was created (Batch API)
     batch_fail_rate: float = 0.0  # share of a batch's requests answered with an HTTP 500 line
     batch_expire_every: float = 0  # every n-th batch expires with only its first half answered (0: none)
+    batch_output_gone_first: int = 0  # the first n batches' result files are gone (404) when fetched
+    batch_unknown_status_first: int = 0  # the first n batches never leave a status tapir does not know
+    batch_duplicate_lines: bool = False  # each answered line is repeated, with another answer
+    batch_refuse_files: int = 0  # answer every batch file upload with this 4xx status (0: never)
 
     def fault_for(self, body_key: str, attempt: int) -> str | None:
         """Deterministic by seed, request body and attempt number."""
@@ -177,6 +181,7 @@ class Simulator:
         self._server: asyncio.base_events.Server | None = None
         self._files: dict[str, bytes] = {}
         self._batches: dict[str, dict[str, Any]] = {}
+        self._gone_files: set[str] = set()
 
     @property
     def url(self) -> str:
@@ -288,6 +293,8 @@ class Simulator:
     def _batch_api(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
         parts = path.split("/")[2:]  # files | files/<id>/content | batches | batches/<id>
         if method == "POST" and parts == ["files"]:
+            if self.settings.batch_refuse_files:
+                return self.settings.batch_refuse_files, self._error(headers, "the file is too large")
             content = _multipart_file(headers.get("content-type", ""), body)
             if content is None:
                 return 400, self._error(headers, "expected a multipart upload with a file")
@@ -296,7 +303,7 @@ class Simulator:
             self.counters.files_uploaded += 1
             return 200, _file_object(file_id, len(content))
         if method == "GET" and len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
-            if parts[1] not in self._files:
+            if parts[1] not in self._files or parts[1] in self._gone_files:
                 return 404, self._error(headers, f"No such File object: {parts[1]}")
             return 200, self._files[parts[1]]
         if method == "POST" and parts == ["batches"]:
@@ -344,11 +351,18 @@ class Simulator:
         return self._batch_object(self._batches[batch_id])
 
     def _batch_object(self, batch: dict[str, Any]) -> dict[str, Any]:
-        if (
+        number = int(batch["id"].removeprefix("batch_"))
+        if number <= self.settings.batch_unknown_status_first:
+            batch["status"] = "rehydrating"  # a status no client knows
+        elif (
             batch["status"] == "in_progress"
             and time.time() - batch["created_at"] >= self.settings.batch_delay_s
         ):
             self._finish_batch(batch)
+            if number <= self.settings.batch_output_gone_first:
+                self._gone_files.update(
+                    f for f in (batch.get("output_file_id"), batch.get("error_file_id")) if f
+                )
         total = len(batch["lines"])
         return {
             "id": batch["id"],
@@ -395,6 +409,12 @@ class Simulator:
                 continue
             answer = completion(batch["role"], line["body"], f"{cid[-12:]}-{attempt}", False, self.settings)
             output.append({"custom_id": cid, "response": {"status_code": 200, "body": answer}, "error": None})
+            if self.settings.batch_duplicate_lines:  # the same id again, answered otherwise
+                other = completion(batch["role"], line["body"], f"{cid[-12:]}-dup", False, self.settings)
+                other["choices"][0]["message"]["content"] = "a second, different answer"
+                output.append(
+                    {"custom_id": cid, "response": {"status_code": 200, "body": other}, "error": None}
+                )
             self._count_answer(key)
         for name, entries in (("output_file_id", output), ("error_file_id", errors)):
             if entries:

@@ -1,0 +1,28 @@
+"""JSON read strictly: an object that names one key twice is an error, not its last value.
+
+Python's ``json`` (and pandas) keep the last of two equal keys without a word, so a seed row or
+a judgment written twice over would be read as whichever copy came last.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names one key twice: which value was meant is unknowable."""
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKeyError(f"key {key!r} appears twice in one object")
+        seen[key] = value
+    return seen
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` that refuses an object naming a key twice (json keeps the last silently)."""
+    return json.loads(text, object_pairs_hook=_no_duplicate_keys)
