@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tapir.errors import DataError
+from tapir.json_text import DuplicateKeyError, strict_json
 from tapir.native_output import native_output_to
 
 REQUIRED_COLUMNS = ("instruction", "output_1", "output_2", "generator_1", "generator_2", "preference")
@@ -47,13 +48,21 @@ GLM_FOLDS = 5
 def load_annotations(path: str | Path) -> pd.DataFrame:
     """Annotations as alpaca_eval writes them (``annotations.json``), checked."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():  # a file, or a pipe: read once
         raise DataError(f"--annotations: file not found: {path}")
     try:
-        df = pd.read_json(path)
+        records = strict_json(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"--annotations: {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"--annotations: cannot read {path} ({exc.strerror})") from None
+    except DuplicateKeyError as exc:
+        raise DataError(f"--annotations: {path}: {exc}") from None
     except ValueError as exc:
         raise DataError(f"--annotations: {path} is not an alpaca_eval annotations JSON ({exc})") from None
-    return check_annotations(df, str(path))
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise DataError(f"--annotations: {path} is not an alpaca_eval annotations JSON (a list of records)")
+    return check_annotations(pd.DataFrame.from_records(records), str(path))
 
 
 def check_annotations(df: pd.DataFrame, origin: str) -> pd.DataFrame:

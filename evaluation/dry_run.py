@@ -81,6 +81,11 @@ def eval_dry_run(recipe: Recipe, console: Console, only: list[str] | None = None
         f"(cached ones are free); {len(published)} published row(s) beside ours"
     )
     console.print(f"results: {recipe.resolved_eval_dir}")
+    if judge.paid and not (settings.price_per_million_tokens or judge.price_per_million_tokens):
+        console.print(
+            "[yellow]warning: the judge is a paid endpoint with no price (evaluation."
+            "price_per_million_tokens): what its verdicts cost is unknown[/]"
+        )
     if backend_of(judge.backend).served:
         for name in ("alpaca_eval", "mt_bench"):
             if getattr(settings, name).enabled:

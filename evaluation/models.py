@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tapir.checkpoint_files import damaged_weights
+from tapir.checkpoint_files import damaged_weights, model_folder_problem
 from tapir.errors import EvaluationError
 from tapir.recipe import Recipe
 from tapir.stage_contract import (
@@ -143,9 +143,10 @@ def resolve_models(
             )
         unique.setdefault(model.name, model)
     for model in unique.values():
-        damaged = (
-            damaged_weights(Path(model.path).expanduser()) if Path(model.path).expanduser().is_dir() else None
-        )
+        folder = Path(model.path).expanduser()
+        # a transformers folder is whole (config, weights, shards); any other folder's weights intact
+        check = model_folder_problem if (folder / "config.json").is_file() else damaged_weights
+        damaged = check(folder) if folder.is_dir() else None
         if damaged:
             raise EvaluationError(f"evaluation.models: {model.name}: {damaged}; retrain it or remove it")
     if not unique:

@@ -27,7 +27,7 @@ def score_mt_bench(judgments: str, questions: str | None) -> dict:
     """Scores re-parsed from the judgment texts with fschat's patterns (a record without text
     keeps its stored score, fschat's -1 counting as unparsed)."""
     path = Path(judgments)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():  # a file, or a pipe (`--judgments <(...)`): read once
         raise DataError(f"--judgments: file not found: {judgments}")
     records = _judgment_records(path)
     if not records:

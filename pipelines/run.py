@@ -249,8 +249,9 @@ def run_data(
         raise IncompleteRunError(
             f"pipeline.max_spend_usd: the run reached its ${recipe.pipeline.max_spend_usd:g} cap "
             f"(spent ${summary['spend']['usd']:,.2f}); {capped} calls were not made. Every answer so far "
-            f"is cached and not paid again: rerun `tapir data` (raise --max-spend to finish); {out_dir} "
-            "holds the rows done, marked incomplete"
+            f"is cached and not paid again: rerun `tapir data` (raise --max-spend to finish); "
+            f"{kept_beside or out_dir} holds the rows done, marked incomplete"
+            + (f" ({out_dir} keeps the previous complete run)" if kept_beside else "")
         )
     if refused := _batch_refused(usage):
         raise DataError(
@@ -282,24 +283,27 @@ def _complete_run(folder: Path) -> bool:
     return manifest is not None and not manifest.failed_calls
 
 
-def _batch_refused(usage: dict[str, dict[str, Any]]) -> str | None:
-    """``role: why`` when the Batch API refused a call for good (a 4xx of its files/batches
-    endpoints): the input is wrong, and a rerun is not the cure (exit 2, not 3)."""
+def _failure(usage: dict[str, dict[str, Any]], matches: Any) -> str | None:
+    """``role: reason`` for the first failure reason ``matches`` accepts, or None."""
     for role, numbers in sorted(usage.items()):
         for reason in numbers.get("failure_reasons") or {}:
-            if reason.startswith("batch API refused"):
+            if matches(reason):
                 return f"{role}: {reason}"
     return None
 
 
+def _batch_refused(usage: dict[str, dict[str, Any]]) -> str | None:
+    """The Batch API refused a call for good (a 4xx of its files/batches endpoints): the input
+    is wrong, and a rerun is not the cure (exit 2, not 3)."""
+    return _failure(usage, lambda reason: reason.startswith("batch API refused"))
+
+
 def _disk_full_reason(usage: dict[str, dict[str, Any]]) -> str | None:
-    """A failure reason that is the disk filling up (the response cache could not store an
-    answer), which no rerun fixes until space is freed."""
-    for numbers in usage.values():
-        for reason in numbers.get("failure_reasons") or {}:
-            if "disk is full" in reason.lower() or "no space left" in reason.lower():
-                return reason
-    return None
+    """The disk filled up (the response cache could not store an answer): no rerun helps until
+    space is freed."""
+    return _failure(
+        usage, lambda reason: "disk is full" in reason.lower() or "no space left" in reason.lower()
+    )
 
 
 def unit_prices(recipe: Recipe) -> dict[str, dict[str, float]]:

@@ -62,10 +62,9 @@ def model_folder_problem(folder: Path) -> str | None:
     file as long as its header says. What a push or an evaluation would otherwise find after
     uploading or loading half of it."""
     config = folder / "config.json"
-    adapter = folder / "adapter_config.json"
-    if not config.is_file() and not adapter.is_file():
+    if not config.is_file():
         return f"{folder}: not a transformers model folder (no config.json)"
-    for path in (config, adapter):
+    for path in (config, folder / "adapter_config.json"):
         if not path.is_file():
             continue
         try:

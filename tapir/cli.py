@@ -66,12 +66,28 @@ def _quiet_libraries() -> None:
     # between tapir's own tables; its workers inherit the setting
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore")
-    for name in ("httpx", "datasets", "huggingface_hub"):
+    for name in ("httpx", "datasets"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # its "Retrying in 8s [Retry 5/5]" lines would come before tapir's own one-line error (the
+    # variable reaches the worker processes that download too)
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+
+
+def _refuse_nul_bytes(args: argparse.Namespace) -> None:
+    """No flag's value may hold a NUL byte: no path, name or model id can."""
+    for name, value in vars(args).items():
+        if name == "overrides":
+            continue  # --set names the field itself (tapir.recipe.apply_overrides)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and "\x00" in v for v in values):
+            flag = "--" + name.rstrip("_").replace("_", "-")
+            raise TapirError(f"{flag}: holds a NUL byte, which no path, name or model id may")
 
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _refuse_nul_bytes(args)
     as_json = bool(getattr(args, "json", False) and getattr(args, "dry_run", False))
     console = Console(stderr=False, quiet=as_json, width=_piped_width())
     _quiet_libraries()
@@ -95,6 +111,11 @@ def main(argv: list[str] | None = None) -> None:
         if line is None:
             raise
         print(f"tapir: error: {line}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    except ValueError as error:  # a path given on the command line with a NUL byte in it
+        if "embedded null byte" not in str(error):
+            raise
+        print("tapir: error: a path on the command line holds a NUL byte", file=sys.stderr)
         code = EXIT_USER_ERROR
     except Exception as error:  # sqlite3 (the response cache) says "disk is full" its own way
         if not is_disk_full(error):

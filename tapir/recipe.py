@@ -42,7 +42,7 @@ MAX_SEED = 2**32 - 1
 #: variables instead: ``*_env``.
 CREDENTIAL_KEY = re.compile(
     r"(?:^|_)(?:api_?key|apikey|subscription_key|access_key|secret_key|private_key|password|passwd"
-    r"|secret|credentials?|authorization|cookie|session_token|security_token|signature)$"
+    r"|passphrase|secret|credentials?|authorization|auth|cookie|session_token|security_token|signature)$"
     r"|^(?:token|hub_token|hf_token|access_token|auth_token|bearer_token|api_token|refresh_token"
     r"|id_token|auth|x_auth_token)$",
     re.IGNORECASE,

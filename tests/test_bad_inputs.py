@@ -1474,6 +1474,38 @@ ISSUE_34_CASES: list[Case] = [
         lambda w: _cmd("data", "--recipe", "/proc/self/mem"),
     ),
     (
+        "batch-upload-refused-for-good",
+        "judge: batch API refused: upload the batch file: HTTP 413",
+        lambda w: _data_with(
+            w,
+            "batch413",
+            {  # another model name: nothing of it is in the response cache, so it is asked
+                "judge.model": "judge-in-batches",
+                "judge.batch": True,
+                "judge.options": {"batch_refuse_files": 413, "batch_delay_s": 0.05},
+            },
+        ),
+    ),
+    ("output-empty", "--output: empty", lambda w: _data(w, None, "--output", "")),
+    ("push-to-empty", "--to: empty", lambda w: _push(w, "--dry-run", "--to", " ")),
+    (
+        "train-wait-not-a-number",
+        "--wait-s: nan is not a number",
+        lambda w: _cmd("train", "--recipe", w.recipe, "--machine-rank", "1", "--wait-s", "nan"),
+    ),
+    (
+        "eval-model-nul",
+        "--models: holds a NUL byte",
+        lambda w: _cmd("eval", "--recipe", w.recipe, "--models", "a\x00b"),
+    ),
+    (
+        "alpaca-duplicate-key",
+        "key 'preference' appears twice",
+        lambda w: _score_alpaca(
+            w, "a30.json", _alpaca([1, 2]).replace('"preference": 1', '"preference": 1, "preference": 2', 1)
+        ),
+    ),
+    (
         "train-model-hub-id-offline",
         "training.model: 'nosuchorg/nosuchmodel' is not a local folder and cannot be loaded",
         lambda w: _train(w, {"training.model": "nosuchorg/nosuchmodel"}, name="hubid"),

@@ -248,6 +248,7 @@ def test_piped_tables_never_cut_a_name_short():
             assert "│ no_rebalance " in piped.stdout  # the arm's whole name
 
 
+@pytest.mark.e2e  # a whole dry-run's start-up: kept out of test-quick
 def test_a_recipe_read_from_a_pipe_is_read_once_and_planned(tmp_path):
     import os
 

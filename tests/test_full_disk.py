@@ -84,3 +84,17 @@ def test_a_disk_that_fills_while_tapir_writes_is_named_as_such(full_disk):
         database.commit()
     assert written is not None and "the disk is full; free some space and run again" in written
     assert "the disk is full" in (os_error_line(cache.value) or "")
+
+
+def test_a_run_that_met_a_full_disk_or_a_refused_batch_is_told_apart_from_one_to_rerun():
+    from tapir.pipelines.run import _batch_refused, _disk_full_reason
+
+    usage = {
+        "teacher": {"failure_reasons": {"HTTP 500": 2}},
+        "judge": {"failure_reasons": {"OperationalError: database or disk is full": 3}},
+    }
+    assert _disk_full_reason(usage) == "judge: OperationalError: database or disk is full"
+    assert _batch_refused(usage) is None
+    usage["judge"]["failure_reasons"] = {"batch API refused: create the batch: HTTP 400: bad model": 4}
+    assert _batch_refused(usage) == "judge: batch API refused: create the batch: HTTP 400: bad model"
+    assert _disk_full_reason(usage) is None

@@ -138,7 +138,8 @@ def test_the_paper_recipes_dry_runs_print_the_gpu_map_and_each_models_template()
 def test_a_model_without_a_chat_template_is_refused_before_anything_loads(tmp_path):
     base = tmp_path / "base-model"
     base.mkdir()
-    (base / "config.json").write_text("{}")
+    (base / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (base / "model.safetensors").write_bytes(b"\x02\0\0\0\0\0\0\0{}")  # whole, if empty
     (base / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
     for command in (["--dry-run"], []):
         result = tapir(

@@ -258,7 +258,7 @@ def _two_machine_recipe(tmp_path: Path, model: Path) -> Path:
     return recipe_file
 
 
-@pytest.mark.integration
+@pytest.mark.e2e  # two CLI processes' start-up each: kept out of test-quick
 @pytest.mark.parametrize("machine_zero", ["never-started", "killed-while-running"])
 def test_a_follower_waits_a_bounded_time_and_names_what_it_waited_for(tmp_path, tiny_model, machine_zero):
     from tapir.recipe import load_recipe

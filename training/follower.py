@@ -11,6 +11,7 @@ nothing but its launcher's log; the ranks meet through torch's rendezvous at the
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def follow_machine_zero(
     """Start this machine's ranks for each round machine 0 launches, until its run ends. Waits at
     most ``wait_s`` for machine 0 to start, or to be seen alive again (its heartbeat): a machine 0
     that never came, or died, ends this with one line saying which."""
+    if not math.isfinite(wait_s) or wait_s < 0:
+        raise TrainingError(f"--wait-s: {wait_s:g} is not a number of seconds >= 0")
     settings = recipe.training
     if settings.launcher != "accelerate":
         raise TrainingError("--machine-rank: needs training.launcher: accelerate (one machine trains alone)")

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from tapir.errors import RecipeError
+
 
 def add_recipe_args(parser: argparse.ArgumentParser, default: str | None = "default") -> None:
     parser.add_argument(
@@ -52,6 +54,12 @@ def load(args: argparse.Namespace) -> Any:
     from tapir.recipe import load_recipe
 
     overrides = list(args.overrides)
+    for flag in ("output", "repo_id", "to"):
+        value = getattr(args, flag, None)
+        if value is not None and not value.strip():
+            raise RecipeError(
+                f"--{flag.replace('_', '-')}: empty; name a {'repo' if flag == 'repo_id' else 'folder'}"
+            )
     if getattr(args, "output", None):
         overrides.append(f"output_dir={args.output}")
     if getattr(args, "round_", None) is not None:

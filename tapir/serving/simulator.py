@@ -182,6 +182,7 @@ class Simulator:
         self._files: dict[str, bytes] = {}
         self._batches: dict[str, dict[str, Any]] = {}
         self._gone_files: set[str] = set()
+        self._sent_at: dict[str, list[float]] = {}  # when each body's answers were sent (wall clock)
 
     @property
     def url(self) -> str:
@@ -235,6 +236,9 @@ class Simulator:
             return True
         if method == "GET" and path == "/stats":
             await _send(writer, 200, asdict(self.counters))
+            return True
+        if method == "GET" and path == "/answered-twice":  # when each twice-answered body was sent
+            await _send(writer, 200, {k: t for k, t in self._sent_at.items() if len(t) > 1})
             return True
         if path.startswith(("/v1/files", "/v1/batches")):
             status, payload = self._batch_api(method, path, headers, body)
@@ -426,6 +430,7 @@ class Simulator:
 
     def _count_answer(self, key: str) -> None:
         """One answer sent, online or in a batch; a key answered before counts as asked twice."""
+        self._sent_at.setdefault(key, []).append(time.time())
         self.counters.answered += 1
         if key in self._answered:
             self.counters.answered_again += 1
