@@ -11,7 +11,7 @@ import pandas as pd
 
 from tapir.errors import DataError
 from tapir.evaluation import alpaca_metrics, mt_bench_metrics
-from tapir.json_text import DuplicateKeyError, strict_json
+from tapir.json_text import json_lines
 
 
 def score_alpaca(annotations: str, difficulty: str | None, cache_dir: str) -> dict:
@@ -73,21 +73,13 @@ def _judgment_records(path: Path) -> list[dict]:
     """The file's records, read as JSON (not through pandas, which turns ``true`` into 1 and
     keeps the last of two equal keys): each an object, its ``score`` a number or null."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"--judgments: {path} is not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise DataError(f"--judgments: cannot read {path} ({exc.strerror})") from None
     records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = strict_json(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"--judgments: {path} line {number} is not JSON ({exc.msg})") from None
-        except DuplicateKeyError as exc:
-            raise DataError(f"--judgments: {path} line {number}: {exc}") from None
+    for number, record in json_lines(text, f"--judgments: {path}"):
         if not isinstance(record, dict):
             raise DataError(f"--judgments: {path} line {number} is a {type(record).__name__}, not a record")
         score = record.get("score")

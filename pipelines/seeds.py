@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tapir.errors import DataError
-from tapir.json_text import DuplicateKeyError, strict_json
+from tapir.json_text import DuplicateKeyError, json_lines, strict_json
 from tapir.recipe import SeedSource
 
 LOCAL_SUFFIXES = frozenset({".json", ".jsonl", ".parquet"})
@@ -62,16 +62,7 @@ def read_local(path: Path, location: str, field: str = "seeds.source") -> list[d
                 "(a JSON array, or one object per line)"
             )
     if suffix == ".jsonl" or (suffix == ".json" and not text.lstrip().startswith("[")):
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(strict_json(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{field}: {location} line {number} is not valid JSON ({exc.msg})") from None
-            except DuplicateKeyError as exc:
-                raise DataError(f"{field}: {location} line {number}: {exc}") from None
+        rows = [value for _, value in json_lines(text, f"{field}: {location}")]
     else:
         try:
             rows = strict_json(text)

@@ -26,3 +26,21 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def strict_json(text: str) -> Any:
     """``json.loads`` that refuses an object naming a key twice (json keeps the last silently)."""
     return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+
+
+def json_lines(text: str, where: str) -> list[tuple[int, Any]]:
+    """(line number, value) for each non-blank line of ``text``, read with :func:`strict_json`;
+    a line that is not JSON, or names a key twice, is one error line naming ``where`` and it."""
+    from tapir.errors import DataError
+
+    values = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            values.append((number, strict_json(line)))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where} line {number} is not valid JSON ({exc.msg})") from None
+        except DuplicateKeyError as exc:
+            raise DataError(f"{where} line {number}: {exc}") from None
+    return values

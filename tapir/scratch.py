@@ -25,7 +25,8 @@ _MAX_BASE = 107 - len("/pymp-xxxxxxxx/listener-xxxxxxxx") - 8
 _LEFT_BEHIND = re.compile(rf"^(?:{PREFIX}|tapir-engines-)(\d+)(?:-[0-9a-f]+)?$")
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (someone else's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -41,7 +42,7 @@ def remove_left_behind(base: Path) -> list[Path]:
     with suppress(OSError):
         for entry in base.iterdir():
             match = _LEFT_BEHIND.match(entry.name)
-            if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
     return removed

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tapir.errors import DataError
+from tapir.scratch import process_alive
 
 OUTPUT_MARKER = ".tapir-output"
 #: The marker's format: 2 lists the files tapir wrote (1, without a list, proves nothing).
@@ -209,16 +210,6 @@ def _write_marker(folder: Path, marker: dict[str, Any]) -> Path:
     return path
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def remove_stale(target: Path) -> list[Path]:
     """Remove ``target``'s staging siblings left by processes that no longer run."""
     pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:partial|old)-(\d+)$")
@@ -228,7 +219,7 @@ def remove_stale(target: Path) -> list[Path]:
     for sibling in target.parent.iterdir():
         match = pattern.match(sibling.name)
         pid = int(match.group(1)) if match else None
-        if pid is not None and pid != os.getpid() and not _alive(pid):
+        if pid is not None and pid != os.getpid() and not process_alive(pid):
             if sibling.is_dir() and not sibling.is_symlink():
                 shutil.rmtree(sibling, ignore_errors=True)
             else:

@@ -32,6 +32,7 @@ from rich.console import Console
 from tapir.errors import IncompleteRunError, TrainingError
 from tapir.manifest import write_json
 from tapir.recipe import Recipe
+from tapir.scratch import process_alive
 from tapir.serving.engines import free_port
 from tapir.training.progress import read_log
 from tapir.training.sft import LOG_FILE, RoundSpec, last_checkpoint
@@ -230,23 +231,13 @@ def machine_zero_alive(state: dict[str, Any] | None, now: float | None = None) -
     if state.get("state") != "running":
         return False, f"machine 0's last run is {state.get('state')!r}"
     pid, host = state.get("pid"), state.get("host")
-    if host == socket.gethostname() and isinstance(pid, int) and not _process_alive(pid):
+    if host == socket.gethostname() and isinstance(pid, int) and not process_alive(pid):
         return False, f"machine 0's run (pid {pid} on {host}) is gone but its machines.json says running"
     beat = state.get("heartbeat")
     if not isinstance(beat, (int, float)) or now - beat > STALE_AFTER_S:
         when = time.strftime("%H:%M:%S", time.localtime(beat)) if isinstance(beat, (int, float)) else "never"
         return False, f"machine 0's run (pid {pid} on {host}) stopped its heartbeat (last {when})"
     return True, "running"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def train_round_with_accelerate(
