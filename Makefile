@@ -13,20 +13,31 @@ install: $(VENV)/.installed
 
 # llama-cpp-python compiles llama.cpp for this CPU. On a CPU with AMX (Xeon Sapphire Rapids and
 # later) the native build takes ggml's AMX path, which segfaulted on the first decode in this
-# project's VMs: there it is built for AVX-512 without AMX. Built without pip's wheel cache, so
-# a wheel compiled for another CPU (or with other flags) is never reused.
+# project's VMs: there it is built for AVX-512 without AMX. Built without pip's wheel cache (a
+# wheel compiled for another CPU or with other flags is never reused); the wheel is kept in a
+# folder of its own named after the version, the flags, the Python and this CPU's feature flags,
+# so a later install on the same machine (a fresh clone, CI) takes it instead of compiling again.
 LLAMA_CPP := $(shell grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml)
 LLAMA_CMAKE_ARGS := $(shell grep -qw amx_tile /proc/cpuinfo 2>/dev/null && echo "-DGGML_NATIVE=OFF \
   -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON \
   -DGGML_AVX512_BF16=ON")
+LLAMA_KEY := $(shell (echo "$(LLAMA_CPP) $(LLAMA_CMAKE_ARGS)"; $(PYTHON) -c 'import sys; print(sys.version)'; \
+  grep -m1 '^flags' /proc/cpuinfo) | sha256sum | cut -c1-16)
+LLAMA_WHEELS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tapir/llama-cpp-wheels/$(LLAMA_KEY)
 
 # torch first and pinned: the CPU build on disk, never a multi-GB CUDA build pulled by a dependency.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(BIN)/pip install --quiet --no-cache-dir --force-reinstall --no-deps "$(LLAMA_CPP)"
+	if ! ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+	  rm -rf $(LLAMA_WHEELS).partial-$$$$ && \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	    $(BIN)/pip wheel --quiet --no-cache-dir --no-deps -w $(LLAMA_WHEELS).partial-$$$$ "$(LLAMA_CPP)" && \
+	  mkdir -p $(dir $(LLAMA_WHEELS)) && { mv -T $(LLAMA_WHEELS).partial-$$$$ $(LLAMA_WHEELS) 2>/dev/null || \
+	    rm -rf $(LLAMA_WHEELS).partial-$$$$; }; \
+	fi
+	$(BIN)/pip install --quiet --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e ".[dev,ray]"
 	touch $@
 

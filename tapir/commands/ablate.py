@@ -31,6 +31,7 @@ from rich.table import Table
 
 from tapir.commands.common import add_json, add_recipe_args, emit, load
 from tapir.errors import RecipeError
+from tapir.manifest import sha256_file
 from tapir.recipe import Recipe, recipe_from_dict
 from tapir.stage_contract import (
     WARMUP,
@@ -210,12 +211,17 @@ def write_one_round(
     with atomic_folder(folder) as staging:
         run = DataRun(staging)
         run.data_dir.mkdir(parents=True, exist_ok=True)
-        datasets.Dataset.from_list(slim).to_parquet(str(run.split_file(round_split(1))))
+        round_file = run.split_file(round_split(1))
+        datasets.Dataset.from_list(slim).to_parquet(str(round_file))
         manifest = DataManifest(
             **header("data", arm, None),
             seed=arm.seed,
             data_settings=data_settings(arm),
-            files={"made_from": {"path": str(made_from)}},
+            files={
+                "made_from": {"path": str(made_from)},
+                # as `tapir data` records its rounds: training checks the file against it
+                run.relative(round_split(1)): {"rows": len(slim), "sha256": sha256_file(round_file)},
+            },
         )
         write_manifest(staging, manifest)
         mark_output(staging, "data")
