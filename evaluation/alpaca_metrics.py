@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tapir.errors import DataError
-from tapir.json_text import DuplicateKeyError, strict_json
+from tapir.json_text import DuplicateKeyError, read_text, strict_json
 from tapir.native_output import native_output_to
 
 REQUIRED_COLUMNS = ("instruction", "output_1", "output_2", "generator_1", "generator_2", "preference")
@@ -50,12 +50,9 @@ def load_annotations(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists() or path.is_dir():  # a file, or a pipe: read once
         raise DataError(f"--annotations: file not found: {path}")
+    text = read_text(path, "--annotations", path)
     try:
-        records = strict_json(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"--annotations: {path} is not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"--annotations: cannot read {path} ({exc.strerror})") from None
+        records = strict_json(text)
     except DuplicateKeyError as exc:
         raise DataError(f"--annotations: {path}: {exc}") from None
     except ValueError as exc:

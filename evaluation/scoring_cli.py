@@ -11,7 +11,7 @@ import pandas as pd
 
 from tapir.errors import DataError
 from tapir.evaluation import alpaca_metrics, mt_bench_metrics
-from tapir.json_text import json_lines
+from tapir.json_text import json_lines, read_text
 
 
 def score_alpaca(annotations: str, difficulty: str | None, cache_dir: str) -> dict:
@@ -72,14 +72,8 @@ def score_mt_bench(judgments: str, questions: str | None) -> dict:
 def _judgment_records(path: Path) -> list[dict]:
     """The file's records, read as JSON (not through pandas, which turns ``true`` into 1 and
     keeps the last of two equal keys): each an object, its ``score`` a number or null."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"--judgments: {path} is not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"--judgments: cannot read {path} ({exc.strerror})") from None
     records = []
-    for number, record in json_lines(text, f"--judgments: {path}"):
+    for number, record in json_lines(read_text(path, "--judgments", path), f"--judgments: {path}"):
         if not isinstance(record, dict):
             raise DataError(f"--judgments: {path} line {number} is a {type(record).__name__}, not a record")
         score = record.get("score")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tapir.errors import DataError
-from tapir.json_text import DuplicateKeyError, json_lines, strict_json
+from tapir.json_text import DuplicateKeyError, json_lines, read_text, strict_json
 from tapir.recipe import SeedSource
 
 LOCAL_SUFFIXES = frozenset({".json", ".jsonl", ".parquet"})
@@ -45,12 +45,7 @@ def read_local(path: Path, location: str, field: str = "seeds.source") -> list[d
             return pq.read_table(path).to_pylist()
         except Exception as exc:  # pyarrow raises several types for unreadable files
             raise DataError(f"{field}: cannot read {location}: {str(exc).splitlines()[0]}") from None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{field}: {location} is not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"{field}: cannot read {location} ({exc.strerror or type(exc).__name__})") from None
+    text = read_text(path, field, location)
     if suffix == ".json" and text.lstrip().startswith("{"):
         try:
             whole = json.loads(text)

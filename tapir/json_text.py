@@ -7,6 +7,7 @@ a judgment written twice over would be read as whichever copy came last.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -44,3 +45,15 @@ def json_lines(text: str, where: str) -> list[tuple[int, Any]]:
         except DuplicateKeyError as exc:
             raise DataError(f"{where} line {number}: {exc}") from None
     return values
+
+
+def read_text(path: Path, field: str, location: str | Path) -> str:
+    """A user's file as UTF-8 text, read once (a pipe too), or one error line naming ``field``."""
+    from tapir.errors import DataError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{field}: {location} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"{field}: cannot read {location} ({exc.strerror or type(exc).__name__})") from None
